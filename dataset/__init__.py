@@ -1,0 +1,1 @@
+"""Long-tailed semi-supervised datasets: splits, file readers and augmentation."""

@@ -1,0 +1,229 @@
+"""The dataset registry: from command-line settings to one labeled/unlabeled/test split.
+
+`build_data(args)` returns a `SemiSupervisedData`: one uint8 array of the training images the
+split uses, index arrays for the labeled set and the unlabeled pool, and the test set.
+Which rows are labeled is a pure function of (dataset, N1, M1, gamma_l, gamma_u, mode, method)
+and the files, never of `--seed` (SPEC sections 2 and 11).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dataset import readers
+from dataset.augment import method_views, test_transform
+from dataset.splits import (UNLABELED_MODES, Split, balanced_subset, long_tail_counts, order_unlabeled,
+                            split_per_class)
+from utils.errors import UserError
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+IMAGENET_MEAN, IMAGENET_STD = (0.48109809, 0.45747185, 0.40785507), (0.26040889, 0.2532126, 0.26820634)
+
+IMAGENET127_LABELED_FRACTION = 0.1
+IMAGENET127_TEST_PER_CLASS = 50
+TEST_SUBSET_SEED = 0  # the balanced ImageNet-127 test subset is the same for every run
+
+# dataset -> image sizes it can be trained at
+IMAGE_SIZES = {'cifar10': (32,), 'cifar100': (32,), 'stl10': (32,), 'smallimagenet': (32, 64),
+               'smallimagenet_1k': (32, 64)}
+DATASETS = tuple(IMAGE_SIZES)
+
+
+@dataclass
+class SemiSupervisedData:
+    name: str
+    num_classes: int
+    image_size: int
+    mean: tuple
+    std: tuple
+    images: np.ndarray               # (N, S, S, 3) uint8: every training image the split uses
+    labels: np.ndarray               # (N,) int64; -1 where the label is unknown (STL-10 unlabeled)
+    labeled_idx: np.ndarray          # rows of the labeled set
+    unlabeled_idx: np.ndarray        # rows of the unlabeled pool
+    unlabeled_is_labeled: np.ndarray  # per pool row: also a labeled image (ACR_d), excluded from estimates
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    labeled_per_class: list
+    unlabeled_per_class: Optional[list]  # true counts of the unlabeled images proper; None if unknown
+    unlabeled_mode: Optional[str] = None
+    notes: tuple = ()                # lines for the human summary (e.g. flags a dataset does not use)
+    flip: bool = True                # horizontal flips in the weak/strong views
+
+    @property
+    def unlabeled_prior(self) -> Optional[np.ndarray]:
+        """The true class distribution of the unlabeled images, for logging only."""
+        if self.unlabeled_per_class is None:
+            return None
+        counts = np.asarray(self.unlabeled_per_class, dtype=np.float64)
+        return counts / counts.sum()
+
+    def pool_per_class(self) -> Optional[list]:
+        labels = self.labels[self.unlabeled_idx]
+        if (labels < 0).any():
+            return None
+        return np.bincount(labels, minlength=self.num_classes).tolist()
+
+    def summary(self, method: str) -> dict:
+        return {
+            'dataset': self.name, 'method': method, 'num_classes': self.num_classes,
+            'image_size': self.image_size, 'unlabeled_mode': self.unlabeled_mode,
+            'num_labeled': len(self.labeled_idx), 'num_unlabeled': len(self.unlabeled_idx),
+            'num_test': len(self.test_labels),
+            'labeled_per_class': self.labeled_per_class,
+            'unlabeled_per_class': self.unlabeled_per_class,
+            'unlabeled_pool_per_class': self.pool_per_class(),
+            'test_per_class': np.bincount(self.test_labels, minlength=self.num_classes).tolist(),
+        }
+
+    def datasets(self, method: str):
+        """(labeled, unlabeled, test) torch datasets with the views `method` trains on."""
+        labeled_views, unlabeled_views = method_views(method, self.image_size, self.mean, self.std, self.flip)
+        return (ViewDataset(self.images, self.labels, self.labeled_idx, labeled_views),
+                ViewDataset(self.images, self.labels, self.unlabeled_idx, unlabeled_views),
+                ViewDataset(self.test_images, self.test_labels, np.arange(len(self.test_labels)),
+                            test_transform(self.mean, self.std)))
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Rows `indices` of a uint8 image array; item i is (transform(image), label, i)."""
+
+    def __init__(self, images, labels, indices, transform):
+        self.images, self.labels, self.indices, self.transform = images, labels, indices, transform
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        row = self.indices[i]
+        return self.transform(Image.fromarray(self.images[row])), int(self.labels[row]), i
+
+
+# ---------------------------------------------------------------- builders
+
+def build_data(args) -> SemiSupervisedData:
+    """The split for `args.dataset` with the settings of `args` (see train.py's parser)."""
+    if args.dataset not in IMAGE_SIZES:
+        raise UserError(f'unknown dataset {args.dataset!r}; choose one of {", ".join(DATASETS)}')
+    sizes = IMAGE_SIZES[args.dataset]
+    if args.img_size not in sizes:
+        raise UserError(f'--img-size {args.img_size} is not available for {args.dataset}; '
+                        f'use {" or ".join(map(str, sizes))}')
+    return BUILDERS[args.dataset](args)
+
+
+def _labeled_counts(args, num_classes):
+    return long_tail_counts(args.num_max, num_classes, args.imb_ratio_label, ('--num-max', '--imb-ratio-label'))
+
+
+def _unlabeled_counts(args, num_classes):
+    counts = long_tail_counts(args.num_max_u, num_classes, args.imb_ratio_unlabel,
+                              ('--num-max-u', '--imb-ratio-unlabel'))
+    return order_unlabeled(counts, args.flag_reverse_LT)
+
+
+def _keep_only_split_rows(images, labels, split: Split):
+    """Drop the training rows the split does not use, re-pointing its indices."""
+    keep = np.union1d(split.labeled_idx, split.unlabeled_idx)
+    if len(keep) == len(images):
+        return images, labels, split
+    new_row = np.full(len(images), -1, np.int64)
+    new_row[keep] = np.arange(len(keep))
+    return images[keep], labels[keep], split._replace(labeled_idx=new_row[split.labeled_idx],
+                                                      unlabeled_idx=new_row[split.unlabeled_idx])
+
+
+def _from_split(name, num_classes, args, images, labels, split, test_images, test_labels, mean, std,
+                mode=None, notes=()):
+    images, labels, split = _keep_only_split_rows(images, labels, split)
+    return SemiSupervisedData(name, num_classes, args.img_size, mean, std, images, labels,
+                              split.labeled_idx, split.unlabeled_idx, split.unlabeled_is_labeled,
+                              test_images, test_labels, split.labeled_per_class, split.unlabeled_per_class,
+                              mode, tuple(notes))
+
+
+def _cifar(args, num_classes, mean, std):
+    root = Path(args.data_dir)
+    labeled, unlabeled = _labeled_counts(args, num_classes), _unlabeled_counts(args, num_classes)
+    if args.download:
+        readers.download_cifar(root, num_classes)
+    train_x, train_y, test_x, test_y = readers.read_cifar(root, num_classes)
+    split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d',
+                            allow_short=args.allow_short_classes)
+    return _from_split(args.dataset, num_classes, args, train_x, train_y, split, test_x, test_y, mean, std,
+                       UNLABELED_MODES[args.flag_reverse_LT])
+
+
+def build_cifar10(args):
+    return _cifar(args, 10, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def build_cifar100(args):
+    return _cifar(args, 100, CIFAR100_MEAN, CIFAR100_STD)
+
+
+def build_stl10(args):
+    """Labeled: long-tailed from the 5,000 train images. Unlabeled: all of unlabeled_X.bin
+    (true labels unknown; ACR_d's pool is the same, the labeled images are not added)."""
+    root = Path(args.data_dir)
+    labeled = _labeled_counts(args, 10)
+    if args.download:
+        readers.download_stl10(root)
+    train_x, train_y, test_x, test_y, unlabeled_x = readers.read_stl10(root, args.img_size)
+    split = split_per_class(train_y, labeled, [0] * 10, allow_short=args.allow_short_classes)
+    n = len(split.labeled_idx)
+    images = np.concatenate([train_x[split.labeled_idx], unlabeled_x])
+    labels = np.concatenate([train_y[split.labeled_idx], np.full(len(unlabeled_x), -1, np.int64)])
+    return SemiSupervisedData('stl10', 10, args.img_size, CIFAR10_MEAN, CIFAR10_STD, images, labels,
+                              np.arange(n), np.arange(n, len(images)), np.zeros(len(unlabeled_x), bool),
+                              test_x, test_y, split.labeled_per_class, None,
+                              notes=('unlabeled: all of unlabeled_X.bin; --num-max-u, --imb-ratio-unlabel '
+                                     'and --flag-reverse-LT are not used',))
+
+
+def build_imagenet127(args):
+    """10% of each class labeled (rounded half up), the rest unlabeled; classes re-indexed so
+    class 0 has the most training images; a fixed balanced test subset of <= 50 per class."""
+    root = Path(args.data_dir)
+    images, labels = readers.read_imagenet_train(root, 127, args.img_size)
+    counts = np.bincount(labels, minlength=127)
+    by_count = np.argsort(-counts, kind='stable')       # old class ids, most images first
+    new_class = np.empty(127, np.int64)
+    new_class[by_count] = np.arange(127)
+    labels, counts = new_class[labels], counts[by_count]
+    labeled = [int(np.floor(IMAGENET127_LABELED_FRACTION * c + 0.5)) for c in counts]
+    unlabeled = [int(c) - n for c, n in zip(counts, labeled)]
+    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d')
+    test_x, test_y = readers.read_imagenet_val(root, 127, args.img_size)
+    test_y = new_class[test_y]
+    test_rows = balanced_subset(test_y, IMAGENET127_TEST_PER_CLASS, 127, seed=TEST_SUBSET_SEED)
+    return _from_split('smallimagenet', 127, args, images, labels, split, test_x[test_rows], test_y[test_rows],
+                       IMAGENET_MEAN, IMAGENET_STD,
+                       notes=('labeled: 10% of each class; --num-max, --num-max-u, --imb-ratio-* and '
+                              '--flag-reverse-LT are not used',))
+
+
+def build_imagenet1k(args):
+    """s_i = long-tail counts with N1 = num_max + num_max_u (1280 in the paper) and gamma_l;
+    labeled int(num_max / N1 * s_i) (20%), unlabeled the rest, both from the first s_i per class."""
+    root = Path(args.data_dir)
+    total = long_tail_counts(args.num_max + args.num_max_u, 1000, args.imb_ratio_label,
+                             ('--num-max + --num-max-u', '--imb-ratio-label'))
+    fraction = args.num_max / (args.num_max + args.num_max_u)
+    labeled = [int(fraction * s) for s in total]
+    unlabeled = [s - n for s, n in zip(total, labeled)]
+    images, labels = readers.read_imagenet_train(root, 1000, args.img_size, quota=total)
+    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d',
+                            allow_short=args.allow_short_classes)
+    test_x, test_y = readers.read_imagenet_val(root, 1000, args.img_size)
+    return _from_split('smallimagenet_1k', 1000, args, images, labels, split, test_x, test_y,
+                       IMAGENET_MEAN, IMAGENET_STD, UNLABELED_MODES[0],
+                       notes=('--imb-ratio-unlabel and --flag-reverse-LT are not used',))
+
+
+BUILDERS = {'cifar10': build_cifar10, 'cifar100': build_cifar100, 'stl10': build_stl10,
+            'smallimagenet': build_imagenet127, 'smallimagenet_1k': build_imagenet1k}
+assert set(BUILDERS) == set(IMAGE_SIZES)
