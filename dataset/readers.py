@@ -188,22 +188,23 @@ def read_imagenet_train(root: Path, num_classes: int, image_size: int, quota=Non
     """
     train_paths, _ = _imagenet_paths(root, num_classes, image_size)
     quota = np.full(num_classes, np.iinfo(np.int64).max) if quota is None else np.asarray(quota)
+    # Fill one array allocated up front; its size bounds the rows: no file holds more rows
+    # than its bytes allow. Pages past the last kept row are never touched, so never resident.
+    capacity = sum(p.stat().st_size for p in train_paths) // (3 * image_size * image_size)
+    images = np.empty((int(min(capacity, quota.sum())), image_size, image_size, 3), np.uint8)
     seen = np.zeros(num_classes, np.int64)
-    kept_rows, kept_labels = [], []
+    kept_labels, filled = [], 0
     for path in train_paths:
         rows, labels = _rows_and_labels(path, 'labels', image_size, label_offset=1)
         _check_labels(labels, num_classes, path, first=1)
         keep = first_per_class(labels, quota, seen)
-        kept_rows.append(rows if keep.all() else rows[keep])
-        kept_labels.append(labels[keep])
+        if not keep.all():
+            rows, labels = rows[keep], labels[keep]
+        images[filled:filled + len(rows)] = rows.reshape(-1, 3, image_size, image_size).transpose(0, 2, 3, 1)
+        filled += len(rows)
+        kept_labels.append(labels)
         del rows, labels  # free this batch file before reading the next
-    images = np.empty((sum(len(r) for r in kept_rows), image_size, image_size, 3), np.uint8)
-    start = 0
-    for i, rows in enumerate(kept_rows):  # fill chunk by chunk, freeing each as it is copied
-        images[start:start + len(rows)] = rows.reshape(-1, 3, image_size, image_size).transpose(0, 2, 3, 1)
-        start += len(rows)
-        kept_rows[i] = rows = None
-    return images, np.concatenate(kept_labels)
+    return images[:filled], np.concatenate(kept_labels)
 
 
 def read_imagenet_val(root: Path, num_classes: int, image_size: int):

@@ -30,7 +30,7 @@ def _images(n, side, rng, labels=None) -> np.ndarray:
 def _dump(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, 'wb') as f:
-        pickle.dump(content, f, protocol=2)
+        pickle.dump(content, f, protocol=4)
 
 
 def write_cifar(root, num_classes=10, train_per_class=5000, test_per_class=None, seed=0) -> Path:

@@ -1,0 +1,212 @@
+"""Reference (per-sample, PIL) augmentation: weak / strong views and RandAugmentMC.
+
+A faithful port of FixMatch-pytorch (kekmodel, MIT licence,
+https://github.com/kekmodel/FixMatch-pytorch, `dataset/randaugment.py` and
+`dataset/cifar.py`), which the original SimPro code uses unchanged. The ops, their
+magnitude formulas and the order of the random draws (python `random` and
+`np.random` for RandAugment and Cutout, torch for flip/crop) are kept as in the
+original, so that seeded runs reproduce it.
+
+Images enter as PIL RGB (or uint8 HWC arrays), and each view leaves as a normalised
+float tensor (ToTensor then Normalize).
+"""
+import random
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageEnhance
+import PIL.ImageOps
+from torchvision import transforms
+
+# Cutout side in pixels: the original hard-codes int(32 * 0.5), also at 64x64.
+CUTOUT = int(32 * 0.5)
+
+
+def _float_parameter(v, max_v):
+    return float(v) * max_v / 10
+
+
+def _int_parameter(v, max_v):
+    return int(v * max_v / 10)
+
+
+def _random_sign(x):
+    # One random.random() draw per signed op, made inside the op, as the original.
+    return -x if random.random() < 0.5 else x
+
+
+# Every op has the signature op(img, v, max_v, bias); v is the integer magnitude.
+
+def auto_contrast(img, v, max_v, bias):
+    return PIL.ImageOps.autocontrast(img)
+
+
+def brightness(img, v, max_v, bias):
+    return PIL.ImageEnhance.Brightness(img).enhance(_float_parameter(v, max_v) + bias)
+
+
+def color(img, v, max_v, bias):
+    return PIL.ImageEnhance.Color(img).enhance(_float_parameter(v, max_v) + bias)
+
+
+def contrast(img, v, max_v, bias):
+    return PIL.ImageEnhance.Contrast(img).enhance(_float_parameter(v, max_v) + bias)
+
+
+def equalize(img, v, max_v, bias):
+    return PIL.ImageOps.equalize(img)
+
+
+def identity(img, v, max_v, bias):
+    return img
+
+
+def posterize(img, v, max_v, bias):
+    return PIL.ImageOps.posterize(img, _int_parameter(v, max_v) + bias)
+
+
+def rotate(img, v, max_v, bias):
+    return img.rotate(_random_sign(_int_parameter(v, max_v) + bias))
+
+
+def sharpness(img, v, max_v, bias):
+    return PIL.ImageEnhance.Sharpness(img).enhance(_float_parameter(v, max_v) + bias)
+
+
+def shear_x(img, v, max_v, bias):
+    s = _random_sign(_float_parameter(v, max_v) + bias)
+    return img.transform(img.size, PIL.Image.AFFINE, (1, s, 0, 0, 1, 0))
+
+
+def shear_y(img, v, max_v, bias):
+    s = _random_sign(_float_parameter(v, max_v) + bias)
+    return img.transform(img.size, PIL.Image.AFFINE, (1, 0, 0, s, 1, 0))
+
+
+def solarize(img, v, max_v, bias):
+    # Pixels >= 256 - t are inverted, so a larger magnitude inverts more.
+    return PIL.ImageOps.solarize(img, 256 - (_int_parameter(v, max_v) + bias))
+
+
+def translate_x(img, v, max_v, bias):
+    px = int(_random_sign(_float_parameter(v, max_v) + bias) * img.size[0])
+    return img.transform(img.size, PIL.Image.AFFINE, (1, 0, px, 0, 1, 0))
+
+
+def translate_y(img, v, max_v, bias):
+    px = int(_random_sign(_float_parameter(v, max_v) + bias) * img.size[1])
+    return img.transform(img.size, PIL.Image.AFFINE, (1, 0, 0, 0, 1, px))
+
+
+def cutout_abs(img, v):
+    """Grey (127,127,127) square of side v placed uniformly at random, clipped at borders.
+
+    PIL's rectangle includes both corners, so an unclipped patch is (v+1)x(v+1)
+    pixels (17x17 for v=16). That is the original's behaviour and is kept.
+    """
+    w, h = img.size
+    x0 = np.random.uniform(0, w)
+    y0 = np.random.uniform(0, h)
+    x0 = int(max(0, x0 - v / 2.))
+    y0 = int(max(0, y0 - v / 2.))
+    x1 = int(min(w, x0 + v))
+    y1 = int(min(h, y0 + v))
+    img = img.copy()
+    PIL.ImageDraw.Draw(img).rectangle((x0, y0, x1, y1), (127, 127, 127))
+    return img
+
+
+# FixMatch's `fixmatch_augment_pool`; the order matters for random.choices.
+FIXMATCH_POOL = [
+    (auto_contrast, None, None),
+    (brightness, 0.9, 0.05),
+    (color, 0.9, 0.05),
+    (contrast, 0.9, 0.05),
+    (equalize, None, None),
+    (identity, None, None),
+    (posterize, 4, 4),
+    (rotate, 30, 0),
+    (sharpness, 0.9, 0.05),
+    (shear_x, 0.3, 0),
+    (shear_y, 0.3, 0),
+    (solarize, 256, 0),
+    (translate_x, 0.3, 0),
+    (translate_y, 0.3, 0),
+]
+
+
+class RandAugmentMC:
+    """n ops drawn with replacement, each applied with probability 1/2 at a random
+    magnitude in 1..m-1 (np.random.randint excludes m, as in the original), then Cutout."""
+
+    def __init__(self, n=2, m=10):
+        assert n >= 1 and 1 <= m <= 10
+        self.n = n
+        self.m = m
+        self.augment_pool = list(FIXMATCH_POOL)
+
+    def __call__(self, img):
+        ops = random.choices(self.augment_pool, k=self.n)
+        for op, max_v, bias in ops:
+            v = np.random.randint(1, self.m)
+            if random.random() < 0.5:
+                img = op(img, v=v, max_v=max_v, bias=bias)
+        return cutout_abs(img, CUTOUT)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(n={self.n}, m={self.m})'
+
+
+def weak(image_size, flip=True):
+    """Random horizontal flip (unless flip=False), then reflect-padded random crop."""
+    crop = transforms.RandomCrop(size=image_size, padding=int(image_size * 0.125),
+                                 padding_mode='reflect')
+    return transforms.Compose(([transforms.RandomHorizontalFlip()] if flip else []) + [crop])
+
+
+def strong(image_size, flip=True):
+    """The weak transform followed by RandAugmentMC(2, 10)."""
+    return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10)])
+
+
+def test_transform(mean, std):
+    """Evaluation transform: ToTensor then Normalize, no augmentation."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+
+test_transform.__test__ = False  # not a pytest test despite its name
+
+
+class Views:
+    """Applies each PIL->PIL view transform to the same image, then normalises each."""
+
+    def __init__(self, transforms_, normalize):
+        self.transforms = tuple(transforms_)
+        self.normalize = normalize
+
+    def __len__(self):
+        return len(self.transforms)
+
+    def __call__(self, img):
+        if isinstance(img, np.ndarray):
+            img = PIL.Image.fromarray(img)
+        return tuple(self.normalize(t(img)) for t in self.transforms)
+
+
+# Which views each method draws: (labeled, unlabeled), in the order they are returned.
+_METHOD_VIEWS = {
+    'SimPro': (('weak', 'strong'), ('weak', 'strong', 'strong')),
+    'ACR_d': (('weak',), ('weak', 'strong', 'strong')),
+    'FixMatch': (('weak',), ('weak', 'strong')),
+}
+
+
+def method_views(method, image_size, mean, std, flip=True):
+    """(labeled Views, unlabeled Views) for `method`; ValueError if it is unknown."""
+    if method not in _METHOD_VIEWS:
+        raise ValueError(f'unknown method {method!r}; expected one of {sorted(_METHOD_VIEWS)}')
+    make = {'weak': weak, 'strong': strong}
+    normalize = test_transform(mean, std)
+    return tuple(Views([make[k](image_size, flip) for k in kinds], normalize)
+                 for kinds in _METHOD_VIEWS[method])

@@ -1,0 +1,46 @@
+"""Backbones for SimPro: WideResNet-28-2 (CIFAR), CIFAR ResNeXt, and ResNet-50 with a
+CIFAR stem (ImageNet-127 at 32x32/64x64). `two_heads=True` adds the balanced head
+used by ACR_d; such a model's forward returns (logits, logits_balanced).
+"""
+from utils.errors import UserError
+
+from .resnet import resnet50
+from .resnext import CifarResNeXt
+from .wideresnet import WideResNet
+
+ARCHS = ('wideresnet', 'resnext', 'resnet50')
+
+
+class ModelConfigError(UserError, ValueError):
+    """A bad arch/depth/width: a ValueError, and a UserError so train.py reports it cleanly."""
+
+
+def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None):
+    """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width."""
+    if arch not in ARCHS:
+        raise ModelConfigError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
+    if num_classes < 1:
+        raise ModelConfigError(f'num_classes must be >= 1, got {num_classes}')
+    try:
+        if arch == 'wideresnet':
+            return WideResNet(num_classes,
+                              depth=28 if depth is None else depth,
+                              widen_factor=2 if widen_factor is None else widen_factor,
+                              two_heads=two_heads)
+        if arch == 'resnext':
+            # FixMatch's settings: 4x4d ResNeXt-29 for CIFAR-10, 8x64d for CIFAR-100.
+            cardinality, d, w = (4, 28, 4) if num_classes < 100 else (8, 29, 64)
+            return CifarResNeXt(num_classes, cardinality=cardinality,
+                                depth=d if depth is None else depth,
+                                base_width=w if widen_factor is None else widen_factor,
+                                two_heads=two_heads)
+        if depth is not None or widen_factor is not None:
+            raise ValueError('resnet50 has a fixed depth and width; do not pass depth or widen_factor')
+        return resnet50(num_classes, two_heads=two_heads)
+    except ValueError as e:
+        raise ModelConfigError(str(e)) from None
+
+
+def count_parameters(model):
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,96 @@
+"""WideResNet-28-2 for 32x32 images, following FixMatch-pytorch (kekmodel, MIT):
+https://github.com/kekmodel/FixMatch-pytorch/blob/master/models/wideresnet.py
+
+Same layers, BN momentum (0.001), LeakyReLU(0.1) and initialisation, so parameter
+counts match (1,467,610 for 10 classes). Adds an optional second ("balanced")
+linear head on the pooled features, used by ACR_d; forward then returns a tuple.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BN_MOMENTUM = 0.001  # slow running statistics, as in FixMatch
+LEAKY_SLOPE = 0.1
+
+
+class BasicBlock(nn.Module):
+    """Pre-activation block: bn1-relu1-conv1-bn2-relu2-conv2, plus shortcut."""
+
+    def __init__(self, in_planes, out_planes, stride, drop_rate=0.0, activate_before_residual=False):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM)
+        self.relu1 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes, momentum=BN_MOMENTUM)
+        self.relu2 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.drop_rate = drop_rate
+        self.equal_in_out = in_planes == out_planes
+        self.conv_shortcut = None if self.equal_in_out else nn.Conv2d(
+            in_planes, out_planes, 1, stride=stride, padding=0, bias=False)
+        self.activate_before_residual = activate_before_residual
+
+    def forward(self, x):
+        if not self.equal_in_out and self.activate_before_residual:
+            # Shortcut and conv path both see the activated input.
+            x = self.relu1(self.bn1(x))
+            out = x
+        elif self.equal_in_out:
+            out = self.relu1(self.bn1(x))
+        else:
+            # Kept from FixMatch-pytorch: a widening block without
+            # activate_before_residual feeds raw x to conv1 (bn1 goes unused).
+            out = x
+        out = self.relu2(self.bn2(self.conv1(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        out = self.conv2(out)
+        shortcut = x if self.equal_in_out else self.conv_shortcut(x)
+        return shortcut + out
+
+
+def _group(n, in_planes, out_planes, stride, drop_rate, activate_before_residual=False):
+    """n blocks; only the first changes width/resolution."""
+    return nn.Sequential(*[
+        BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
+                   drop_rate, activate_before_residual)
+        for i in range(n)])
+
+
+class WideResNet(nn.Module):
+    def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False):
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}')
+        if widen_factor < 1:
+            raise ValueError(f'WideResNet widen_factor must be >= 1, got {widen_factor}')
+        n = (depth - 4) // 6
+        channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=False)
+        self.block1 = _group(n, channels[0], channels[1], 1, drop_rate, activate_before_residual=True)
+        self.block2 = _group(n, channels[1], channels[2], 2, drop_rate)
+        self.block3 = _group(n, channels[2], channels[3], 2, drop_rate)
+        self.bn1 = nn.BatchNorm2d(channels[3], momentum=BN_MOMENTUM)
+        self.relu = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
+        self.num_features = channels[3]
+        self.fc = nn.Linear(channels[3], num_classes)
+        self.fc_balanced = nn.Linear(channels[3], num_classes) if two_heads else None
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='leaky_relu')
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 1.0)
+                nn.init.constant_(m.bias, 0.0)
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.constant_(m.bias, 0.0)
+
+    def forward(self, x):
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = self.relu(self.bn1(out))
+        # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
+        feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        if self.fc_balanced is None:
+            return self.fc(feat)
+        return self.fc(feat), self.fc_balanced(feat)

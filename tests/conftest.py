@@ -1,0 +1,28 @@
+"""Shared fixtures: fake datasets in the official formats, written once per test session."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from utils import fake_data  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def cifar10_root(tmp_path_factory):
+    """A CIFAR-10 with the official 5,000 train and 1,000 test images per class."""
+    return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10'), 10)
+
+
+@pytest.fixture(scope='session')
+def cifar100_root(tmp_path_factory):
+    """A CIFAR-100 with the official 500 train and 100 test images per class."""
+    return fake_data.write_cifar(tmp_path_factory.mktemp('cifar100'), 100, 500)
+
+
+@pytest.fixture(scope='session')
+def small_cifar10_root(tmp_path_factory):
+    """A small CIFAR-10 (60 train, 5 test per class) for quick checks."""
+    return fake_data.write_cifar(tmp_path_factory.mktemp('small_cifar10'), 10, 60, 5)
