@@ -1,21 +1,41 @@
 """SimPro (ICML 2024) and its ACR_d baseline for realistic long-tailed semi-supervised learning.
 
-See the exact split of a setting before spending GPU hours:
+One training loop for every method; a method (methods.py) is the small piece that differs.
 
-    python train.py --dataset cifar10 --num-max 500 --num-max-u 4000 \\
-        --imb-ratio-label 150 --imb-ratio-unlabel 150 --flag-reverse-LT 1 --dry-run
+    bash sh/SimPro.sh cifar10 0                 # a row of the paper's tables (see sh/)
+    python train.py --dataset cifar10 --imb-ratio-label 150 --imb-ratio-unlabel 150 \\
+        --flag-reverse-LT 1 --lr 0.17 --total-steps 43000 --mu 8 --ema-u 0.9    # any setting
+    python train.py ... --dry-run               # print the split and the model, train nothing
+    python train.py ... --resume auto           # continue the run in --out, if there is one
 
-`--dry-run` builds the split, prints a summary and, as the last line of stdout, one JSON object.
+Runs on one CUDA GPU when present, else on the CPU (`--device` overrides); also under
+`torchrun --nproc_per_node 1`.
 """
 import argparse
 import json
+import math
+import os
 import sys
+import time
+from pathlib import Path
+
+import torch
 
 from dataset.data import DATASETS, build_data
 from dataset.splits import UNLABELED_MODES
+from methods import METHODS, symmetric_kl
+from models import ARCHS, build_model, count_parameters
 from utils.errors import UserError
+from utils.evaluate import evaluate, group_accuracy, shot_groups
+from utils.outputs import (BEST, CHECKPOINT, RunLog, default_out_dir, load_checkpoint, prepare_out_dir,
+                           save_checkpoint)
+from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
+                            set_rng_states)
 
-METHODS = ('SimPro', 'ACR_d')
+DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
+                'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50'}
+# Arguments that do not change what is learned: they may differ when a run is resumed.
+RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress'}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -42,10 +62,41 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument('--allow-short-classes', action='store_true',
                       help='take fewer images (with a warning) when a class has fewer than the split asks for')
     data.add_argument('--img-size', type=int, default=32, help='image side: 32, or 32/64 for the ImageNet variants')
+    data.add_argument('--num-workers', type=int, default=4, help='data-loading processes')
+
+    method = p.add_argument_group('method')
+    method.add_argument('--version', default='SimPro', choices=tuple(METHODS), help='method to train')
+    method.add_argument('--arch', choices=ARCHS, help='network (default: wideresnet for CIFAR/STL-10, resnet50 '
+                                                      'for the ImageNet variants)')
+    method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
+    method.add_argument('--tau', type=float, default=2.0, help='SimPro: logit-adjustment exponent')
+    method.add_argument('--ema-u', type=float, default=0.99, help='EMA of the class-prior estimate per epoch')
+    method.add_argument('--tau1', type=float, default=2.0, help='ACR_d: adjustment of the standard pseudo labels')
+    method.add_argument('--tau12', type=float, default=2.0, help='ACR_d: adjustment of the balanced pseudo labels')
+    method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
+    method.add_argument('--est-epoch', type=int, default=5,
+                        help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+
+    optim = p.add_argument_group('optimisation')
+    optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
+    optim.add_argument('--wdecay', type=float, default=5e-4, help='weight decay (not on biases and BatchNorm)')
+    optim.add_argument('--nesterov', action=argparse.BooleanOptionalAction, default=True, help='Nesterov momentum')
+    optim.add_argument('--total-steps', type=int, default=250000, help='T of the cosine schedule')
+    optim.add_argument('--eval-step', type=int, default=500, help='steps per epoch: evaluation and prior update')
+    optim.add_argument('--batch-size', type=int, default=64, help='labeled batch B (unlabeled: mu * B)')
+    optim.add_argument('--mu', type=int, default=1, help='unlabeled to labeled batch ratio')
+    optim.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=True,
+                       help='evaluate an EMA of the weights')
+    optim.add_argument('--ema-decay', type=float, default=0.999, help='decay of the weight EMA')
+
     run = p.add_argument_group('run')
-    run.add_argument('--version', default='SimPro', choices=METHODS, help='method to train')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
                                                          '(never the split)')
+    run.add_argument('--out', help='output directory (default: result/<dataset>/<every setting>)')
+    run.add_argument('--resume', help='a checkpoint or run directory to continue; "auto": the checkpoint in '
+                                      '--out if there is one, else a fresh start')
+    run.add_argument('--device', help='cuda, cuda:1, cpu, ... (default: cuda when available)')
+    run.add_argument('--no-progress', action='store_true', help='no progress bar, periodic lines only')
     run.add_argument('--dry-run', action='store_true', help='build and print the split, then exit without training')
     return p
 
@@ -56,7 +107,8 @@ def print_split(summary: dict, notes=()) -> None:
     pool, test = summary['unlabeled_pool_per_class'], summary['test_per_class']
     mode = f", unlabeled {summary['unlabeled_mode']}" if summary['unlabeled_mode'] else ''
     print(f"{summary['dataset']} for {summary['method']}: {summary['num_classes']} classes, "
-          f"{summary['image_size']}x{summary['image_size']}{mode}")
+          f"{summary['image_size']}x{summary['image_size']}{mode}; {summary['model']} "
+          f"({summary['params']:,} parameters)")
     print(f"  labeled {summary['num_labeled']}, unlabeled pool {summary['num_unlabeled']}, test {summary['num_test']}")
     for note in notes:
         print(f'  note: {note}')
@@ -73,14 +125,197 @@ def print_split(summary: dict, notes=()) -> None:
     print(json.dumps(summary))
 
 
+def resolve_device(name):
+    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
+        raise UserError('training on several processes is not supported yet; use torchrun --nproc_per_node 1')
+    if name is None:
+        local_rank = os.environ.get('LOCAL_RANK', '0')
+        name = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise UserError(f'--device {name} is not usable here ({str(e).splitlines()[0]})')
+    return device
+
+
+def resolve_resume(args):
+    """(output directory, checkpoint to continue from or None); never overwrites a run silently."""
+    out = Path(args.out) if args.out else default_out_dir(args)
+    if args.resume == 'auto':
+        return out, (load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None)
+    if args.resume:
+        path = Path(args.resume)
+        path = path / CHECKPOINT if path.is_dir() else path
+        if not path.is_file():
+            raise UserError(f'--resume {args.resume}: no checkpoint there')
+        return (Path(args.out) if args.out else path.parent), load_checkpoint(path)
+    if (out / CHECKPOINT).exists():
+        raise UserError(f'{out} already holds a run; pass --resume auto to continue it, or choose another --out')
+    return out, None
+
+
+def check_same_settings(saved: dict, args) -> None:
+    changed = [k for k, v in vars(args).items() if k not in RUN_ONLY and saved.get(k) != v]
+    if changed:
+        diffs = ', '.join(f'--{k.replace("_", "-")} {saved.get(k)} (now {getattr(args, k)})' for k in changed)
+        raise UserError(f'the checkpoint was trained with {diffs}; resume with the same settings or use a new --out')
+
+
+class EpochMeter:
+    """Sums of the logged training quantities over one epoch, kept on the device (no sync per step)."""
+
+    def __init__(self):
+        self.sums, self.steps = {}, 0
+        self.masked = self.unlabeled = self.correct = self.known = 0
+
+    def add(self, loss, terms, mask, pseudo_label, true_label):
+        self.steps += 1
+        for k, v in {'loss': loss, **terms}.items():
+            self.sums[k] = self.sums.get(k, 0) + v.detach()
+        known = true_label >= 0
+        self.masked += mask.sum()
+        self.unlabeled += len(mask)
+        self.correct += ((pseudo_label == true_label) & mask & known).sum()
+        self.known += (mask & known).sum()
+
+    def result(self) -> dict:
+        out = {k: float(v) / self.steps for k, v in self.sums.items()}
+        out['mask_ratio'] = float(self.masked) / max(1, self.unlabeled)
+        out['pseudo_label_acc'] = float(self.correct) / float(self.known) * 100 if float(self.known) else None
+        return out
+
+
+def train(args, data) -> None:
+    device = resolve_device(args.device)
+    out, checkpoint = resolve_resume(args)
+    if checkpoint:
+        check_same_settings(checkpoint['args'], args)
+    seed_everything(args.seed)
+    method = METHODS[args.version](args, data).to(device)
+    model = build_model(args.arch, data.num_classes, two_heads=method.two_heads).to(device)
+    ema = ModelEMA(model, args.ema_decay) if args.use_ema else None
+    optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps))
+    history, step = {'top1': [], 'best_top1': 0.0}, 0
+    if checkpoint:
+        model.load_state_dict(checkpoint['model'])
+        if ema:
+            ema.model.load_state_dict(checkpoint['ema'])
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        scheduler.load_state_dict(checkpoint['scheduler'])
+        method.load_state_dict(checkpoint['method'])
+        set_rng_states(checkpoint['rng'])
+        history, step = checkpoint['history'], checkpoint['step']
+    else:
+        prepare_out_dir(out, vars(args))
+    log = RunLog(out)
+    log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
+             f'{args.arch} ({count_parameters(model):,} parameters), {device}, output {out}')
+
+    labeled_set, unlabeled_set, test_set = data.datasets(args.version)
+    loader = lambda dataset, batch, stream, what: iter(torch.utils.data.DataLoader(  # noqa: E731
+        dataset, batch_sampler=PassBatches(len(dataset), batch, args.seed, stream, step, what),
+        num_workers=args.num_workers, pin_memory=device.type == 'cuda', persistent_workers=args.num_workers > 0))
+    labeled = loader(labeled_set, args.batch_size, 0, 'labeled set')
+    unlabeled = loader(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers)
+    groups = shot_groups(data.labeled_per_class)
+    true_prior = None if data.unlabeled_prior is None else torch.as_tensor(data.unlabeled_prior)
+    last_step = math.ceil(args.total_steps / args.eval_step) * args.eval_step
+    progress = Progress(args, step, last_step)
+    started = time.time()
+
+    while step < last_step:
+        if step % args.eval_step == 0:
+            method.start_epoch()
+            meter = EpochMeter()
+        (x_views, y, _), (u_views, u_true, u_index) = next(labeled), next(unlabeled)
+        inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
+        y, u_true, u_index = (t.to(device, non_blocking=True) for t in (y, u_true, u_index))
+        model.train()
+        loss, terms, mask, pseudo_label = method.loss(model(inputs), y, u_index)  # one forward for all views
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if ema:
+            ema.update(model)
+        meter.add(loss, terms, mask, pseudo_label, u_true)
+        step += 1
+        progress.update(step, loss)
+        if step % args.eval_step:
+            continue
+
+        method.end_epoch()  # closed-form M-step of the class prior
+        tested = evaluate(ema.model if ema else model, test_loader, method.eval_logits, data.num_classes, device)
+        history['top1'].append(tested['top1'])
+        is_best = tested['top1'] > history['best_top1']
+        history['best_top1'] = max(history['best_top1'], tested['top1'])
+        pi_u = method.unlabeled_prior().cpu()
+        record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
+                  'best_top1': history['best_top1'], 'mean20_top1': sum(history['top1'][-20:]) / len(history['top1'][-20:]),
+                  'per_class_acc': tested['per_class_acc'], 'group_acc': group_accuracy(tested['per_class_acc'], groups),
+                  'pi_u': pi_u.tolist(), 'kl_pi_u': None if true_prior is None else symmetric_kl(pi_u, true_prior),
+                  **meter.result(), 'lr': scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
+                  'seconds': round(time.time() - started, 2)}
+        if hasattr(method, 'anchor_kl'):
+            record['kl_anchors'] = method.anchor_kl()
+        log.metrics(record)
+        kl = 'n/a' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
+        log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
+                 f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
+                 f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
+        state = {'model': model.state_dict(), 'ema': ema.model.state_dict() if ema else None,
+                 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                 'method': method.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
+                 'args': vars(args)}
+        save_checkpoint(state, out / CHECKPOINT)
+        if is_best:
+            save_checkpoint(state, out / BEST)
+        started = time.time()
+    progress.close()
+    log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+
+
+class Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every few steps (logs stay readable)."""
+
+    def __init__(self, args, step, last_step):
+        self.bar = None
+        self.every = max(1, min(100, args.eval_step // 5))
+        self.last_step, self.started, self.first = last_step, time.time(), step
+        if sys.stdout.isatty() and not args.no_progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=last_step, initial=step, unit='step', dynamic_ncols=True)
+
+    def update(self, step, loss):
+        if self.bar:
+            self.bar.update(1)
+            if step % self.every == 0:
+                self.bar.set_postfix(loss=f'{loss.item():.4f}')
+        elif step % self.every == 0:
+            rate = (step - self.first) / max(1e-9, time.time() - self.started)
+            print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s', flush=True)
+
+    def close(self):
+        if self.bar:
+            self.bar.close()
+
+
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     try:
         data = build_data(args)
         if args.dry_run:
-            print_split(data.summary(args.version), data.notes)
+            model = build_model(args.arch, data.num_classes, two_heads=METHODS[args.version].two_heads)
+            summary = {**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
+                       'config': vars(args)}
+            print_split(summary, data.notes)
             return 0
-        raise UserError('training is not available yet in this version; use --dry-run to inspect the split')
+        train(args, data)
+        return 0
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

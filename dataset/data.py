@@ -5,6 +5,7 @@ split uses, index arrays for the labeled set and the unlabeled pool, and the tes
 Which rows are labeled is a pure function of (dataset, N1, M1, gamma_l, gamma_u, mode, method)
 and the files, never of `--seed` (SPEC sections 2 and 11).
 """
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -89,7 +90,12 @@ class SemiSupervisedData:
 
 
 class ViewDataset(torch.utils.data.Dataset):
-    """Rows `indices` of a uint8 image array; item i is (transform(image), label, i)."""
+    """Rows `indices` of a uint8 image array; item i is (transform(image), label, i).
+
+    A key may also be (i, seed): the augmentation's random generators (Python's `random`,
+    NumPy's and torch's, which the FixMatch transforms draw from) are seeded with it first,
+    so a sample's views depend only on its key, not on the worker that makes them.
+    """
 
     def __init__(self, images, labels, indices, transform):
         self.images, self.labels, self.indices, self.transform = images, labels, indices, transform
@@ -97,7 +103,12 @@ class ViewDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.indices)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        i, seed = key if isinstance(key, tuple) else (key, None)
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
         row = self.indices[i]
         return self.transform(Image.fromarray(self.images[row])), int(self.labels[row]), i
 

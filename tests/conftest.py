@@ -26,3 +26,10 @@ def cifar100_root(tmp_path_factory):
 def small_cifar10_root(tmp_path_factory):
     """A small CIFAR-10 (60 train, 5 test per class) for quick checks."""
     return fake_data.write_cifar(tmp_path_factory.mktemp('small_cifar10'), 10, 60, 5)
+
+
+@pytest.fixture(scope='session')
+def cifar10_launcher_root(tmp_path_factory):
+    """A CIFAR-10 with enough train images for every launcher row (4,500 per class) and a
+    small test set (20 per class), so short training runs evaluate quickly."""
+    return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10_launcher'), 10, 4500, 20)

@@ -1,0 +1,101 @@
+"""sh/SimPro.sh and sh/ACR_d.sh: the tables of SPEC section 8, overrides, bad input, real runs."""
+import json
+import subprocess
+
+import pytest
+
+import train
+from conftest import ROOT
+from test_dry_run import CIFAR10_ROWS, CIFAR100_ROWS
+
+SIMPRO = {  # SPEC section 8: lr, steps, batch, mu, tau, threshold, ema_u
+    'cifar10': (0.17, 43000, 64, 8, 2.0, 0.95, 0.9), 'cifar100': (0.17, 43000, 64, 8, 1.0, 0.2, 0.9),
+    'stl10': (0.17, 43000, 64, 16, 2.0, 0.95, 0.9), 'smallimagenet': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9),
+    'smallimagenet_1k': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9)}
+ROWS = {  # dataset -> [(N, M, gamma_l, gamma_u, mode, image size)]
+    'cifar10': [(500, 4000, gl, gu, md, 32) for gl, gu, md in CIFAR10_ROWS],
+    'cifar100': [(50, 400, gl, gu, md, 32) for gl, gu, md in CIFAR100_ROWS],
+    'stl10': [(450, 100000, 10, 1, 0, 32), (450, 100000, 20, 1, 0, 32)],
+    'smallimagenet': [(28000, 250000, 286, 286, 0, 32), (28000, 250000, 286, 286, 0, 64)],
+    'smallimagenet_1k': [(256, 1024, 256, 256, 0, 32), (256, 1024, 256, 256, 0, 64)]}
+
+
+@pytest.fixture(scope='module')
+def echo_python(tmp_path_factory):
+    """A stand-in for python that prints the arguments it was given, one per line."""
+    path = tmp_path_factory.mktemp('bin') / 'echo-python'
+    path.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def launch(script, *argv, python=None):
+    env = None
+    if python:
+        import os
+        env = {**os.environ, 'PYTHON': str(python)}
+    return subprocess.run(['bash', f'sh/{script}', *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+
+
+def launched_args(echo_python, script, *argv):
+    result = launch(script, *argv, python=echo_python)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('+ ') and lines[1] == 'train.py'
+    return train.get_args_parser().parse_args(lines[2:])
+
+
+@pytest.mark.parametrize('dataset', list(ROWS))
+def test_every_row_of_both_launchers(echo_python, dataset):
+    for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
+        for script in ('SimPro.sh', 'ACR_d.sh'):
+            args = launched_args(echo_python, script, dataset, index)
+            assert (args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label, args.imb_ratio_unlabel,
+                    args.flag_reverse_LT, args.img_size, args.seed) == (dataset, n, m, gl, gu, mode, size, 0)
+            if script == 'SimPro.sh':
+                assert args.version == 'SimPro'
+                assert (args.lr, args.total_steps, args.batch_size, args.mu, args.tau, args.threshold,
+                        args.ema_u) == SIMPRO[dataset]
+            else:
+                assert args.version == 'ACR_d'
+                assert (args.lr, args.total_steps, args.batch_size, args.mu, args.tau1, args.tau12, args.tau2,
+                        args.threshold, args.ema_u, args.est_epoch) == (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5)
+
+
+def test_extra_arguments_override_the_table(echo_python):
+    args = launched_args(echo_python, 'SimPro.sh', 'cifar10', 2, '--lr', 0.5, '--seed', 2, '--mu', 3)
+    assert (args.lr, args.seed, args.mu, args.flag_reverse_LT) == (0.5, 2, 3, 1)
+
+
+@pytest.mark.parametrize('script', ['SimPro.sh', 'ACR_d.sh'])
+def test_bad_dataset_and_index(script):
+    result = launch(script, 'mnist', 0)
+    assert result.returncode != 0 and "unknown dataset 'mnist'" in result.stderr and 'cifar100' in result.stderr
+    result = launch(script, 'cifar100', 11)
+    assert result.returncode != 0 and "index '11' is not a row of cifar100" in result.stderr
+    assert '10: gamma_l=20 gamma_u=20 shuffled' in result.stderr
+    result = launch(script, 'smallimagenet')
+    assert result.returncode != 0 and '1: 64x64' in result.stderr
+
+
+@pytest.mark.parametrize('script', ['SimPro.sh', 'ACR_d.sh'])
+def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path, script):
+    out = tmp_path / 'run'
+    result = launch(script, 'cifar10', 3, '--data-dir', cifar10_launcher_root, '--total-steps', 40,
+                    '--eval-step', 20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--out', out)
+    assert result.returncode == 0, result.stderr
+    assert f'output {out}' in result.stdout
+    records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in records] == [20, 40] and [r['epoch'] for r in records] == [1, 2]
+    keys = {'step', 'epoch', 'top1', 'top5', 'best_top1', 'mean20_top1', 'per_class_acc', 'group_acc', 'pi_u',
+            'kl_pi_u', 'mask_ratio', 'pseudo_label_acc', 'lr', 'loss', 'loss_x', 'loss_u', 'seconds'}
+    for r in records:
+        assert keys <= set(r)
+        assert abs(sum(r['pi_u']) - 1) < 1e-5 and len(r['per_class_acc']) == 10
+        assert set(r['group_acc']) == {'many', 'medium', 'few'} and r['evaluated'] == 200
+        assert r['kl_pi_u'] is not None and r['kl_pi_u'] >= 0
+    assert records[1]['best_top1'] == max(r['top1'] for r in records)
+    assert (out / 'checkpoint.pt').is_file() and (out / 'best.pt').is_file()
+    assert json.loads((out / 'args.json').read_text())['version'] == script[:-3]
+    assert 'epoch 2 step 40' in (out / 'log.txt').read_text()
