@@ -62,6 +62,7 @@ def test_cifar10_table_rows(capsys, cifar10_root, row):
     check_row(summary, 10, 500, 4000, gamma_l, gamma_u, mode, 1000)
     assert summary['unlabeled_pool_per_class'] == summary['unlabeled_per_class']
     assert summary['dataset'] == 'cifar10' and summary['method'] == 'SimPro'
+    assert summary['model'] == 'wideresnet' and summary['params'] == 1_467_610
 
 
 @pytest.mark.parametrize('row', range(len(CIFAR100_ROWS)))
@@ -72,6 +73,7 @@ def test_cifar100_table_rows(capsys, cifar100_root, row):
                                   '--flag-reverse-LT', mode, '--version', 'ACR_d')
     assert code == 0
     check_row(summary, 100, 50, 400, gamma_l, gamma_u, mode, 100)
+    assert summary['model'] == 'wideresnet' and summary['params'] == 1_479_220 + 128 * 100 + 100  # a second 128->100 head
     # ACR_d: the unlabeled pool also holds the labeled images
     assert summary['unlabeled_pool_per_class'] == [n + m for n, m in zip(summary['labeled_per_class'],
                                                                          summary['unlabeled_per_class'])]
@@ -161,6 +163,7 @@ def test_imagenet127_reindexes_by_count(capsys, tmp_path, size):
     fake_data.write_small_imagenet(tmp_path, 127, size, train_counts, val_counts)
     code, summary, _, _ = dry_run(capsys, '--dataset', 'smallimagenet', '--data-dir', tmp_path, '--img-size', size)
     assert code == 0 and summary['image_size'] == size and summary['num_classes'] == 127
+    assert summary['model'] == 'resnet50' and summary['params'] == 23_760_575
     order = sorted(range(127), key=lambda c: (-train_counts[c], c))    # new class k = old class order[k]
     counts = [train_counts[c] for c in order]
     assert summary['labeled_per_class'] == [int(np.floor(0.1 * n + 0.5)) for n in counts]

@@ -80,3 +80,14 @@ def test_resume_errors(small_cifar10_root, tmp_path, capsys):
     (tmp_path / 'bad.pt').write_bytes(b'not a checkpoint')
     assert run(small_cifar10_root, tmp_path / 'a', '--resume', tmp_path / 'bad.pt') == 2
     assert f'cannot read checkpoint {tmp_path / "bad.pt"}' in capsys.readouterr().err
+
+
+def test_runs_under_torchrun_with_one_process(small_cifar10_root, tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '1', 'train.py',
+                             *map(str, BASE), '--total-steps', '2', '--data-dir', str(small_cifar10_root),
+                             '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 1
