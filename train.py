@@ -209,7 +209,8 @@ def train(args, data) -> None:
         history, step = checkpoint['history'], checkpoint['step']
     else:
         prepare_out_dir(out, vars(args))
-    log = RunLog(out)
+    progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step)
+    log = RunLog(out, echo=progress.write)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(model):,} parameters), {device}, output {out}')
 
@@ -222,11 +223,9 @@ def train(args, data) -> None:
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers)
     groups = shot_groups(data.labeled_per_class)
     true_prior = None if data.unlabeled_prior is None else torch.as_tensor(data.unlabeled_prior)
-    last_step = math.ceil(args.total_steps / args.eval_step) * args.eval_step
-    progress = Progress(args, step, last_step)
     started = time.time()
 
-    while step < last_step:
+    while step < progress.last_step:
         if step % args.eval_step == 0:
             method.start_epoch()
             meter = EpochMeter()
@@ -297,6 +296,12 @@ class Progress:
         elif step % self.every == 0:
             rate = (step - self.first) / max(1e-9, time.time() - self.started)
             print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s', flush=True)
+
+    def write(self, text):
+        if self.bar:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
 
     def close(self):
         if self.bar:

@@ -91,3 +91,10 @@ def test_runs_under_torchrun_with_one_process(small_cifar10_root, tmp_path):
                              '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 1
+
+
+def test_loader_workers_do_not_change_the_run(small_cifar10_root, tmp_path):
+    """Each sample's augmentation is seeded from its key, so workers change nothing."""
+    assert run(small_cifar10_root, tmp_path / 'w0', '--total-steps', 4) == 0
+    assert run(small_cifar10_root, tmp_path / 'w2', '--total-steps', 4, '--num-workers', 2) == 0
+    assert final_state(tmp_path / 'w0')[0] == final_state(tmp_path / 'w2')[0]
