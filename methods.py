@@ -73,22 +73,21 @@ class SimPro(nn.Module):
         self.prior = ClassPrior(data.labeled_per_class, args.ema_u)
         self.tau, self.threshold = args.tau, args.threshold
         self.scale_ratio = scale_ratio(len(data.labeled_idx), len(data.unlabeled_idx), args.batch_size, args.mu)
-        self.start_epoch()
-
-    def start_epoch(self) -> None:
-        self.adjust_u = logit_adjustment(self.prior.pi_u, self.tau)
-        self.adjust = logit_adjustment(self.prior.pi, self.tau)
 
     def loss(self, logits, y, u_index):
+        # a_u and a: the priors change only at the end of an epoch, so these are the
+        # adjustments "computed at the start of each epoch" (and right after a resume).
+        adjust_u = logit_adjustment(self.prior.pi_u, self.tau)
+        adjust = logit_adjustment(self.prior.pi, self.tau)
         B = len(y)
         logits_x = logits[:2 * B]
         u_weak, u_strong, u_strong2 = logits[2 * B:].chunk(3)
-        q = torch.softmax(u_weak.detach() + self.adjust_u, dim=-1)            # E-step
+        q = torch.softmax(u_weak.detach() + adjust_u, dim=-1)            # E-step
         confidence, pseudo_label = q.max(dim=-1)
         mask = confidence >= self.threshold
         self.prior.accumulate(q, mask, y)
-        loss_x = F.cross_entropy(logits_x + self.adjust, y.repeat(2)) / self.scale_ratio
-        loss_u = 0.5 * sum((F.cross_entropy(s + self.adjust, q, reduction='none') * mask).mean()
+        loss_x = F.cross_entropy(logits_x + adjust, y.repeat(2)) / self.scale_ratio
+        loss_u = 0.5 * sum((F.cross_entropy(s + adjust, q, reduction='none') * mask).mean()
                            for s in (u_strong, u_strong2))
         return loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label
 
@@ -127,9 +126,6 @@ class ACRd(nn.Module):
         self.register_buffer('epoch', torch.zeros((), dtype=torch.long))
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),
                              persistent=False)
-
-    def start_epoch(self) -> None:
-        pass
 
     def loss(self, output, y, u_index):
         g, h = output

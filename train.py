@@ -227,7 +227,6 @@ def train(args, data) -> None:
 
     while step < progress.last_step:
         if step % args.eval_step == 0:
-            method.start_epoch()
             meter = EpochMeter()
         (x_views, y, _), (u_views, u_true, u_index) = next(labeled), next(unlabeled)
         inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
