@@ -186,6 +186,21 @@ class EpochMeter:
         return out
 
 
+def make_loaders(args, data, step: int, device):
+    """Endless labeled and unlabeled batch iterators positioned at `step`, and the test loader."""
+    labeled_set, unlabeled_set, test_set = data.datasets(args.version)
+
+    def endless(dataset, batch_size, stream, what):
+        sampler = PassBatches(len(dataset), batch_size, args.seed, stream, start=step, what=what)
+        return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                                                pin_memory=device.type == 'cuda',
+                                                persistent_workers=args.num_workers > 0))
+
+    return (endless(labeled_set, args.batch_size, 0, 'labeled set'),
+            endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool'),
+            torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers))
+
+
 def train(args, data) -> None:
     device = resolve_device(args.device)
     out, checkpoint = resolve_resume(args)
@@ -213,21 +228,10 @@ def train(args, data) -> None:
     log = RunLog(out, echo=progress.write)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(model):,} parameters), {device}, output {out}')
-
-    labeled_set, unlabeled_set, test_set = data.datasets(args.version)
-    loader = lambda dataset, batch, stream, what: iter(torch.utils.data.DataLoader(  # noqa: E731
-        dataset, batch_sampler=PassBatches(len(dataset), batch, args.seed, stream, step, what),
-        num_workers=args.num_workers, pin_memory=device.type == 'cuda', persistent_workers=args.num_workers > 0))
-    labeled = loader(labeled_set, args.batch_size, 0, 'labeled set')
-    unlabeled = loader(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')
-    test_loader = torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers)
-    groups = shot_groups(data.labeled_per_class)
-    true_prior = None if data.unlabeled_prior is None else torch.as_tensor(data.unlabeled_prior)
-    started = time.time()
+    labeled, unlabeled, test_loader = make_loaders(args, data, step, device)
+    meter, started = EpochMeter(), time.time()
 
     while step < progress.last_step:
-        if step % args.eval_step == 0:
-            meter = EpochMeter()
         (x_views, y, _), (u_views, u_true, u_index) = next(labeled), next(unlabeled)
         inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
         y, u_true, u_index = (t.to(device, non_blocking=True) for t in (y, u_true, u_index))
@@ -245,22 +249,14 @@ def train(args, data) -> None:
         if step % args.eval_step:
             continue
 
-        method.end_epoch()  # closed-form M-step of the class prior
+        method.end_epoch()  # the closed-form M-step of the class prior
         tested = evaluate(ema.model if ema else model, test_loader, method.eval_logits, data.num_classes, device)
-        history['top1'].append(tested['top1'])
         is_best = tested['top1'] > history['best_top1']
+        history['top1'].append(tested['top1'])
         history['best_top1'] = max(history['best_top1'], tested['top1'])
-        pi_u = method.unlabeled_prior().cpu()
-        record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
-                  'best_top1': history['best_top1'], 'mean20_top1': sum(history['top1'][-20:]) / len(history['top1'][-20:]),
-                  'per_class_acc': tested['per_class_acc'], 'group_acc': group_accuracy(tested['per_class_acc'], groups),
-                  'pi_u': pi_u.tolist(), 'kl_pi_u': None if true_prior is None else symmetric_kl(pi_u, true_prior),
-                  **meter.result(), 'lr': scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
-                  'seconds': round(time.time() - started, 2)}
-        if hasattr(method, 'anchor_kl'):
-            record['kl_anchors'] = method.anchor_kl()
+        record = epoch_record(step, args, data, tested, history, method, meter, scheduler, time.time() - started)
         log.metrics(record)
-        kl = 'n/a' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
+        kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
         log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
                  f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
                  f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
@@ -271,9 +267,27 @@ def train(args, data) -> None:
         save_checkpoint(state, out / CHECKPOINT)
         if is_best:
             save_checkpoint(state, out / BEST)
-        started = time.time()
+        meter, started = EpochMeter(), time.time()
     progress.close()
     log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+
+
+def epoch_record(step, args, data, tested, history, method, meter, scheduler, seconds) -> dict:
+    """One line of metrics.jsonl (README, "Outputs")."""
+    last20 = history['top1'][-20:]
+    pi_u = method.unlabeled_prior().cpu()
+    true_prior = data.unlabeled_prior
+    record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
+              'best_top1': history['best_top1'], 'mean20_top1': sum(last20) / len(last20),
+              'per_class_acc': tested['per_class_acc'],
+              'group_acc': group_accuracy(tested['per_class_acc'], shot_groups(data.labeled_per_class)),
+              'pi_u': pi_u.tolist(),
+              'kl_pi_u': None if true_prior is None else symmetric_kl(pi_u, torch.as_tensor(true_prior)),
+              **meter.result(), 'lr': scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
+              'seconds': round(seconds, 2)}
+    if hasattr(method, 'anchor_kl'):
+        record['kl_anchors'] = method.anchor_kl()
+    return record
 
 
 class Progress:

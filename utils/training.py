@@ -71,14 +71,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
 
 
-def cosine_schedule(total_steps: int, warmup: int = 0):
-    """lr multiplier at step t: max(0, cos(7 pi t / (16 T))) after a linear warmup."""
-    def factor(step):
-        if step < warmup:
-            return step / max(1, warmup)
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return max(0.0, math.cos(math.pi * 7 / 16 * progress))
-    return factor
+def cosine_schedule(total_steps: int):
+    """lr multiplier at step t: max(0, cos(7 pi t / (16 T))) (FixMatch's schedule, warmup 0)."""
+    return lambda step: max(0.0, math.cos(math.pi * 7 / 16 * step / max(1, total_steps)))
 
 
 class ModelEMA:
