@@ -171,4 +171,35 @@ class ACRd(nn.Module):
         return output[1]  # the balanced head
 
 
-METHODS = {'SimPro': SimPro, 'ACR_d': ACRd}
+class FixMatch(nn.Module):
+    """The baseline: hard pseudo labels argmax softmax(g(u_weak)) where max >= threshold, no logit
+    adjustment and no prior estimate (Sohn et al., 2020)."""
+    labeled_views = ('weak',)
+    unlabeled_views = ('weak', 'strong')
+    two_heads = False
+
+    def __init__(self, args, data):
+        super().__init__()
+        self.threshold = args.threshold
+
+    def loss(self, logits, y, u_index):
+        B = len(y)
+        u_weak, u_strong = logits[B:].chunk(2)
+        confidence, pseudo_label = torch.softmax(u_weak.detach(), dim=-1).max(dim=-1)
+        mask = confidence >= self.threshold
+        loss_x = F.cross_entropy(logits[:B], y)
+        loss_u = (F.cross_entropy(u_strong, pseudo_label, reduction='none') * mask).mean()
+        return loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label
+
+    def end_epoch(self) -> None:
+        pass
+
+    def unlabeled_prior(self):
+        return None  # FixMatch does not estimate it
+
+    @staticmethod
+    def eval_logits(output):
+        return output
+
+
+METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch}

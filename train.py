@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from dataset.data import DATASETS, build_data
+from dataset.data import DATASETS, IMAGE_SIZES, build_data
 from dataset.splits import UNLABELED_MODES
 from methods import METHODS, symmetric_kl
 from models import ARCHS, build_model, count_parameters
@@ -33,7 +33,7 @@ from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups
                             set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
-                'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50'}
+                'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
 # Arguments that do not change what is learned: they may differ when a run is resumed.
 RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress'}
 
@@ -61,13 +61,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help='unlabeled order: ' + ', '.join(f'{k} {v}' for k, v in UNLABELED_MODES.items()))
     data.add_argument('--allow-short-classes', action='store_true',
                       help='take fewer images (with a warning) when a class has fewer than the split asks for')
-    data.add_argument('--img-size', type=int, default=32, help='image side: 32, or 32/64 for the ImageNet variants')
+    data.add_argument('--img-size', type=int, help='image side (default: 32; 16 for digits); 64 too for the '
+                                                   'ImageNet variants')
     data.add_argument('--num-workers', type=int, default=4, help='data-loading processes')
 
     method = p.add_argument_group('method')
     method.add_argument('--version', default='SimPro', choices=tuple(METHODS), help='method to train')
-    method.add_argument('--arch', choices=ARCHS, help='network (default: wideresnet for CIFAR/STL-10, resnet50 '
-                                                      'for the ImageNet variants)')
+    method.add_argument('--arch', choices=ARCHS, help='network (default: wideresnet for CIFAR/STL-10/digits, '
+                                                      'resnet50 for the ImageNet variants)')
+    method.add_argument('--depth', type=int, help='WideResNet/ResNeXt depth (default 28; e.g. 10 for quick runs)')
+    method.add_argument('--widen-factor', type=int, help='WideResNet widen factor / ResNeXt width (default 2)')
+    method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own, "
+                                                          "0.001 for WideResNet)")
     method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
     method.add_argument('--tau', type=float, default=2.0, help='SimPro: logit-adjustment exponent')
     method.add_argument('--ema-u', type=float, default=0.99, help='EMA of the class-prior estimate per epoch')
@@ -123,6 +128,11 @@ def print_split(summary: dict, notes=()) -> None:
         cell = lambda counts: '?' if counts is None else counts[c]  # noqa: E731 (unknown for STL-10)
         print(f'  {c:>6} {labeled[c]:>8} {cell(unlabeled):>10} {cell(pool):>8} {test[c]:>6}')
     print(json.dumps(summary))
+
+
+def new_model(args, num_classes):
+    return build_model(args.arch, num_classes, two_heads=METHODS[args.version].two_heads, depth=args.depth,
+                       widen_factor=args.widen_factor, bn_momentum=args.bn_momentum)
 
 
 def resolve_device(name):
@@ -208,7 +218,7 @@ def train(args, data) -> None:
         check_same_settings(checkpoint['args'], args)
     seed_everything(args.seed)
     method = METHODS[args.version](args, data).to(device)
-    model = build_model(args.arch, data.num_classes, two_heads=method.two_heads).to(device)
+    model = new_model(args, data.num_classes).to(device)
     ema = ModelEMA(model, args.ema_decay) if args.use_ema else None
     optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps))
@@ -275,14 +285,14 @@ def train(args, data) -> None:
 def epoch_record(step, args, data, tested, history, method, meter, scheduler, seconds) -> dict:
     """One line of metrics.jsonl (README, "Outputs")."""
     last20 = history['top1'][-20:]
-    pi_u = method.unlabeled_prior().cpu()
-    true_prior = data.unlabeled_prior
+    pi_u, true_prior = method.unlabeled_prior(), data.unlabeled_prior
     record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
               'best_top1': history['best_top1'], 'mean20_top1': sum(last20) / len(last20),
               'per_class_acc': tested['per_class_acc'],
               'group_acc': group_accuracy(tested['per_class_acc'], shot_groups(data.labeled_per_class)),
-              'pi_u': pi_u.tolist(),
-              'kl_pi_u': None if true_prior is None else symmetric_kl(pi_u, torch.as_tensor(true_prior)),
+              'pi_u': None if pi_u is None else pi_u.tolist(),
+              'kl_pi_u': None if pi_u is None or true_prior is None else symmetric_kl(pi_u.cpu(),
+                                                                                       torch.as_tensor(true_prior)),
               **meter.result(), 'lr': scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
               'seconds': round(seconds, 2)}
     if hasattr(method, 'anchor_kl'):
@@ -324,10 +334,11 @@ class Progress:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+    args.img_size = args.img_size or IMAGE_SIZES[args.dataset][0]
     try:
         data = build_data(args)
         if args.dry_run:
-            model = build_model(args.arch, data.num_classes, two_heads=METHODS[args.version].two_heads)
+            model = new_model(args, data.num_classes)
             summary = {**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
                        'config': vars(args)}
             print_split(summary, data.notes)

@@ -140,10 +140,11 @@ class RandAugmentMC:
     """n ops drawn with replacement, each applied with probability 1/2 at a random
     magnitude in 1..m-1 (np.random.randint excludes m, as in the original), then Cutout."""
 
-    def __init__(self, n=2, m=10):
+    def __init__(self, n=2, m=10, cutout=CUTOUT):
         assert n >= 1 and 1 <= m <= 10
         self.n = n
         self.m = m
+        self.cutout = cutout
         self.augment_pool = list(FIXMATCH_POOL)
 
     def __call__(self, img):
@@ -152,7 +153,7 @@ class RandAugmentMC:
             v = np.random.randint(1, self.m)
             if random.random() < 0.5:
                 img = op(img, v=v, max_v=max_v, bias=bias)
-        return cutout_abs(img, CUTOUT)
+        return cutout_abs(img, self.cutout)
 
     def __repr__(self):
         return f'{type(self).__name__}(n={self.n}, m={self.m})'
@@ -165,9 +166,9 @@ def weak(image_size, flip=True):
     return transforms.Compose(([transforms.RandomHorizontalFlip()] if flip else []) + [crop])
 
 
-def strong(image_size, flip=True):
-    """The weak transform followed by RandAugmentMC(2, 10)."""
-    return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10)])
+def strong(image_size, flip=True, cutout=CUTOUT):
+    """The weak transform followed by RandAugmentMC(2, 10) with a `cutout`-pixel square."""
+    return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10, cutout=cutout)])
 
 
 def test_transform(mean, std):
@@ -202,11 +203,10 @@ _METHOD_VIEWS = {
 }
 
 
-def method_views(method, image_size, mean, std, flip=True):
+def method_views(method, image_size, mean, std, flip=True, cutout=CUTOUT):
     """(labeled Views, unlabeled Views) for `method`; ValueError if it is unknown."""
     if method not in _METHOD_VIEWS:
         raise ValueError(f'unknown method {method!r}; expected one of {sorted(_METHOD_VIEWS)}')
-    make = {'weak': weak, 'strong': strong}
+    make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout)}
     normalize = test_transform(mean, std)
-    return tuple(Views([make[k](image_size, flip) for k in kinds], normalize)
-                 for kinds in _METHOD_VIEWS[method])
+    return tuple(Views([make[k]() for k in kinds], normalize) for kinds in _METHOD_VIEWS[method])

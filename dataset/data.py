@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from dataset import readers
-from dataset.augment import method_views, test_transform
+from dataset.augment import CUTOUT, method_views, test_transform
 from dataset.splits import (UNLABELED_MODES, Split, balanced_subset, long_tail_counts, order_unlabeled,
                             split_per_class)
 from utils.errors import UserError
@@ -24,13 +24,16 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 IMAGENET_MEAN, IMAGENET_STD = (0.48109809, 0.45747185, 0.40785507), (0.26040889, 0.2532126, 0.26820634)
 
+DIGITS_MEAN, DIGITS_STD = (0.3053,) * 3, (0.3187,) * 3  # of the 16x16 images, every channel alike
+DIGITS_TEST_PER_CLASS = 30
+
 IMAGENET127_LABELED_FRACTION = 0.1
 IMAGENET127_TEST_PER_CLASS = 50
 TEST_SUBSET_SEED = 0  # the balanced ImageNet-127 test subset is the same for every run
 
 # dataset -> image sizes it can be trained at
 IMAGE_SIZES = {'cifar10': (32,), 'cifar100': (32,), 'stl10': (32,), 'smallimagenet': (32, 64),
-               'smallimagenet_1k': (32, 64)}
+               'smallimagenet_1k': (32, 64), 'digits': (16, 8, 32)}  # the first is the default
 DATASETS = tuple(IMAGE_SIZES)
 
 
@@ -53,6 +56,7 @@ class SemiSupervisedData:
     unlabeled_mode: Optional[str] = None
     notes: tuple = ()                # lines for the human summary (e.g. flags a dataset does not use)
     flip: bool = True                # horizontal flips in the weak/strong views
+    cutout: int = CUTOUT             # side of RandAugmentMC's gray square
 
     @property
     def unlabeled_prior(self) -> Optional[np.ndarray]:
@@ -82,7 +86,8 @@ class SemiSupervisedData:
 
     def datasets(self, method: str):
         """(labeled, unlabeled, test) torch datasets with the views `method` trains on."""
-        labeled_views, unlabeled_views = method_views(method, self.image_size, self.mean, self.std, self.flip)
+        labeled_views, unlabeled_views = method_views(method, self.image_size, self.mean, self.std, self.flip,
+                                                      self.cutout)
         return (ViewDataset(self.images, self.labels, self.labeled_idx, labeled_views),
                 ViewDataset(self.images, self.labels, self.unlabeled_idx, unlabeled_views),
                 ViewDataset(self.test_images, self.test_labels, np.arange(len(self.test_labels)),
@@ -108,7 +113,8 @@ class ViewDataset(torch.utils.data.Dataset):
         if seed is not None:
             random.seed(seed)
             np.random.seed(seed)
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also
+            # queues a seed for every CUDA device, which costs far more than drawing the views)
         row = self.indices[i]
         return self.transform(Image.fromarray(self.images[row])), int(self.labels[row]), i
 
@@ -148,12 +154,12 @@ def _keep_only_split_rows(images, labels, split: Split):
 
 
 def _from_split(name, num_classes, args, images, labels, split, test_images, test_labels, mean, std,
-                mode=None, notes=()):
+                mode=None, notes=(), **augmentation):
     images, labels, split = _keep_only_split_rows(images, labels, split)
     return SemiSupervisedData(name, num_classes, args.img_size, mean, std, images, labels,
                               split.labeled_idx, split.unlabeled_idx, split.unlabeled_is_labeled,
                               test_images, test_labels, split.labeled_per_class, split.unlabeled_per_class,
-                              mode, tuple(notes))
+                              mode, tuple(notes), **augmentation)
 
 
 def _cifar(args, num_classes, mean, std):
@@ -235,6 +241,30 @@ def build_imagenet1k(args):
                        notes=('--imb-ratio-unlabel and --flag-reverse-LT are not used',))
 
 
+def build_digits(args):
+    """The 1,797 real 8x8 handwritten digits bundled with scikit-learn (no download), scaled to
+    `--img-size` in 3 channels. The last 30 images of each class (file order) are a fixed balanced
+    test set; the long-tailed split is drawn from the rest exactly as for CIFAR. No horizontal
+    flips (they do not preserve digits) and a cutout of half the image side."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise UserError('--dataset digits needs scikit-learn: pip install scikit-learn')
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    scaled = np.round(digits.images * (255 / 16)).astype(np.uint8)  # pixel values are 0..16
+    images = np.stack([np.asarray(Image.fromarray(x).resize((args.img_size,) * 2, Image.BILINEAR)) for x in scaled])
+    images = np.repeat(images[..., None], 3, axis=3)
+    test = np.concatenate([np.flatnonzero(labels == c)[-DIGITS_TEST_PER_CLASS:] for c in range(10)])
+    train = np.setdiff1d(np.arange(len(labels)), test)  # file order
+    split = split_per_class(labels[train], _labeled_counts(args, 10), _unlabeled_counts(args, 10),
+                            labeled_in_unlabeled=args.version == 'ACR_d', allow_short=args.allow_short_classes)
+    return _from_split('digits', 10, args, images[train], labels[train], split, images[test], labels[test],
+                       DIGITS_MEAN, DIGITS_STD, UNLABELED_MODES[args.flag_reverse_LT],
+                       notes=('real handwritten digits from scikit-learn; no horizontal flips',),
+                       flip=False, cutout=args.img_size // 2)
+
+
 BUILDERS = {'cifar10': build_cifar10, 'cifar100': build_cifar100, 'stl10': build_stl10,
-            'smallimagenet': build_imagenet127, 'smallimagenet_1k': build_imagenet1k}
+            'smallimagenet': build_imagenet127, 'smallimagenet_1k': build_imagenet1k, 'digits': build_digits}
 assert set(BUILDERS) == set(IMAGE_SIZES)

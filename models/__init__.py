@@ -2,6 +2,8 @@
 CIFAR stem (ImageNet-127 at 32x32/64x64). `two_heads=True` adds the balanced head
 used by ACR_d; such a model's forward returns (logits, logits_balanced).
 """
+from torch import nn
+
 from utils.errors import UserError
 
 from .resnet import resnet50
@@ -15,8 +17,18 @@ class ModelConfigError(UserError, ValueError):
     """A bad arch/depth/width: a ValueError, and a UserError so train.py reports it cleanly."""
 
 
-def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None):
-    """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width."""
+def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None, bn_momentum=None):
+    """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width;
+    bn_momentum overrides every BatchNorm's momentum (0.001 in WRN/ResNeXt, 0.1 in ResNet-50)."""
+    model = _build(arch, num_classes, two_heads, depth, widen_factor)
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
+    return model
+
+
+def _build(arch, num_classes, two_heads, depth, widen_factor):
     if arch not in ARCHS:
         raise ModelConfigError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
     if num_classes < 1:

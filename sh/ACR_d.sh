@@ -8,4 +8,7 @@ shift 2
 # the same hyper-parameters for every dataset
 HP=(--lr 0.03 --total-steps 250000 --batch-size 64 --mu 1 --tau1 2 --tau12 2 --tau2 2 --threshold 0.95
     --ema-u 0.99 --est-epoch 5)
+if [[ $DATASET == digits ]]; then
+  HP+=("${DIGITS_RECIPE[@]}")
+fi
 run_train --version ACR_d "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

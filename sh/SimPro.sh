@@ -12,5 +12,6 @@ case $DATASET in
   stl10)    HP=(--lr 0.17 --total-steps 43000 --batch-size 64 --mu 16 --tau 2.0 --threshold 0.95 --ema-u 0.9) ;;
   smallimagenet|smallimagenet_1k)
             HP=(--lr 0.01 --total-steps 250000 --batch-size 32 --mu 2 --tau 1.0 --threshold 0.2 --ema-u 0.9) ;;
+  digits)   HP=("${DIGITS_RECIPE[@]}" --tau 2.0 --ema-u 0.9) ;;
 esac
 run_train --version SimPro "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -204,3 +204,35 @@ def test_imagenet_peak_memory_stays_near_what_is_kept(tmp_path):
     assert images.nbytes == 127 * 40 * 64 * 64 * 3
     # pickle.load holds a batch's bytes and its array at once: kept + 2 batches, plus slack
     assert peak < images.nbytes + 2.5 * one_batch, (peak, images.nbytes, one_batch)
+
+
+def test_digits(capsys):
+    code, summary, out, _ = dry_run(capsys, '--dataset', 'digits', '--num-max', 20, '--num-max-u', 120,
+                                    '--imb-ratio-label', 20, '--imb-ratio-unlabel', 20, '--flag-reverse-LT', 1)
+    assert code == 0 and summary['image_size'] == 16 and summary['test_per_class'] == [30] * 10
+    assert summary['labeled_per_class'] == [20, 14, 10, 7, 5, 3, 2, 1, 1, 1]           # CALIBRATION.md
+    assert summary['unlabeled_per_class'] == [6, 8, 11, 16, 22, 31, 44, 61, 86, 120]
+    assert 'no horizontal flips' in out
+    args = train.get_args_parser().parse_args(['--dataset', 'digits', '--img-size', '16', '--num-max', '20',
+                                               '--num-max-u', '120'])
+    data = build_data(args)
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    # the test set is the last 30 of each class in file order, never in the training rows
+    test_rows = np.concatenate([np.flatnonzero(digits.target == c)[-30:] for c in range(10)])
+    np.testing.assert_array_equal(data.test_labels, digits.target[test_rows])
+    first = np.round(digits.images[test_rows[0]] * 255 / 16).astype(np.uint8)
+    from PIL import Image
+    np.testing.assert_array_equal(data.test_images[0, :, :, 1],
+                                  np.asarray(Image.fromarray(first).resize((16, 16), Image.BILINEAR)))
+    assert data.images.shape[1:] == (16, 16, 3) and len(data.images) == 200 + 1200
+    labeled, unlabeled, _ = data.datasets('SimPro')
+    weak, strong = labeled.transform.transforms
+    assert not any('Flip' in type(t).__name__ for t in weak.transforms + strong.transforms)
+    assert strong.transforms[-1].cutout == 8 and weak.transforms[-1].padding == 2
+
+
+def test_digits_without_scikit_learn(capsys, monkeypatch):
+    monkeypatch.setitem(__import__('sys').modules, 'sklearn.datasets', None)
+    code, _, _, err = dry_run(capsys, '--dataset', 'digits')
+    assert code == 2 and err.strip() == 'error: --dataset digits needs scikit-learn: pip install scikit-learn'

@@ -13,11 +13,13 @@ SIMPRO = {  # SPEC section 8: lr, steps, batch, mu, tau, threshold, ema_u
     'stl10': (0.17, 43000, 64, 16, 2.0, 0.95, 0.9), 'smallimagenet': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9),
     'smallimagenet_1k': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9)}
 ROWS = {  # dataset -> [(N, M, gamma_l, gamma_u, mode, image size)]
-    'cifar10': [(500, 4000, gl, gu, md, 32) for gl, gu, md in CIFAR10_ROWS],
-    'cifar100': [(50, 400, gl, gu, md, 32) for gl, gu, md in CIFAR100_ROWS],
-    'stl10': [(450, 100000, 10, 1, 0, 32), (450, 100000, 20, 1, 0, 32)],
+    'cifar10': [(500, 4000, gl, gu, md, None) for gl, gu, md in CIFAR10_ROWS],  # None: the dataset's size, 32
+    'cifar100': [(50, 400, gl, gu, md, None) for gl, gu, md in CIFAR100_ROWS],
+    'stl10': [(450, 100000, 10, 1, 0, None), (450, 100000, 20, 1, 0, None)],
     'smallimagenet': [(28000, 250000, 286, 286, 0, 32), (28000, 250000, 286, 286, 0, 64)],
-    'smallimagenet_1k': [(256, 1024, 256, 256, 0, 32), (256, 1024, 256, 256, 0, 64)]}
+    'smallimagenet_1k': [(256, 1024, 256, 256, 0, 32), (256, 1024, 256, 256, 0, 64)],
+    'digits': [(20, 120, 20, gu, mode, None) for gu, mode in ((20, 0), (1, 0), (20, 1), (20, 3), (20, 4))]}  # 16
+SCRIPTS = ('SimPro.sh', 'ACR_d.sh', 'FixMatch.sh')
 
 
 @pytest.fixture(scope='module')
@@ -46,21 +48,36 @@ def launched_args(echo_python, script, *argv):
     return train.get_args_parser().parse_args(lines[2:])
 
 
+def recipe(args, script):
+    """The hyper-parameters a launcher passed, in SPEC section 8's order."""
+    if script == 'SimPro.sh':
+        return args.lr, args.total_steps, args.batch_size, args.mu, args.tau, args.threshold, args.ema_u
+    if script == 'ACR_d.sh':
+        return (args.lr, args.total_steps, args.batch_size, args.mu, args.tau1, args.tau12, args.tau2,
+                args.threshold, args.ema_u, args.est_epoch)
+    return args.lr, args.total_steps, args.batch_size, args.mu, args.threshold
+
+
+EXPECTED = {'ACR_d.sh': (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5), 'FixMatch.sh': (0.03, 250000, 64, 1, 0.95)}
+DIGITS = {'SimPro.sh': (0.1, 1200, 16, 3, 2.0, 0.95, 0.9), 'ACR_d.sh': (0.1, 1200, 16, 3, 2, 2, 2, 0.95, 0.99, 5),
+          'FixMatch.sh': (0.1, 1200, 16, 3, 0.95)}
+
+
 @pytest.mark.parametrize('dataset', list(ROWS))
-def test_every_row_of_both_launchers(echo_python, dataset):
+def test_every_row_of_every_launcher(echo_python, dataset):
     for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
-        for script in ('SimPro.sh', 'ACR_d.sh'):
+        for script in SCRIPTS:
             args = launched_args(echo_python, script, dataset, index)
             assert (args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label, args.imb_ratio_unlabel,
                     args.flag_reverse_LT, args.img_size, args.seed) == (dataset, n, m, gl, gu, mode, size, 0)
-            if script == 'SimPro.sh':
-                assert args.version == 'SimPro'
-                assert (args.lr, args.total_steps, args.batch_size, args.mu, args.tau, args.threshold,
-                        args.ema_u) == SIMPRO[dataset]
+            assert args.version == script[:-3]
+            if dataset == 'digits':  # one short CPU recipe for every method
+                assert recipe(args, script) == DIGITS[script]
+                assert (args.depth, args.widen_factor, args.bn_momentum, args.eval_step, args.ema_decay,
+                        args.num_workers) == (10, 1, 0.1, 40, 0.99, 0)
             else:
-                assert args.version == 'ACR_d'
-                assert (args.lr, args.total_steps, args.batch_size, args.mu, args.tau1, args.tau12, args.tau2,
-                        args.threshold, args.ema_u, args.est_epoch) == (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5)
+                assert recipe(args, script) == (SIMPRO[dataset] if script == 'SimPro.sh' else EXPECTED[script])
+                assert (args.depth, args.bn_momentum, args.eval_step, args.ema_decay) == (None, None, 500, 0.999)
 
 
 def test_extra_arguments_override_the_table(echo_python):
@@ -68,7 +85,7 @@ def test_extra_arguments_override_the_table(echo_python):
     assert (args.lr, args.seed, args.mu, args.flag_reverse_LT) == (0.5, 2, 3, 1)
 
 
-@pytest.mark.parametrize('script', ['SimPro.sh', 'ACR_d.sh'])
+@pytest.mark.parametrize('script', SCRIPTS)
 def test_bad_dataset_and_index(script):
     result = launch(script, 'mnist', 0)
     assert result.returncode != 0 and "unknown dataset 'mnist'" in result.stderr and 'cifar100' in result.stderr

@@ -485,3 +485,30 @@ def test_acrd_state_dict_restores_estimate_counts_and_epoch():
     assert int(restored.epoch) == 4
     restored.end_epoch()
     close(restored.pi_u, [0.25 + 0.125, 0.15, 0.1 + 0.375])
+
+
+# ---------------------------------------------------------------- FixMatch
+
+def test_fixmatch_loss_matches_hand_computation():
+    """Lx = CE(x_weak, y); Lu = mean(CE(u_strong, argmax softmax(u_weak)) * [max >= threshold]), no adjustment."""
+    from methods import FixMatch
+    method = FixMatch(SimpleNamespace(threshold=0.9), None)
+    assert method.labeled_views == ('weak',) and method.unlabeled_views == ('weak', 'strong')
+    x = [[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]
+    u_weak = [[0.0, 5.0, 0.0], [1.0, 1.2, 0.9]]      # row 0 confident (class 1), row 1 not
+    u_strong = [[1.0, 0.0, 2.0], [0.0, 4.0, 0.0]]
+    logits = torch.tensor(x + u_weak + u_strong, requires_grad=True)
+    y = torch.tensor([0, 2])
+    loss, terms, mask, label = method.loss(logits, y, torch.arange(2))
+
+    def ce(row, target):
+        row = torch.tensor(row, dtype=torch.float64)
+        return float(torch.logsumexp(row, 0) - row[target])
+    loss_x = (ce(x[0], 0) + ce(x[1], 2)) / 2
+    loss_u = ce(u_strong[0], 1) / 2            # mean over both rows, the second masked out
+    assert mask.tolist() == [True, False] and label.tolist() == [1, 1]
+    assert abs(terms['loss_x'].item() - loss_x) < 1e-6 and abs(terms['loss_u'].item() - loss_u) < 1e-6
+    assert abs(loss.item() - loss_x - loss_u) < 1e-6
+    loss.backward()
+    assert not logits.grad[2:4].any()          # no gradient through the pseudo labels
+    assert method.unlabeled_prior() is None and method.eval_logits(logits) is logits

@@ -20,12 +20,16 @@ CHECKPOINT, BEST = 'checkpoint.pt', 'best.pt'
 def default_out_dir(args) -> Path:
     """result/<dataset>/<method>@<every setting that changes what is learned>."""
     mode = UNLABELED_MODES[args.flag_reverse_LT]
+    arch = args.arch + ''.join(f'-{v}' for v in (args.depth, args.widen_factor) if v is not None)
+    if args.bn_momentum is not None:
+        arch += f'_bn{args.bn_momentum:g}'
     name = (f'{args.version}@N{args.num_max}_M{args.num_max_u}_gl{args.imb_ratio_label:g}'
-            f'_gu{args.imb_ratio_unlabel:g}_{mode}_{args.arch}_s{args.img_size}_lr{args.lr:g}_wd{args.wdecay:g}'
-            f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}')
+            f'_gu{args.imb_ratio_unlabel:g}_{mode}_{arch}_s{args.img_size}_lr{args.lr:g}_wd{args.wdecay:g}'
+            f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}'
+            f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}')
     if args.version == 'SimPro':
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
-    else:
+    elif args.version == 'ACR_d':
         name += f'_tau{args.tau1:g}-{args.tau12:g}-{args.tau2:g}_emau{args.ema_u:g}_est{args.est_epoch}'
     return Path('result') / args.dataset / f'{name}_seed{args.seed}'
 
