@@ -59,8 +59,8 @@ def recipe(args, script):
 
 
 EXPECTED = {'ACR_d.sh': (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5), 'FixMatch.sh': (0.03, 250000, 64, 1, 0.95)}
-DIGITS = {'SimPro.sh': (0.1, 1200, 16, 3, 2.0, 0.95, 0.9), 'ACR_d.sh': (0.1, 1200, 16, 3, 2, 2, 2, 0.95, 0.99, 5),
-          'FixMatch.sh': (0.1, 1200, 16, 3, 0.95)}
+DIGITS = {'SimPro.sh': (0.1, 1200, 8, 6, 2.0, 0.95, 0.9), 'ACR_d.sh': (0.1, 1200, 8, 6, 2, 2, 2, 0.95, 0.99, 5),
+          'FixMatch.sh': (0.1, 1200, 8, 6, 0.95)}
 
 
 @pytest.mark.parametrize('dataset', list(ROWS))
