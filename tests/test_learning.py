@@ -23,4 +23,4 @@ def test_simpro_learns_digits_and_finds_the_reversed_prior(tmp_path):
     uniform_guess = symmetric_kl(torch.full((10,), 0.1, dtype=torch.float64), true_prior)
     assert final['kl_pi_u'] < 0.5 * uniform_guess, (final['kl_pi_u'], uniform_guess)
     estimate = torch.tensor(final['pi_u'])
-    assert estimate[7:].sum() > 0.45 and estimate[:3].sum() < 0.15  # mass moved to the true head, 7-9
+    assert estimate[7:].sum() > 0.4 and estimate[:3].sum() < 0.2  # from 0.3 each toward the truth, 0.66 and 0.06

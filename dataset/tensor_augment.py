@@ -1,0 +1,463 @@
+"""Batched augmentation on the device of the batch: weak / strong views and RandAugmentMC.
+
+The same augmentation as dataset/augment.py (the per-sample PIL port of FixMatch-pytorch),
+computed on uint8 tensors (N, 3, H, W) wherever they live (GPU in training, CPU in tests).
+Every random draw comes from a torch.Generator on that device, passed in, so a batch depends
+only on the generator's seed; the global RNGs are never touched.
+
+Every op is pixel-for-pixel equal to Pillow's, for all magnitudes the pool uses (checked
+against PIL itself in tests/test_tensor_augment.py, at 16x16, 32x32 and 64x64): flip, the
+reflect-padded crop, auto_contrast, brightness, color, contrast, equalize, identity,
+posterize, rotate, sharpness, shear_x, shear_y, solarize, translate_x, translate_y and
+cutout; so RandAugmentMC with given draws equals augment.RandAugmentMC fed the same draws.
+No op needs a tolerance. This holds because Pillow's arithmetic is reproduced, not just
+its formulas:
+
+- enhance (brightness, color, contrast, sharpness) is Image.blend(degenerate, image, f):
+  float32 `deg + f * (img - deg)`, truncated (not rounded), clipped when extrapolating;
+  f is the magnitude rounded to float32. Color's degenerate is PIL's "L":
+  (19595 R + 38470 G + 7471 B + 0x8000) >> 16; contrast's is int(mean(L) + 0.5); sharpness's
+  is the SMOOTH filter computed in float32 with PIL's kernel float32(1/13), float32(5/13),
+  its +0.5 rounding offset and its summation order (row below, row, row above), borders kept.
+- auto_contrast / equalize build the per-channel lookup tables of PIL.ImageOps (equalize:
+  step = (count - count of the top value) // 255, entries clipped to 255 by Image.point).
+- rotate / shear / translate go through Pillow's nearest-neighbour affine path, which works
+  in 16.16 fixed point (for images below 32768 pixels a side): each coefficient is rounded
+  to floor(c * 65536 + 0.5), the offset includes the half-pixel shift
+  (c + a/2 + b/2), and the source pixel is the integer coordinate >> 16; pixels from outside
+  are black. Float sampling differs from PIL at exact ties (shear 0.12 at row 12, say).
+  rotate builds PIL's matrix (cos/sin of -angle rounded to 15 decimals, about (w/2, h/2));
+  for integer angles from a table computed with Python's math as PIL does.
+- magnitudes come from tables made with augment._float_parameter / _int_parameter, so
+  they equal the reference's doubles (a float64 division on the GPU may be a reciprocal
+  multiplication, which is why no division by a scalar is done on the device).
+
+Ops are applied per slot by grouping the samples that drew each op (one host sync per
+slot for the group sizes); no Python loop runs over images.
+"""
+import math
+from typing import NamedTuple
+
+import torch
+
+from dataset import augment as _ref
+from dataset.augment import CUTOUT
+
+_N_OPS = len(_ref.FIXMATCH_POOL)
+
+
+# ---------------------------------------------------------------- helpers
+
+def _table(values, dtype, device):
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _col(t):
+    """(N,) -> (N, 1, 1, 1), for per-sample parameters."""
+    return t.view(-1, 1, 1, 1)
+
+
+def _gather_pixels(x, index):
+    """x (N, C, H, W), index (N, H', W') of flat positions y * W + x -> (N, C, H', W')."""
+    n, c = x.shape[:2]
+    flat = index.reshape(n, 1, -1).expand(n, c, -1)
+    return x.reshape(n, c, -1).gather(2, flat).view(n, c, *index.shape[1:])
+
+
+def _apply_lut(x, lut):
+    """Per sample and channel lookup: x (N, C, H, W) uint8, lut (N, C, 256) -> uint8."""
+    n, c = x.shape[:2]
+    return lut.to(torch.uint8).gather(2, x.reshape(n, c, -1).long()).view_as(x)
+
+
+def _histogram(x):
+    """(N, C, 256) int64 per-channel histograms of a uint8 batch."""
+    n, c = x.shape[:2]
+    base = torch.arange(n * c, device=x.device).view(n, c, 1) * 256
+    keys = (base + x.reshape(n, c, -1).long()).flatten()
+    return torch.bincount(keys, minlength=n * c * 256).view(n, c, 256)
+
+
+def _grayscale(x):
+    """PIL's RGB -> "L": (R*19595 + G*38470 + B*7471 + 0x8000) >> 16, as (N, 1, H, W) int32."""
+    r, g, b = x.int().unbind(1)
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).unsqueeze(1)
+
+
+def _blend(degenerate, image, factor):
+    """PIL Image.blend(degenerate, image, factor): float32 deg + f * (img - deg), truncated,
+    clipped to 0..255 (PIL only clips when extrapolating; inside [0, 1] it cannot leave it)."""
+    f = _col(factor.to(torch.float32))
+    deg = degenerate.to(torch.float32)
+    diff = image.to(torch.float32) - deg       # exact: small integers
+    return (deg + f * diff).clamp(0, 255).to(torch.uint8)   # two roundings, as PIL; no FMA
+
+
+# ---------------------------------------------------------------- magnitudes
+
+_PARAM_CACHE = {}
+
+
+def _parameter_table(kind, max_v, device):
+    key = (kind, max_v, str(device))
+    if key not in _PARAM_CACHE:
+        if kind == 'float':
+            values = [_ref._float_parameter(v, max_v) for v in range(11)]
+            _PARAM_CACHE[key] = _table(values, torch.float64, device)
+        else:
+            values = [_ref._int_parameter(v, max_v) for v in range(11)]
+            _PARAM_CACHE[key] = _table(values, torch.int64, device)
+    return _PARAM_CACHE[key]
+
+
+def float_parameter(v, max_v):
+    """float(v) * max_v / 10 for an integer tensor v in 0..10 (float64, as augment.py)."""
+    return _parameter_table('float', max_v, v.device)[v.long()]
+
+
+def int_parameter(v, max_v):
+    """int(v * max_v / 10) for an integer tensor v in 0..10 (int64, as augment.py)."""
+    return _parameter_table('int', max_v, v.device)[v.long()]
+
+
+# ---------------------------------------------------------------- colour ops
+
+def identity(x):
+    return x.clone()
+
+
+def auto_contrast(x):
+    """PIL.ImageOps.autocontrast (cutoff 0) per channel: lut[i] = clip(int(i*scale + offset)),
+    scale = 255 / (hi - lo), offset = -lo * scale; identity where hi == lo."""
+    lo = x.amin(dim=(2, 3)).long()
+    hi = x.amax(dim=(2, 3)).long()
+    scales = _table([1.0] + [255.0 / d for d in range(1, 256)], torch.float64, x.device)
+    scale = scales[hi - lo].unsqueeze(-1)
+    offset = (-lo).double().unsqueeze(-1) * scale
+    i = torch.arange(256, device=x.device, dtype=torch.float64)
+    lut = (i * scale + offset).trunc().clamp(0, 255)
+    lut = torch.where((hi > lo).unsqueeze(-1), lut, i)
+    return _apply_lut(x, lut)
+
+
+def equalize(x):
+    """PIL.ImageOps.equalize per channel: step = (count - count of the top value) // 255,
+    lut[i] = (step // 2 + pixels below i) // step, clipped to 255; identity when a channel
+    has one value or step == 0."""
+    hist = _histogram(x)
+    total = x.shape[2] * x.shape[3]
+    lo = x.amin(dim=(2, 3)).long()
+    hi = x.amax(dim=(2, 3)).long()
+    step = (total - hist.gather(2, hi.unsqueeze(-1))) // 255            # (N, C, 1)
+    below = hist.cumsum(2) - hist
+    lut = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
+    keep = (hi == lo).unsqueeze(-1) | (step == 0)
+    lut = torch.where(keep, torch.arange(256, device=x.device), lut)
+    return _apply_lut(x, lut)
+
+
+def brightness(x, factor):
+    """ImageEnhance.Brightness: blend with black."""
+    return _blend(torch.zeros_like(x), x, factor)
+
+
+def color(x, factor):
+    """ImageEnhance.Color: blend with the grayscale image."""
+    return _blend(_grayscale(x).expand_as(x), x, factor)
+
+
+def contrast(x, factor):
+    """ImageEnhance.Contrast: blend with a constant int(mean of the grayscale + 0.5)."""
+    g = _grayscale(x)
+    n = g[0].numel()
+    s = g.long().sum(dim=(1, 2, 3))
+    mean = (2 * s + n) // (2 * n)            # = int(s / n + 0.5), exactly, in integers
+    return _blend(_col(mean).expand_as(x), x, factor)
+
+
+# PIL's SMOOTH kernel, divided by 13 in float32 (ImagingFilter's kernel array).
+_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
+_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
+
+
+def _smooth(x):
+    """PIL's ImageFilter.SMOOTH: 3x3 [[1,1,1],[1,5,1],[1,1,1]]/13 in float32, summed as
+    Filter.c does (offset 0.5, then row y+1, row y, row y-1, each left + centre + right),
+    truncated; the one-pixel border is copied from the input."""
+    f = x.to(torch.float32)
+
+    def row(r, centre):
+        return (r[..., :-2] * _K1 + r[..., 1:-1] * centre) + r[..., 2:] * _K1
+
+    ss = row(f[:, :, 2:], _K1) + 0.5
+    ss = ss + row(f[:, :, 1:-1], _K5)
+    ss = ss + row(f[:, :, :-2], _K1)
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = ss.clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def sharpness(x, factor):
+    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image."""
+    return _blend(_smooth(x), x, factor)
+
+
+def posterize(x, bits):
+    """Keep the top `bits` bits of each value (PIL.ImageOps.posterize)."""
+    mask = ((0xFF << (8 - bits.long())) & 0xFF).to(torch.uint8)
+    return x & _col(mask)
+
+
+def solarize(x, threshold):
+    """Values >= threshold become 255 - value (PIL.ImageOps.solarize); 256 changes nothing."""
+    return torch.where(x.to(torch.int16) >= _col(threshold.to(torch.int16)), 255 - x, x)
+
+
+# ---------------------------------------------------------------- geometric ops
+
+def affine(x, matrix):
+    """PIL img.transform(size, AFFINE, (a, b, c, d, e, f), NEAREST) per sample, matrix (N, 6)
+    float64: output pixel (i, j) reads input (a j + b i + c, d j + e i + f) after the
+    half-pixel shift, in PIL's 16.16 fixed point; black outside the input."""
+    n, _, h, w = x.shape
+    m = matrix.to(torch.float64)
+    a, b, c, d, e, f = (t.view(n, 1, 1) for t in m.unbind(1))
+
+    def fix(v):
+        return torch.floor(v * 65536.0 + 0.5).long()
+
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    xin = (fix(c + a * 0.5 + b * 0.5) + fix(b) * rows + fix(a) * cols) >> 16
+    yin = (fix(f + d * 0.5 + e * 0.5) + fix(e) * rows + fix(d) * cols) >> 16
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    out = _gather_pixels(x, yin.clamp(0, h - 1) * w + xin.clamp(0, w - 1))
+    return out.masked_fill(~inside.unsqueeze(1), 0)
+
+
+def _pil_cos_sin(angle):
+    a = -math.radians(angle % 360.0)
+    return round(math.cos(a), 15), round(math.sin(a), 15)
+
+
+_ROT_CACHE = {}
+
+
+def _cos_sin(degrees):
+    """PIL's round(cos(-radians(deg % 360)), 15) and the sin likewise, float64 (N,) each:
+    exactly Python's values for integer degrees (table), torch's float64 otherwise."""
+    device = degrees.device
+    if str(device) not in _ROT_CACHE:
+        _ROT_CACHE[str(device)] = _table([_pil_cos_sin(k) for k in range(360)], torch.float64, device)
+    deg = degrees.to(torch.float64)
+    integral = deg == deg.round()
+    cs = _ROT_CACHE[str(device)][deg.round().long().remainder(360)]
+    rad = -(deg.remainder(360.0) * (math.pi / 180.0))
+    approx = torch.stack([rad.cos(), rad.sin()], 1).round(decimals=15)
+    cs = torch.where(integral.unsqueeze(1), cs, approx)
+    return cs[:, 0], cs[:, 1]
+
+
+def rotate(x, degrees):
+    """PIL img.rotate(degrees): counter-clockwise about (w/2, h/2), nearest, black fill."""
+    h, w = x.shape[2:]
+    cos, sin = _cos_sin(degrees)
+    cx, cy = w / 2, h / 2
+    c = (cos * -cx + sin * -cy) + cx          # Image.rotate's transform(-centre) + centre
+    f = (-sin * -cx + cos * -cy) + cy
+    return affine(x, torch.stack([cos, sin, c, -sin, cos, f], 1))
+
+
+def _matrix(n, device, **entries):
+    m = torch.zeros(n, 6, dtype=torch.float64, device=device)
+    m[:, 0] = m[:, 4] = 1
+    for k, v in entries.items():
+        m[:, 'abcdef'.index(k)] = v.to(torch.float64)
+    return m
+
+
+def shear_x(x, s):
+    """img.transform(size, AFFINE, (1, s, 0, 0, 1, 0)): output (i, j) reads (j + s i, i)."""
+    return affine(x, _matrix(len(x), x.device, b=s))
+
+
+def shear_y(x, s):
+    """img.transform(size, AFFINE, (1, 0, 0, s, 1, 0))."""
+    return affine(x, _matrix(len(x), x.device, d=s))
+
+
+def translate_x(x, pixels):
+    """img.transform(size, AFFINE, (1, 0, px, 0, 1, 0)): content moves left by px."""
+    return affine(x, _matrix(len(x), x.device, c=pixels))
+
+
+def translate_y(x, pixels):
+    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, px)): content moves up by px."""
+    return affine(x, _matrix(len(x), x.device, f=pixels))
+
+
+def cutout(x, x0, y0, x1, y1):
+    """Grey 127 over the inclusive rectangle [x0..x1] x [y0..y1] (PIL rectangle), clipped."""
+    h, w = x.shape[2:]
+    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    box = ((cols >= _col(x0)) & (cols <= _col(x1)) & (rows >= _col(y0)) & (rows <= _col(y1)))
+    return x.masked_fill(box, 127)
+
+
+def cutout_box(cx, cy, v, height, width):
+    """augment.cutout_abs's rectangle from a centre (cx, cy) in pixels (float64 tensors):
+    x0 = int(max(0, cx - v/2)), x1 = int(min(w, x0 + v)), likewise y; int64 each."""
+    x0 = (cx - v / 2.).clamp(min=0).trunc().long()
+    y0 = (cy - v / 2.).clamp(min=0).trunc().long()
+    return x0, y0, (x0 + v).clamp(max=width), (y0 + v).clamp(max=height)
+
+
+# ---------------------------------------------------------------- the pool
+
+def _signed(t, sign):
+    return t * sign.to(t.dtype)
+
+
+# name -> (op, parameter(v, sign, max_v, bias, height, width) or None); the order, max_v and
+# bias are those of augment.FIXMATCH_POOL.
+_PARAMS = {
+    'auto_contrast': (auto_contrast, None),
+    'brightness': (brightness, lambda v, s, m, b, h, w: float_parameter(v, m) + b),
+    'color': (color, lambda v, s, m, b, h, w: float_parameter(v, m) + b),
+    'contrast': (contrast, lambda v, s, m, b, h, w: float_parameter(v, m) + b),
+    'equalize': (equalize, None),
+    'identity': (identity, None),
+    'posterize': (posterize, lambda v, s, m, b, h, w: int_parameter(v, m) + b),
+    'rotate': (rotate, lambda v, s, m, b, h, w: _signed(int_parameter(v, m) + b, s)),
+    'sharpness': (sharpness, lambda v, s, m, b, h, w: float_parameter(v, m) + b),
+    'shear_x': (shear_x, lambda v, s, m, b, h, w: _signed(float_parameter(v, m) + b, s)),
+    'shear_y': (shear_y, lambda v, s, m, b, h, w: _signed(float_parameter(v, m) + b, s)),
+    'solarize': (solarize, lambda v, s, m, b, h, w: 256 - (int_parameter(v, m) + b)),
+    'translate_x': (translate_x,
+                    lambda v, s, m, b, h, w: (_signed(float_parameter(v, m) + b, s) * w).trunc()),
+    'translate_y': (translate_y,
+                    lambda v, s, m, b, h, w: (_signed(float_parameter(v, m) + b, s) * h).trunc()),
+}
+
+# (name, op, parameter function, max_v, bias), in augment.FIXMATCH_POOL's order.
+POOL = [(fn.__name__, _PARAMS[fn.__name__][0], _PARAMS[fn.__name__][1], max_v, bias)
+        for fn, max_v, bias in _ref.FIXMATCH_POOL]
+SIGNED = ('rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
+
+
+def apply_op(index, images, v, sign):
+    """Pool op `index` at integer magnitudes v (N,) and signs (N,) of +-1, as the reference
+    op(img, v, max_v, bias) with its random sign replaced by `sign`."""
+    name, op, param, max_v, bias = POOL[index]
+    if param is None:
+        return op(images)
+    h, w = images.shape[2:]
+    return op(images, param(v, sign, max_v, bias, h, w))
+
+
+class Draws(NamedTuple):
+    """RandAugmentMC's random draws for N images and n slots."""
+    op: torch.Tensor        # (N, n) int64, pool index, uniform over the 14 ops
+    magnitude: torch.Tensor  # (N, n) int64, uniform in 1..m-1
+    apply: torch.Tensor     # (N, n) bool, each with probability 1/2
+    sign: torch.Tensor      # (N, n) int64, -1 with probability 1/2 (used by signed ops only)
+    centre: torch.Tensor    # (N, 2) float64, cutout centre (x, y) as a fraction of (W, H)
+
+
+class RandAugmentMC:
+    """Batched augment.RandAugmentMC: per sample and slot, an op uniform over the pool, a
+    magnitude in 1..m-1, applied with probability 1/2 (signed ops negated with probability
+    1/2); slots in order; then the cutout, always."""
+
+    def __init__(self, n=2, m=10, cutout=CUTOUT):
+        assert n >= 1 and 1 <= m <= 10
+        self.n = n
+        self.m = m
+        self.cutout = cutout
+
+    def draw(self, n_images, generator) -> Draws:
+        device = generator.device
+        shape = (n_images, self.n)
+        op = torch.randint(0, _N_OPS, shape, generator=generator, device=device)
+        magnitude = torch.randint(1, self.m, shape, generator=generator, device=device)
+        apply = torch.rand(shape, generator=generator, device=device) < 0.5
+        sign = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1, 1)
+        centre = torch.rand((n_images, 2), generator=generator, device=device, dtype=torch.float64)
+        return Draws(op, magnitude, apply, sign, centre)
+
+    def apply(self, images, draws: Draws):
+        """The augmentation with given draws; images (N, 3, H, W) uint8."""
+        out = images.clone()
+        for j in range(self.n):
+            key = torch.where(draws.apply[:, j], draws.op[:, j], _N_OPS)   # _N_OPS: not applied
+            order = torch.argsort(key, stable=True)
+            counts = torch.bincount(key, minlength=_N_OPS + 1).tolist()   # one sync per slot
+            for k, idx in enumerate(order.split(counts)[:_N_OPS]):
+                if len(idx) and POOL[k][0] != 'identity':
+                    out[idx] = apply_op(k, out[idx], draws.magnitude[idx, j], draws.sign[idx, j])
+        h, w = images.shape[2:]
+        cx, cy = draws.centre[:, 0] * w, draws.centre[:, 1] * h     # np.random.uniform(0, w)
+        return cutout(out, *cutout_box(cx, cy, self.cutout, h, w))
+
+    def __call__(self, images, generator):
+        return self.apply(images, self.draw(len(images), generator))
+
+    def __repr__(self):
+        return f'{type(self).__name__}(n={self.n}, m={self.m})'
+
+
+# ---------------------------------------------------------------- views
+
+def crop_padding(height):
+    """The reflect padding of the weak crop: int(H * 0.125) (4 at 32, 8 at 64)."""
+    return int(height * 0.125)
+
+
+def draw_weak(n_images, height, generator, flip=True):
+    """(flip (N,) bool with probability 1/2 (all False without flip), top (N,), left (N,))
+    with offsets uniform in 0..2*pad, as RandomHorizontalFlip then RandomCrop.get_params."""
+    device = generator.device
+    pad = crop_padding(height)
+    if flip:
+        flips = torch.rand(n_images, generator=generator, device=device) < 0.5
+    else:
+        flips = torch.zeros(n_images, dtype=torch.bool, device=device)
+    top = torch.randint(0, 2 * pad + 1, (n_images,), generator=generator, device=device)
+    left = torch.randint(0, 2 * pad + 1, (n_images,), generator=generator, device=device)
+    return flips, top, left
+
+
+def flip_crop(images, flips, top, left, pad):
+    """Horizontal flip where `flips`, then reflect-pad by `pad` (edge not repeated, as
+    np.pad 'reflect') and crop HxW at (top, left) of the padded image, in one gather."""
+    _, _, h, w = images.shape
+
+    def reflect(p, size):                      # padded coordinate -> source coordinate
+        p = p - pad
+        p = torch.where(p < 0, -p, p)
+        return torch.where(p >= size, 2 * (size - 1) - p, p)
+
+    rows = reflect(top.view(-1, 1) + torch.arange(h, device=images.device), h)
+    cols = reflect(left.view(-1, 1) + torch.arange(w, device=images.device), w)
+    cols = torch.where(flips.view(-1, 1), w - 1 - cols, cols)
+    return _gather_pixels(images, rows.unsqueeze(2) * w + cols.unsqueeze(1))
+
+
+def weak(images, generator, flip=True):
+    """Per-sample horizontal flip (p = 1/2, if flip), then reflect-padded random crop."""
+    n, _, h, _ = images.shape
+    return flip_crop(images, *draw_weak(n, h, generator, flip), crop_padding(h))
+
+
+def strong(images, generator, flip=True, cutout=CUTOUT):
+    """weak, then RandAugmentMC(n=2, m=10) with a `cutout`-pixel grey square."""
+    return RandAugmentMC(n=2, m=10, cutout=cutout)(weak(images, generator, flip), generator)
+
+
+def normalize(images, mean, std):
+    """uint8 (N, 3, H, W) -> float32, as torchvision ToTensor then Normalize on this device."""
+    x = images.to(torch.float32).div(255)
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)
