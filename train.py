@@ -17,11 +17,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
-from dataset.data import DATASETS, IMAGE_SIZES, build_data
+from dataset.data import DATASETS, build_data
+from dataset.device_batches import DeviceBatches, EvalBatches, to_device
 from dataset.splits import UNLABELED_MODES
 from methods import METHODS, symmetric_kl
 from models import ARCHS, build_model, count_parameters
@@ -35,7 +38,8 @@ from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
 # Arguments that do not change what is learned: they may differ when a run is resumed.
-RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress'}
+RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
+            'channels_last', 'compile'}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -102,6 +106,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                                       '--out if there is one, else a fresh start')
     run.add_argument('--device', help='cuda, cuda:1, cpu, ... (default: cuda when available)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar, periodic lines only')
+    speed = p.add_argument_group('speed')
+    speed.add_argument('--aug', choices=('gpu', 'cpu'),
+                       help='gpu: the split as one uint8 tensor on the device and batched augmentation there '
+                            '(equal to the PIL path); cpu: per-image PIL in loader workers '
+                            '(default: gpu on CUDA, cpu otherwise)')
+    speed.add_argument('--amp', action='store_true', help='bfloat16 autocast on CUDA (ignored on the CPU)')
+    speed.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
+                       help='channels-last memory format (default: on with CUDA)')
+    speed.add_argument('--compile', action='store_true', help='torch.compile the network for training')
     run.add_argument('--dry-run', action='store_true', help='build and print the split, then exit without training')
     return p
 
@@ -196,12 +209,23 @@ class EpochMeter:
         return out
 
 
-def make_loaders(args, data, step: int, device):
-    """Endless labeled and unlabeled batch iterators positioned at `step`, and the test loader."""
-    labeled_set, unlabeled_set, test_set = data.datasets(args.version)
+def make_batches(args, data, method, step: int, device):
+    """Endless labeled and unlabeled batch iterators positioned at `step`, and the test batches:
+    made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
+    common = dict(seed=args.seed, start=step)
+    if args.aug == 'gpu':
+        images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
+        common.update(mean=data.mean, std=data.std, flip=data.flip, cutout=data.cutout)
+        return (DeviceBatches(images, labels, data.labeled_idx, method.labeled_views, args.batch_size, stream=0,
+                              what='labeled set', **common),
+                DeviceBatches(images, labels, data.unlabeled_idx, method.unlabeled_views, args.batch_size * args.mu,
+                              stream=1, what='unlabeled pool', **common),
+                EvalBatches(to_device(data.test_images, device), torch.from_numpy(data.test_labels).to(device),
+                            data.mean, data.std))
+    labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
     def endless(dataset, batch_size, stream, what):
-        sampler = PassBatches(len(dataset), batch_size, args.seed, stream, start=step, what=what)
+        sampler = PassBatches(len(dataset), batch_size, stream=stream, what=what, **common)
         return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                                                 pin_memory=device.type == 'cuda',
                                                 persistent_workers=args.num_workers > 0))
@@ -211,25 +235,83 @@ def make_loaders(args, data, step: int, device):
             torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers))
 
 
-def train(args, data) -> None:
-    device = resolve_device(args.device)
-    out, checkpoint = resolve_resume(args)
-    if checkpoint:
-        check_same_settings(checkpoint['args'], args)
+@dataclass
+class Training:
+    """What a step updates and a checkpoint holds (with the step, the history and the RNG states)."""
+    method: torch.nn.Module
+    model: torch.nn.Module
+    ema: Optional[ModelEMA]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    forward: Callable  # the model, or its torch.compile'd form (--compile)
+
+    def state_dict(self) -> dict:
+        return {'model': self.model.state_dict(), 'ema': self.ema.model.state_dict() if self.ema else None,
+                'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                'method': self.method.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state['model'])
+        if self.ema:
+            self.ema.model.load_state_dict(state['ema'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        self.method.load_state_dict(state['method'])
+
+
+def build_training(args, data, device) -> Training:
+    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run."""
     seed_everything(args.seed)
     method = METHODS[args.version](args, data).to(device)
     model = new_model(args, data.num_classes).to(device)
-    ema = ModelEMA(model, args.ema_decay) if args.use_ema else None
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps))
+    return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
+                    torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps)),
+                    torch.compile(model) if args.compile else model)
+
+
+def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
+    """One step: one forward pass over every view of the labeled and unlabeled batch, the method's
+    loss (its E-step included), an SGD step, the schedule and the weight EMA."""
+    (x_views, y, _), (u_views, _, u_index) = labeled_batch, unlabeled_batch
+    inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
+    if args.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
+    run.forward.train()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+        output = run.forward(inputs)
+    output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
+    loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.ema:
+        run.ema.update(run.model)
+    return loss, terms, mask, pseudo_label
+
+
+def resolve_speed_options(args, device) -> None:
+    """Defaults that depend on the device: batched augmentation and channels-last on CUDA."""
+    cuda = device.type == 'cuda'
+    args.aug = args.aug or ('gpu' if cuda else 'cpu')
+    args.channels_last = cuda if args.channels_last is None else args.channels_last
+    args.amp = args.amp and cuda
+
+
+def train(args, data) -> None:
+    device = resolve_device(args.device)
+    resolve_speed_options(args, device)
+    out, checkpoint = resolve_resume(args)
+    if checkpoint:
+        check_same_settings(checkpoint['args'], args)
+    run = build_training(args, data, device)
     history, step = {'top1': [], 'best_top1': 0.0}, 0
     if checkpoint:
-        model.load_state_dict(checkpoint['model'])
-        if ema:
-            ema.model.load_state_dict(checkpoint['ema'])
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        scheduler.load_state_dict(checkpoint['scheduler'])
-        method.load_state_dict(checkpoint['method'])
+        run.load_state_dict(checkpoint)
         set_rng_states(checkpoint['rng'])
         history, step = checkpoint['history'], checkpoint['step']
     else:
@@ -237,43 +319,34 @@ def train(args, data) -> None:
     progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step)
     log = RunLog(out, echo=progress.write)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
-             f'{args.arch} ({count_parameters(model):,} parameters), {device}, output {out}')
-    labeled, unlabeled, test_loader = make_loaders(args, data, step, device)
+             f'{args.arch} ({count_parameters(run.model):,} parameters), {device}, {args.aug} augmentation'
+             f'{", bf16" if args.amp else ""}, output {out}')
+    labeled, unlabeled, test_batches = make_batches(args, data, run.method, step, device)
     meter, started = EpochMeter(), time.time()
 
     while step < progress.last_step:
-        (x_views, y, _), (u_views, u_true, u_index) = next(labeled), next(unlabeled)
-        inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
-        y, u_true, u_index = (t.to(device, non_blocking=True) for t in (y, u_true, u_index))
-        model.train()
-        loss, terms, mask, pseudo_label = method.loss(model(inputs), y, u_index)  # one forward for all views
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema:
-            ema.update(model)
+        labeled_batch, unlabeled_batch = next(labeled), next(unlabeled)
+        loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
+        u_true = unlabeled_batch[1].to(device, non_blocking=True)
         meter.add(loss, terms, mask, pseudo_label, u_true)
         step += 1
         progress.update(step, loss)
         if step % args.eval_step:
             continue
 
-        method.end_epoch()  # the closed-form M-step of the class prior
-        tested = evaluate(ema.model if ema else model, test_loader, method.eval_logits, data.num_classes, device)
+        run.method.end_epoch()  # the closed-form M-step of the class prior
+        tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
+                          data.num_classes, device)
         is_best = tested['top1'] > history['best_top1']
         history['top1'].append(tested['top1'])
         history['best_top1'] = max(history['best_top1'], tested['top1'])
-        record = epoch_record(step, args, data, tested, history, method, meter, scheduler, time.time() - started)
+        record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
         log.metrics(record)
         kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
         log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
                  f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
                  f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
-        state = {'model': model.state_dict(), 'ema': ema.model.state_dict() if ema else None,
-                 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                 'method': method.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
-                 'args': vars(args)}
+        state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step, 'args': vars(args)}
         save_checkpoint(state, out / CHECKPOINT)
         if is_best:
             save_checkpoint(state, out / BEST)
@@ -282,10 +355,10 @@ def train(args, data) -> None:
     log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
 
 
-def epoch_record(step, args, data, tested, history, method, meter, scheduler, seconds) -> dict:
+def epoch_record(step, args, data, tested, history, run: Training, meter, seconds) -> dict:
     """One line of metrics.jsonl (README, "Outputs")."""
     last20 = history['top1'][-20:]
-    pi_u, true_prior = method.unlabeled_prior(), data.unlabeled_prior
+    pi_u, true_prior = run.method.unlabeled_prior(), data.unlabeled_prior
     record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
               'best_top1': history['best_top1'], 'mean20_top1': sum(last20) / len(last20),
               'per_class_acc': tested['per_class_acc'],
@@ -293,10 +366,10 @@ def epoch_record(step, args, data, tested, history, method, meter, scheduler, se
               'pi_u': None if pi_u is None else pi_u.tolist(),
               'kl_pi_u': None if pi_u is None or true_prior is None else symmetric_kl(pi_u.cpu(),
                                                                                        torch.as_tensor(true_prior)),
-              **meter.result(), 'lr': scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
+              **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
               'seconds': round(seconds, 2)}
-    if hasattr(method, 'anchor_kl'):
-        record['kl_anchors'] = method.anchor_kl()
+    if hasattr(run.method, 'anchor_kl'):
+        record['kl_anchors'] = run.method.anchor_kl()
     return record
 
 
@@ -334,7 +407,6 @@ class Progress:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
-    args.img_size = args.img_size or IMAGE_SIZES[args.dataset][0]
     try:
         data = build_data(args)
         if args.dry_run:

@@ -195,18 +195,11 @@ class Views:
         return tuple(self.normalize(t(img)) for t in self.transforms)
 
 
-# Which views each method draws: (labeled, unlabeled), in the order they are returned.
-_METHOD_VIEWS = {
-    'SimPro': (('weak', 'strong'), ('weak', 'strong', 'strong')),
-    'ACR_d': (('weak',), ('weak', 'strong', 'strong')),
-    'FixMatch': (('weak',), ('weak', 'strong')),
-}
-
-
-def method_views(method, image_size, mean, std, flip=True, cutout=CUTOUT):
-    """(labeled Views, unlabeled Views) for `method`; ValueError if it is unknown."""
-    if method not in _METHOD_VIEWS:
-        raise ValueError(f'unknown method {method!r}; expected one of {sorted(_METHOD_VIEWS)}')
+def views(kinds, image_size, mean, std, flip=True, cutout=CUTOUT):
+    """Views of the given kinds ('weak' or 'strong'), in order, e.g. a method's
+    `unlabeled_views` = ('weak', 'strong', 'strong'); ValueError for an unknown kind."""
     make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout)}
-    normalize = test_transform(mean, std)
-    return tuple(Views([make[k]() for k in kinds], normalize) for kinds in _METHOD_VIEWS[method])
+    unknown = set(kinds) - set(make)
+    if unknown:
+        raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected weak or strong')
+    return Views([make[k]() for k in kinds], test_transform(mean, std))

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from dataset import readers
-from dataset.augment import CUTOUT, method_views, test_transform
+from dataset.augment import CUTOUT, test_transform, views
 from dataset.splits import (UNLABELED_MODES, Split, balanced_subset, long_tail_counts, order_unlabeled,
                             split_per_class)
 from utils.errors import UserError
@@ -84,12 +84,12 @@ class SemiSupervisedData:
             'test_per_class': np.bincount(self.test_labels, minlength=self.num_classes).tolist(),
         }
 
-    def datasets(self, method: str):
-        """(labeled, unlabeled, test) torch datasets with the views `method` trains on."""
-        labeled_views, unlabeled_views = method_views(method, self.image_size, self.mean, self.std, self.flip,
-                                                      self.cutout)
-        return (ViewDataset(self.images, self.labels, self.labeled_idx, labeled_views),
-                ViewDataset(self.images, self.labels, self.unlabeled_idx, unlabeled_views),
+    def datasets(self, labeled_views, unlabeled_views):
+        """(labeled, unlabeled, test) torch datasets drawing the given views per image (e.g. a
+        method's `labeled_views` = ('weak', 'strong')) with the per-sample PIL augmentation."""
+        make = lambda kinds: views(kinds, self.image_size, self.mean, self.std, self.flip, self.cutout)  # noqa: E731
+        return (ViewDataset(self.images, self.labels, self.labeled_idx, make(labeled_views)),
+                ViewDataset(self.images, self.labels, self.unlabeled_idx, make(unlabeled_views)),
                 ViewDataset(self.test_images, self.test_labels, np.arange(len(self.test_labels)),
                             test_transform(self.mean, self.std)))
 
@@ -126,6 +126,8 @@ def build_data(args) -> SemiSupervisedData:
     if args.dataset not in IMAGE_SIZES:
         raise UserError(f'unknown dataset {args.dataset!r}; choose one of {", ".join(DATASETS)}')
     sizes = IMAGE_SIZES[args.dataset]
+    if args.img_size is None:
+        args.img_size = sizes[0]
     if args.img_size not in sizes:
         raise UserError(f'--img-size {args.img_size} is not available for {args.dataset}; '
                         f'use {" or ".join(map(str, sizes))}')

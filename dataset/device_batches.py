@@ -44,8 +44,13 @@ class DeviceBatches:
         return views, self.labels[rows], positions
 
 
-def eval_batches(images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int = 512):
-    """The test set, normalised on the device, in order."""
-    for start in range(0, len(images), batch_size):
-        yield (tensor_augment.normalize(images[start:start + batch_size], mean, std),
-               labels[start:start + batch_size], None)
+class EvalBatches:
+    """The test set in order, normalised on the device; iterable once per evaluation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int = 512):
+        self.images, self.labels, self.mean, self.std, self.batch_size = images, labels, mean, std, batch_size
+
+    def __iter__(self):
+        for start in range(0, len(self.images), self.batch_size):
+            batch = slice(start, start + self.batch_size)
+            yield tensor_augment.normalize(self.images[batch], self.mean, self.std), self.labels[batch], None

@@ -17,15 +17,17 @@ its formulas:
   float32 `deg + f * (img - deg)`, truncated (not rounded), clipped when extrapolating;
   f is the magnitude rounded to float32. Color's degenerate is PIL's "L":
   (19595 R + 38470 G + 7471 B + 0x8000) >> 16; contrast's is int(mean(L) + 0.5); sharpness's
-  is the SMOOTH filter computed in float32 with PIL's kernel float32(1/13), float32(5/13),
-  its +0.5 rounding offset and its summation order (row below, row, row above), borders kept.
+  is the SMOOTH filter: PIL's float32 sum with a +0.5 offset, truncated, which equals the
+  integer (2 S + 13) // 26 of the weighted sum S; the one-pixel border is the input's.
 - auto_contrast / equalize build the per-channel lookup tables of PIL.ImageOps (equalize:
   step = (count - count of the top value) // 255, entries clipped to 255 by Image.point).
-- rotate / shear / translate go through Pillow's nearest-neighbour affine path, which works
-  in 16.16 fixed point (for images below 32768 pixels a side): each coefficient is rounded
-  to floor(c * 65536 + 0.5), the offset includes the half-pixel shift
-  (c + a/2 + b/2), and the source pixel is the integer coordinate >> 16; pixels from outside
-  are black. Float sampling differs from PIL at exact ties (shear 0.12 at row 12, say).
+- rotate / shear / translate reproduce Pillow's nearest-neighbour affine transform, which
+  works in 16.16 fixed point (whenever the mapped corners stay within 32768 pixels, so at
+  any practical size): each coefficient is rounded to floor(c * 65536 + 0.5), the offset
+  includes the half-pixel shift (c + a/2 + b/2), and the source pixel is the integer
+  coordinate >> 16; black outside. Floor of the float coordinate differs from PIL at exact
+  ties (shear 0.12 at row 12, say). For integer translations PIL's scaling path is an exact
+  shift, the same as here.
   rotate builds PIL's matrix (cos/sin of -angle rounded to 15 decimals, about (w/2, h/2));
   for integer angles from a table computed with Python's math as PIL does.
 - magnitudes come from tables made with augment._float_parameter / _int_parameter, so
@@ -48,8 +50,14 @@ _N_OPS = len(_ref.FIXMATCH_POOL)
 
 # ---------------------------------------------------------------- helpers
 
-def _table(values, dtype, device):
-    return torch.tensor(values, dtype=dtype, device=device)
+_TABLES = {}
+
+
+def _table(key, make, dtype, device):
+    """A constant tensor computed in Python by make(), cached per device."""
+    if (key, str(device)) not in _TABLES:
+        _TABLES[key, str(device)] = torch.tensor(make(), dtype=dtype, device=device)
+    return _TABLES[key, str(device)]
 
 
 def _col(t):
@@ -95,29 +103,16 @@ def _blend(degenerate, image, factor):
 
 # ---------------------------------------------------------------- magnitudes
 
-_PARAM_CACHE = {}
-
-
-def _parameter_table(kind, max_v, device):
-    key = (kind, max_v, str(device))
-    if key not in _PARAM_CACHE:
-        if kind == 'float':
-            values = [_ref._float_parameter(v, max_v) for v in range(11)]
-            _PARAM_CACHE[key] = _table(values, torch.float64, device)
-        else:
-            values = [_ref._int_parameter(v, max_v) for v in range(11)]
-            _PARAM_CACHE[key] = _table(values, torch.int64, device)
-    return _PARAM_CACHE[key]
-
-
 def float_parameter(v, max_v):
     """float(v) * max_v / 10 for an integer tensor v in 0..10 (float64, as augment.py)."""
-    return _parameter_table('float', max_v, v.device)[v.long()]
+    make = lambda: [_ref._float_parameter(i, max_v) for i in range(11)]   # noqa: E731
+    return _table(('float', max_v), make, torch.float64, v.device)[v.long()]
 
 
 def int_parameter(v, max_v):
     """int(v * max_v / 10) for an integer tensor v in 0..10 (int64, as augment.py)."""
-    return _parameter_table('int', max_v, v.device)[v.long()]
+    make = lambda: [_ref._int_parameter(i, max_v) for i in range(11)]     # noqa: E731
+    return _table(('int', max_v), make, torch.int64, v.device)[v.long()]
 
 
 # ---------------------------------------------------------------- colour ops
@@ -131,7 +126,7 @@ def auto_contrast(x):
     scale = 255 / (hi - lo), offset = -lo * scale; identity where hi == lo."""
     lo = x.amin(dim=(2, 3)).long()
     hi = x.amax(dim=(2, 3)).long()
-    scales = _table([1.0] + [255.0 / d for d in range(1, 256)], torch.float64, x.device)
+    scales = _table('scale', lambda: [1.0] + [255.0 / d for d in range(1, 256)], torch.float64, x.device)
     scale = scales[hi - lo].unsqueeze(-1)
     offset = (-lo).double().unsqueeze(-1) * scale
     i = torch.arange(256, device=x.device, dtype=torch.float64)
@@ -175,25 +170,18 @@ def contrast(x, factor):
     return _blend(_col(mean).expand_as(x), x, factor)
 
 
-# PIL's SMOOTH kernel, divided by 13 in float32 (ImagingFilter's kernel array).
-_K1 = float(torch.tensor(1.0) / torch.tensor(13.0))
-_K5 = float(torch.tensor(5.0) / torch.tensor(13.0))
-
-
 def _smooth(x):
-    """PIL's ImageFilter.SMOOTH: 3x3 [[1,1,1],[1,5,1],[1,1,1]]/13 in float32, summed as
-    Filter.c does (offset 0.5, then row y+1, row y, row y-1, each left + centre + right),
-    truncated; the one-pixel border is copied from the input."""
-    f = x.to(torch.float32)
+    """PIL's ImageFilter.SMOOTH, kernel [[1,1,1],[1,5,1],[1,1,1]] / 13, border pixels copied.
 
-    def row(r, centre):
-        return (r[..., :-2] * _K1 + r[..., 1:-1] * centre) + r[..., 2:] * _K1
-
-    ss = row(f[:, :, 2:], _K1) + 0.5
-    ss = ss + row(f[:, :, 1:-1], _K5)
-    ss = ss + row(f[:, :, :-2], _K1)
+    PIL sums in float32 with the kernel float32(1/13), float32(5/13) and a +0.5 offset, then
+    truncates: floor(S / 13 + 0.5) for the integer weighted sum S. S / 13 + 0.5 is never
+    closer than 1/26 to an integer, far beyond float32's error, so the exact integer
+    (2 S + 13) // 26 is the same value."""
+    s = x.to(torch.int32)
+    rows = s[:, :, :-2] + s[:, :, 1:-1] + s[:, :, 2:]
+    total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * s[:, :, 1:-1, 1:-1]
     out = x.clone()
-    out[:, :, 1:-1, 1:-1] = ss.clamp(0, 255).to(torch.uint8)
+    out[:, :, 1:-1, 1:-1] = ((2 * total + 13) // 26).to(torch.uint8)
     return out
 
 
@@ -240,18 +228,13 @@ def _pil_cos_sin(angle):
     return round(math.cos(a), 15), round(math.sin(a), 15)
 
 
-_ROT_CACHE = {}
-
-
 def _cos_sin(degrees):
     """PIL's round(cos(-radians(deg % 360)), 15) and the sin likewise, float64 (N,) each:
     exactly Python's values for integer degrees (table), torch's float64 otherwise."""
-    device = degrees.device
-    if str(device) not in _ROT_CACHE:
-        _ROT_CACHE[str(device)] = _table([_pil_cos_sin(k) for k in range(360)], torch.float64, device)
+    table = _table('cos_sin', lambda: [_pil_cos_sin(k) for k in range(360)], torch.float64, degrees.device)
     deg = degrees.to(torch.float64)
     integral = deg == deg.round()
-    cs = _ROT_CACHE[str(device)][deg.round().long().remainder(360)]
+    cs = table[deg.round().long().remainder(360)]
     rad = -(deg.remainder(360.0) * (math.pi / 180.0))
     approx = torch.stack([rad.cos(), rad.sin()], 1).round(decimals=15)
     cs = torch.where(integral.unsqueeze(1), cs, approx)

@@ -405,7 +405,9 @@ def test_test_transform_normalises():
                                                     ('FixMatch', 1, 2)])
 @pytest.mark.parametrize('size', [32, 64])
 def test_method_views(method, n_lab, n_unlab, size):
-    lab, unlab = A.method_views(method, size, MEAN, STD)
+    from methods import METHODS
+    lab, unlab = (A.views(kinds, size, MEAN, STD) for kinds in (METHODS[method].labeled_views,
+                                                                 METHODS[method].unlabeled_views))
     assert (len(lab), len(unlab)) == (n_lab, n_unlab)
     x = random_image(size, high=256)
     for views, n in ((lab, n_lab), (unlab, n_unlab)):
@@ -422,7 +424,7 @@ def test_method_views(method, n_lab, n_unlab, size):
 def test_views_normalise_and_flip_option(monkeypatch):
     x = random_image(high=256)
     fix_crop(monkeypatch, 4, 4)
-    lab, unlab = A.method_views('ACR_d', 32, MEAN, STD, flip=False)
+    lab, unlab = A.views(['weak'], 32, MEAN, STD, flip=False), A.views(['weak', 'strong'], 32, MEAN, STD, flip=False)
     assert all(not isinstance(t.transforms[0], transforms.RandomHorizontalFlip)
                for t in lab.transforms + unlab.transforms)
     (view,) = lab(x)
@@ -432,6 +434,6 @@ def test_views_normalise_and_flip_option(monkeypatch):
     assert torch.allclose(view, manual, atol=1e-6)
 
 
-def test_unknown_method():
-    with pytest.raises(ValueError):
-        A.method_views('MixMatch', 32, MEAN, STD)
+def test_unknown_view_kind():
+    with pytest.raises(ValueError, match='medium'):
+        A.views(['weak', 'medium'], 32, MEAN, STD)

@@ -129,7 +129,9 @@ def test_views_per_method(small_cifar10_root):
     for method, views in (('SimPro', (2, 3)), ('ACR_d', (1, 3))):
         args = train.get_args_parser().parse_args(['--data-dir', str(small_cifar10_root), '--num-max', '20',
                                                    '--num-max-u', '30', '--version', method])
-        labeled, unlabeled, test = build_data(args).datasets(method)
+        from methods import METHODS
+        labeled, unlabeled, test = build_data(args).datasets(METHODS[method].labeled_views,
+                                                             METHODS[method].unlabeled_views)
         (x, y, i), (u, uy, j), (t, ty, k) = labeled[3], unlabeled[5], test[7]
         assert len(x) == views[0] and len(u) == views[1]
         assert all(v.shape == (3, 32, 32) for v in (*x, *u)) and t.shape == (3, 32, 32)
@@ -226,7 +228,7 @@ def test_digits(capsys):
     np.testing.assert_array_equal(data.test_images[0, :, :, 1],
                                   np.asarray(Image.fromarray(first).resize((16, 16), Image.BILINEAR)))
     assert data.images.shape[1:] == (16, 16, 3) and len(data.images) == 200 + 1200
-    labeled, unlabeled, _ = data.datasets('SimPro')
+    labeled, unlabeled, _ = data.datasets(('weak', 'strong'), ('weak', 'strong', 'strong'))
     weak, strong = labeled.transform.transforms
     assert not any('Flip' in type(t).__name__ for t in weak.transforms + strong.transforms)
     assert strong.transforms[-1].cutout == 8 and weak.transforms[-1].padding == 2

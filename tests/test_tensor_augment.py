@@ -173,7 +173,7 @@ def test_shear_translate_parameters_outside_pool():
             assert_images_equal(ty[i], arr(pil(x[i]).transform((32, 32), Image.AFFINE, (1, 0, 0, 0, 1, px))), 'ty')
 
 
-def test_pool_rotation_is_not_float_sampling():
+def test_affine_uses_pil_fixed_point():
     """The fixed-point rule matters: float floor(x + 0.5 + s (y + 0.5)) reads another pixel
     than PIL at exact ties (shear 0.12 at row 12), and the op follows PIL there."""
     x = sample_images(32, 1)
@@ -312,7 +312,7 @@ def test_randaugment_draw_statistics():
     assert abs(d.apply.double().mean().item() - 0.5) < 0.01
     assert set(d.sign.unique().tolist()) == {-1, 1}
     assert abs((d.sign < 0).double().mean().item() - 0.5) < 0.01
-    # The slots, the coin and the sign are independent of each other.
+    # The two slots' coins are independent.
     both = (d.apply[:, 0] & d.apply[:, 1]).double().mean().item()
     assert abs(both - 0.25) < 0.01
     assert d.centre.dtype == torch.float64 and (d.centre >= 0).all() and (d.centre < 1).all()

@@ -26,7 +26,8 @@ def default_out_dir(args) -> Path:
     name = (f'{args.version}@N{args.num_max}_M{args.num_max_u}_gl{args.imb_ratio_label:g}'
             f'_gu{args.imb_ratio_unlabel:g}_{mode}_{arch}_s{args.img_size}_lr{args.lr:g}_wd{args.wdecay:g}'
             f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}'
-            f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}')
+            f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}'
+            f'{"_bf16" if args.amp else ""}')
     if args.version == 'SimPro':
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
     elif args.version == 'ACR_d':
