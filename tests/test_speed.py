@@ -1,0 +1,81 @@
+"""The fast paths change speed, not what is learned: batched augmentation on the device, bf16
+autocast and channels-last give the same training as the reference path."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from dataset.data import build_data
+from test_resume import BASE, final_state, run
+
+
+def one_step_loss(data_root, **options):
+    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(data_root), '--aug', 'gpu'])
+    data = build_data(args)
+    args.arch = 'wideresnet'
+    device = torch.device('cpu')
+    train.resolve_speed_options(args, device)
+    for key, value in options.items():
+        setattr(args, key, value)
+    run = train.build_training(args, data, device)
+    labeled, unlabeled, _ = train.make_batches(args, data, run.method, 0, device)
+    loss, terms, _, _ = train.train_step(run, next(labeled), next(unlabeled), device, args)
+    return loss.item(), {k: v.item() for k, v in terms.items()}
+
+
+def test_bf16_autocast_and_channels_last_keep_the_loss(small_cifar10_root):
+    """One SimPro step from the same weights and batch: fp32, bf16 autocast (on the CPU here; on
+    CUDA with --amp) and channels-last agree closely."""
+    fp32, fp32_terms = one_step_loss(small_cifar10_root)
+    bf16, bf16_terms = one_step_loss(small_cifar10_root, amp=True)
+    channels_last, _ = one_step_loss(small_cifar10_root, channels_last=True)
+    assert fp32 > 0.1
+    assert bf16 == pytest.approx(fp32, rel=2e-2) and bf16 != fp32  # autocast really ran in bf16
+    for key in fp32_terms:
+        assert bf16_terms[key] == pytest.approx(fp32_terms[key], rel=2e-2, abs=1e-3)
+    assert channels_last == pytest.approx(fp32, rel=1e-5)
+
+
+def test_device_augmentation_run_resumes_exactly(small_cifar10_root, tmp_path, monkeypatch):
+    """--aug gpu (here on the CPU): a run interrupted after a checkpoint ends like one done in one go."""
+    assert run(small_cifar10_root, tmp_path / 'whole', '--aug', 'gpu') == 0
+    save = train.save_checkpoint
+
+    def save_then_crash(state, path):
+        save(state, path)
+        if state['step'] == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, 'save_checkpoint', save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(small_cifar10_root, tmp_path / 'split', '--aug', 'gpu')
+    monkeypatch.setattr(train, 'save_checkpoint', save)
+    assert run(small_cifar10_root, tmp_path / 'split', '--aug', 'gpu', '--resume', 'auto') == 0
+    whole, split = final_state(tmp_path / 'whole'), final_state(tmp_path / 'split')
+    assert split[0] == whole[0] and len(whole[0]) == 3
+    assert all(torch.equal(v, split[1]['model'][k]) for k, v in whole[1]['model'].items())
+    assert json.loads((tmp_path / 'whole' / 'args.json').read_text())['aug'] == 'gpu'
+
+
+def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
+    """The device path hands out the same samples in the same order as the PIL path, with views
+    that are normalised uint8 images of the right rows."""
+    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root)])
+    data = build_data(args)
+    device = torch.device('cpu')
+    from methods import SimPro
+    method = SimPro(args, data)
+    args.aug = 'gpu'
+    gpu_labeled, _, gpu_test = train.make_batches(args, data, method, 3, device)
+    args.aug = 'cpu'
+    cpu_labeled, _, cpu_test = train.make_batches(args, data, method, 3, device)
+    (gpu_views, gpu_y, gpu_i), (cpu_views, cpu_y, cpu_i) = next(gpu_labeled), next(cpu_labeled)
+    assert torch.equal(gpu_i.cpu(), cpu_i) and torch.equal(gpu_y.cpu(), cpu_y) and len(gpu_views) == 2
+    for view in gpu_views:
+        assert view.shape == (4, 3, 32, 32) and view.dtype == torch.float32
+        pixels = view * torch.tensor(data.std)[:, None, None] + torch.tensor(data.mean)[:, None, None]
+        assert np.allclose((pixels * 255).numpy(), np.round((pixels * 255).numpy()), atol=1e-3)  # from uint8
+    (gx, gy, _), (cx, cy, _) = next(iter(gpu_test)), next(iter(cpu_test))
+    assert torch.equal(gx[:len(cx)], cx) and torch.equal(gy[:len(cy)], cy)  # the same normalised test images

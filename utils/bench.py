@@ -1,0 +1,139 @@
+"""Speed of augmentation and of SimPro training steps, with the project's own training code.
+
+    python -m utils.bench                    # on CUDA when present, else the CPU (under 2 minutes)
+    python -m utils.bench --steps 50         # more timed steps (the default is 20 on CUDA, 1 on the CPU)
+
+The workload is SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2): 64 labeled images in two views
+and 512 unlabeled images in three, 1,664 images per step, on random 32x32 images (the speed does
+not depend on their content). The last line of stdout is one JSON object:
+
+- aug_pil_img_per_s: the per-image PIL path (dataset/augment.py), one process, one thread;
+- aug_tensor_cpu_img_per_s: the batched tensor path (dataset/tensor_augment.py), one CPU thread;
+- aug_tensor_cuda_img_per_s: the same on CUDA (null without CUDA);
+- step_per_s_baseline: training steps per second with --aug cpu (PIL in loader workers), fp32;
+- step_per_s_fast: with --aug gpu, channels-last and, on CUDA, bf16 autocast (--amp);
+- projected_full_run_min: 43,000 steps of the CIFAR-10 recipe at step_per_s_fast (evaluation excluded);
+- peak_gpu_memory_gib: of the fast path (null without CUDA).
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import train
+from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
+from dataset.device_batches import DeviceBatches, to_device
+
+BATCH, MU, FULL_RUN_STEPS = 64, 8, 43000
+IMAGES_PER_STEP = BATCH * 2 + BATCH * MU * 3
+
+
+def random_split(labeled=1162, unlabeled=9321, test=1000, seed=0) -> SemiSupervisedData:
+    """A CIFAR-10-sized split (the sizes of row 0 of the table) of random images."""
+    rng = np.random.RandomState(seed)
+    n = labeled + unlabeled
+    images = rng.randint(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = rng.randint(0, 10, n).astype(np.int64)
+    counts = np.bincount(labels[:labeled], minlength=10).tolist()
+    return SemiSupervisedData('cifar10', 10, 32, CIFAR10_MEAN, CIFAR10_STD, images, labels, np.arange(labeled),
+                              np.arange(labeled, n), np.zeros(unlabeled, bool),
+                              rng.randint(0, 256, (test, 32, 32, 3), dtype=np.uint8),
+                              rng.randint(0, 10, test).astype(np.int64), counts,
+                              np.bincount(labels[labeled:], minlength=10).tolist())
+
+
+def recipe_args(device, aug, amp, workers):
+    args = train.get_args_parser().parse_args(
+        ['--lr', '0.17', '--total-steps', str(FULL_RUN_STEPS), '--batch-size', str(BATCH), '--mu', str(MU),
+         '--tau', '2.0', '--threshold', '0.95', '--ema-u', '0.9', '--aug', aug, '--num-workers', str(workers),
+         '--device', str(device)] + (['--amp'] if amp else []))
+    args.arch, args.img_size = 'wideresnet', 32
+    train.resolve_speed_options(args, device)
+    return args
+
+
+def pil_images_per_s(data, steps) -> float:
+    labeled, unlabeled, _ = data.datasets(('weak', 'strong'), ('weak', 'strong', 'strong'))
+    start = time.perf_counter()
+    for step in range(steps):
+        for i in range(BATCH):
+            labeled[(i, step * BATCH + i)]
+        for i in range(BATCH * MU):
+            unlabeled[(i, step * BATCH * MU + i)]
+    return IMAGES_PER_STEP * steps / (time.perf_counter() - start)
+
+
+def tensor_images_per_s(data, device, steps) -> float:
+    images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
+    common = dict(seed=0, start=0, mean=data.mean, std=data.std, flip=True, cutout=16)
+    labeled = DeviceBatches(images, labels, data.labeled_idx, ('weak', 'strong'), BATCH, stream=0, what='l', **common)
+    unlabeled = DeviceBatches(images, labels, data.unlabeled_idx, ('weak', 'strong', 'strong'), BATCH * MU,
+                              stream=1, what='u', **common)
+    next(labeled), next(unlabeled)  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(labeled), next(unlabeled)
+    synchronize(device)
+    return IMAGES_PER_STEP * steps / (time.perf_counter() - start)
+
+
+def steps_per_s(data, device, aug, amp, steps, workers) -> float:
+    args = recipe_args(device, aug, amp, workers)
+    run = train.build_training(args, data, device)
+    labeled, unlabeled, _ = train.make_batches(args, data, run.method, 0, device)
+    warmup = 3 if device.type == 'cuda' else 1  # (cuDNN autotuning, loader workers starting)
+    for step in range(warmup + steps):
+        if step == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        train.train_step(run, next(labeled), next(unlabeled), device, args)
+    synchronize(device)
+    return steps / (time.perf_counter() - start)
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--steps', type=int, help='timed training steps (default: 20 on CUDA, 1 on the CPU)')
+    parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
+                        help='loader workers of the PIL baseline')
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    cuda = device.type == 'cuda'
+    steps = args.steps or (20 if cuda else 1)
+    data = random_split()
+    result = {'device': torch.cuda.get_device_name(device) if cuda else 'cpu', 'cpu_threads': torch.get_num_threads()}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # augmentation throughput per core
+    result['aug_pil_img_per_s'] = round(pil_images_per_s(data, 2), 1)
+    result['aug_tensor_cpu_img_per_s'] = round(tensor_images_per_s(data, torch.device('cpu'), 3), 1)
+    torch.set_num_threads(threads)
+    result['aug_tensor_cuda_img_per_s'] = round(tensor_images_per_s(data, device, 20), 1) if cuda else None
+    print(f"augmentation, images/s: PIL {result['aug_pil_img_per_s']}, tensor on one CPU thread "
+          f"{result['aug_tensor_cpu_img_per_s']}, tensor on CUDA {result['aug_tensor_cuda_img_per_s']}", flush=True)
+
+    result['step_per_s_baseline'] = round(steps_per_s(data, device, 'cpu', False, steps, args.workers), 4)
+    print(f"baseline (PIL workers, fp32): {result['step_per_s_baseline']} steps/s", flush=True)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    result['step_per_s_fast'] = round(steps_per_s(data, device, 'gpu', cuda, steps, 0), 4)
+    result['peak_gpu_memory_gib'] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if cuda else None
+    result['projected_full_run_min'] = round(FULL_RUN_STEPS / result['step_per_s_fast'] / 60, 1)
+    result['speedup'] = round(result['step_per_s_fast'] / result['step_per_s_baseline'], 2)
+    print(f"fast (tensor augmentation on the device{', bf16' if cuda else ''}): {result['step_per_s_fast']} steps/s, "
+          f"{result['speedup']}x; 43,000 steps in {result['projected_full_run_min']} min", flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == '__main__':
+    main()
