@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.distributed import all_reduce_sum
+
 
 def logit_adjustment(prior: torch.Tensor, tau: float) -> torch.Tensor:
     """log(prior ** tau + 1e-12), added to (or subtracted from) logits."""
@@ -52,7 +54,11 @@ class ClassPrior(nn.Module):
 
     @torch.no_grad()
     def update(self) -> None:
-        """pi_u <- ema_u pi_u + (1-ema_u) S/(sum S + 1);  pi <- ema_u pi + (1-ema_u) (L+S)/sum(L+S)."""
+        """pi_u <- ema_u pi_u + (1-ema_u) S/(sum S + 1);  pi <- ema_u pi + (1-ema_u) (L+S)/sum(L+S).
+
+        Under several processes the sums are first added over all of them, so every process
+        holds the same priors (the original updated each GPU's priors from its own shard)."""
+        all_reduce_sum(self.S, self.L)
         m = self.ema_u
         self.pi_u.mul_(m).add_((1 - m) * self.S / (self.S.sum() + 1))  # the +1 is the original's
         self.pi.mul_(m).add_((1 - m) * (self.L + self.S) / (self.L + self.S).sum())
@@ -153,6 +159,7 @@ class ACRd(nn.Module):
 
     @torch.no_grad()
     def end_epoch(self) -> None:
+        all_reduce_sum(self.counts)
         self.epoch += 1
         if self.epoch > self.est_epoch and self.counts.sum() > 0:
             self.pi_u.mul_(self.ema_u).add_((1 - self.ema_u) * self.counts / self.counts.sum())

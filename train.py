@@ -14,7 +14,7 @@ Runs on one CUDA GPU when present, else on the CPU (`--device` overrides); also 
 import argparse
 import json
 import math
-import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dataset.data import DATASETS, build_data
 from dataset.device_batches import DeviceBatches, EvalBatches, to_device
@@ -29,9 +30,11 @@ from dataset.splits import UNLABELED_MODES
 from methods import METHODS, symmetric_kl
 from models import ARCHS, build_model, count_parameters
 from utils.errors import UserError
+from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
-from utils.outputs import (BEST, CHECKPOINT, RunLog, default_out_dir, load_checkpoint, prepare_out_dir,
-                           save_checkpoint)
+from utils.meter import EpochMeter
+from utils.outputs import (BEST, CHECKPOINT, PREVIOUS, RunLog, default_out_dir, latest_good_checkpoint,
+                           load_checkpoint, prepare_out_dir, save_checkpoint)
 from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
                             set_rng_states)
 
@@ -149,15 +152,11 @@ def new_model(args, num_classes):
 
 
 def resolve_device(name):
-    if int(os.environ.get('WORLD_SIZE', 1)) > 1:
-        raise UserError('training on several processes is not supported yet; use torchrun --nproc_per_node 1')
-    if name is None:
-        local_rank = os.environ.get('LOCAL_RANK', '0')
-        name = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+    """The device of this process (cuda:LOCAL_RANK under torchrun), joining the process group."""
     try:
-        device = torch.device(name)
+        device = distributed.setup(name)
         torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
+    except (RuntimeError, AssertionError, ValueError) as e:
         raise UserError(f'--device {name} is not usable here ({str(e).splitlines()[0]})')
     return device
 
@@ -166,14 +165,14 @@ def resolve_resume(args):
     """(output directory, checkpoint to continue from or None); never overwrites a run silently."""
     out = Path(args.out) if args.out else default_out_dir(args)
     if args.resume == 'auto':
-        return out, (load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).is_file() else None)
+        return out, latest_good_checkpoint(out, warn=lambda text: print(text, file=sys.stderr))
     if args.resume:
         path = Path(args.resume)
         path = path / CHECKPOINT if path.is_dir() else path
         if not path.is_file():
             raise UserError(f'--resume {args.resume}: no checkpoint there')
         return (Path(args.out) if args.out else path.parent), load_checkpoint(path)
-    if (out / CHECKPOINT).exists():
+    if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
         raise UserError(f'{out} already holds a run; pass --resume auto to continue it, or choose another --out')
     return out, None
 
@@ -185,34 +184,11 @@ def check_same_settings(saved: dict, args) -> None:
         raise UserError(f'the checkpoint was trained with {diffs}; resume with the same settings or use a new --out')
 
 
-class EpochMeter:
-    """Sums of the logged training quantities over one epoch, kept on the device (no sync per step)."""
-
-    def __init__(self):
-        self.sums, self.steps = {}, 0
-        self.masked = self.unlabeled = self.correct = self.known = 0
-
-    def add(self, loss, terms, mask, pseudo_label, true_label):
-        self.steps += 1
-        for k, v in {'loss': loss, **terms}.items():
-            self.sums[k] = self.sums.get(k, 0) + v.detach()
-        known = true_label >= 0
-        self.masked += mask.sum()
-        self.unlabeled += len(mask)
-        self.correct += ((pseudo_label == true_label) & mask & known).sum()
-        self.known += (mask & known).sum()
-
-    def result(self) -> dict:
-        out = {k: float(v) / self.steps for k, v in self.sums.items()}
-        out['mask_ratio'] = float(self.masked) / max(1, self.unlabeled)
-        out['pseudo_label_acc'] = float(self.correct) / float(self.known) * 100 if float(self.known) else None
-        return out
-
-
 def make_batches(args, data, method, step: int, device):
     """Endless labeled and unlabeled batch iterators positioned at `step`, and the test batches:
     made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
-    common = dict(seed=args.seed, start=step)
+    common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
+    share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
         images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
         common.update(mean=data.mean, std=data.std, flip=data.flip, cutout=data.cutout)
@@ -220,8 +196,8 @@ def make_batches(args, data, method, step: int, device):
                               what='labeled set', **common),
                 DeviceBatches(images, labels, data.unlabeled_idx, method.unlabeled_views, args.batch_size * args.mu,
                               stream=1, what='unlabeled pool', **common),
-                EvalBatches(to_device(data.test_images, device), torch.from_numpy(data.test_labels).to(device),
-                            data.mean, data.std))
+                EvalBatches(to_device(data.test_images[share], device),
+                            torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
     def endless(dataset, batch_size, stream, what):
@@ -232,7 +208,8 @@ def make_batches(args, data, method, step: int, device):
 
     return (endless(labeled_set, args.batch_size, 0, 'labeled set'),
             endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool'),
-            torch.utils.data.DataLoader(test_set, batch_size=256, num_workers=args.num_workers))
+            torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, range(len(test_set))[share]),
+                                        batch_size=256, num_workers=args.num_workers))
 
 
 @dataclass
@@ -267,9 +244,12 @@ def build_training(args, data, device) -> Training:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
+    forward = model
+    if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
+        forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
     return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
                     torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps)),
-                    torch.compile(model) if args.compile else model)
+                    torch.compile(forward) if args.compile else forward)
 
 
 def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
@@ -305,54 +285,91 @@ def resolve_speed_options(args, device) -> None:
 def train(args, data) -> None:
     device = resolve_device(args.device)
     resolve_speed_options(args, device)
+    main_process = distributed.is_main()
     out, checkpoint = resolve_resume(args)
     if checkpoint:
         check_same_settings(checkpoint['args'], args)
     run = build_training(args, data, device)
-    history, step = {'top1': [], 'best_top1': 0.0}, 0
+    history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
     if checkpoint:
         run.load_state_dict(checkpoint)
         set_rng_states(checkpoint['rng'])
         history, step = checkpoint['history'], checkpoint['step']
-    else:
+        meter.load_state_dict(checkpoint['meter'])
+    elif main_process:
         prepare_out_dir(out, vars(args))
-    progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step)
-    log = RunLog(out, echo=progress.write)
+    progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
+    log = RunLog(out, echo=progress.write, enabled=main_process)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
-             f'{args.arch} ({count_parameters(run.model):,} parameters), {device}, {args.aug} augmentation'
-             f'{", bf16" if args.amp else ""}, output {out}')
+             f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
+             f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
     labeled, unlabeled, test_batches = make_batches(args, data, run.method, step, device)
-    meter, started = EpochMeter(), time.time()
+    with StopSignal() as stop:  # SIGTERM/SIGINT end the loop cleanly at a step boundary
+        started = time.time()
+        while step < progress.last_step:
+            labeled_batch, unlabeled_batch = next(labeled), next(unlabeled)
+            loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
+            step += 1
+            meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
+            stopping = stop.requested(device)
+            if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
+                meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists() else 'none yet')
+                progress.update(step, loss)
+            if stopping:  # SIGTERM/SIGINT: save where we are and leave cleanly
+                save_run(out / CHECKPOINT, run, step, history, meter, args)
+                log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
+                         f'command and --resume auto')
+                return
+            if step % args.eval_step:
+                continue
 
-    while step < progress.last_step:
-        labeled_batch, unlabeled_batch = next(labeled), next(unlabeled)
-        loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
-        u_true = unlabeled_batch[1].to(device, non_blocking=True)
-        meter.add(loss, terms, mask, pseudo_label, u_true)
-        step += 1
-        progress.update(step, loss)
-        if step % args.eval_step:
-            continue
+            run.method.end_epoch()  # the closed-form M-step of the class prior
+            tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
+                              data.num_classes, device)
+            is_best = tested['top1'] > history['best_top1']
+            history['top1'].append(tested['top1'])
+            history['best_top1'] = max(history['best_top1'], tested['top1'])
+            record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
+            log.metrics(record)
+            kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
+            log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
+                     f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
+                     f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
+            meter, started = EpochMeter(device), time.time()
+            save_run(out / CHECKPOINT, run, step, history, meter, args)
+            if is_best:
+                save_run(out / BEST, run, step, history, meter, args)
+        progress.close()
+        log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
 
-        run.method.end_epoch()  # the closed-form M-step of the class prior
-        tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
-                          data.num_classes, device)
-        is_best = tested['top1'] > history['best_top1']
-        history['top1'].append(tested['top1'])
-        history['best_top1'] = max(history['best_top1'], tested['top1'])
-        record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
-        log.metrics(record)
-        kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
-        log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
-                 f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
-                 f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
-        state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step, 'args': vars(args)}
-        save_checkpoint(state, out / CHECKPOINT)
-        if is_best:
-            save_checkpoint(state, out / BEST)
-        meter, started = EpochMeter(), time.time()
-    progress.close()
-    log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+
+def save_run(path: Path, run: Training, step, history, meter, args) -> None:
+    """Everything a resumed run needs to continue exactly (written by the first process only)."""
+    if distributed.is_main():
+        state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
+                 'meter': meter.state_dict(), 'args': vars(args)}
+        save_checkpoint(state, path, keep_previous=path.name == CHECKPOINT)
+
+
+class StopSignal:
+    """While active, SIGTERM or SIGINT (a preemption, Ctrl-C) asks the loop to stop at the next
+    step boundary instead of killing the process."""
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.name = None
+        self.previous = [signal.signal(sig, self._handle) for sig in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in zip(self.SIGNALS, self.previous):
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.name = signal.Signals(signum).name
+
+    def requested(self, device) -> bool:
+        return distributed.any_process(self.name is not None, device)
 
 
 def epoch_record(step, args, data, tested, history, run: Training, meter, seconds) -> dict:
@@ -376,20 +393,21 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
 class Progress:
     """A tqdm bar on a terminal; otherwise a plain line every few steps (logs stay readable)."""
 
-    def __init__(self, args, step, last_step):
-        self.bar = None
+    def __init__(self, args, step, last_step, enabled=True):
+        self.bar, self.enabled = None, enabled
         self.every = max(1, min(100, args.eval_step // 5))
         self.last_step, self.started, self.first = last_step, time.time(), step
-        if sys.stdout.isatty() and not args.no_progress:
+        if sys.stdout.isatty() and not args.no_progress and enabled:
             from tqdm import tqdm
             self.bar = tqdm(total=last_step, initial=step, unit='step', dynamic_ncols=True)
 
     def update(self, step, loss):
+        if not self.enabled:
+            return
         if self.bar:
-            self.bar.update(1)
-            if step % self.every == 0:
-                self.bar.set_postfix(loss=f'{loss.item():.4f}')
-        elif step % self.every == 0:
+            self.bar.update(step - self.bar.n)
+            self.bar.set_postfix(loss=f'{loss.item():.4f}')
+        else:
             rate = (step - self.first) / max(1e-9, time.time() - self.started)
             print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s', flush=True)
 
@@ -420,6 +438,8 @@ def main(argv=None) -> int:
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    finally:
+        distributed.cleanup()
 
 
 if __name__ == '__main__':

@@ -21,10 +21,11 @@ class DeviceBatches:
     """Endless (views, labels, positions) batches, like the DataLoader of the PIL path."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, rows, views, batch_size: int, seed: int,
-                 stream: int, start: int, mean, std, flip: bool, cutout: int, what: str):
+                 stream: int, start: int, mean, std, flip: bool, cutout: int, what: str, rank: int = 0,
+                 world_size: int = 1):
         self.images, self.labels = images, labels
         self.rows = torch.as_tensor(rows, device=images.device)
-        self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what))
+        self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what, rank, world_size))
         self.generator = torch.Generator(device=images.device)
         draw = {'weak': lambda x: tensor_augment.weak(x, self.generator, flip),
                 'strong': lambda x: tensor_augment.strong(x, self.generator, flip, cutout)}

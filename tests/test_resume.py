@@ -33,8 +33,8 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
 
     save = train.save_checkpoint
 
-    def save_then_crash(state, path):  # the process dies right after the checkpoint of step 2
-        save(state, path)
+    def save_then_crash(state, path, **kwargs):  # the process dies right after the checkpoint of step 2
+        save(state, path, **kwargs)
         if state['step'] == 2 and path.name == 'checkpoint.pt':
             raise Interrupted
 

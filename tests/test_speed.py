@@ -43,8 +43,8 @@ def test_device_augmentation_run_resumes_exactly(small_cifar10_root, tmp_path, m
     assert run(small_cifar10_root, tmp_path / 'whole', '--aug', 'gpu') == 0
     save = train.save_checkpoint
 
-    def save_then_crash(state, path):
-        save(state, path)
+    def save_then_crash(state, path, **kwargs):
+        save(state, path, **kwargs)
         if state['step'] == 4:
             raise KeyboardInterrupt
 

@@ -2,10 +2,13 @@
 import numpy as np
 import torch
 
+from utils.distributed import all_reduce_sum
+
 
 @torch.no_grad()
 def evaluate(model, loader, eval_logits, num_classes: int, device) -> dict:
-    """Top-1 and top-5 (percent) and per-class top-1 of `model` in eval mode, no adjustment."""
+    """Top-1 and top-5 (percent) and per-class top-1 of `model` in eval mode, no adjustment,
+    over the whole test set (each process evaluates its share)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros(num_classes, device=device)
@@ -20,6 +23,7 @@ def evaluate(model, loader, eval_logits, num_classes: int, device) -> dict:
         correct += torch.bincount(labels[hit1], minlength=num_classes)
         total += torch.bincount(labels, minlength=num_classes)
     model.train(was_training)
+    all_reduce_sum(correct, total, top5)  # each process evaluated its share of the test set
     count = total.sum().item()
     per_class = (correct / total.clamp_min(1) * 100).tolist()
     return {'top1': correct.sum().item() / count * 100, 'top5': top5.item() / count * 100,

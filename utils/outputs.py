@@ -14,7 +14,7 @@ import torch
 from dataset.splits import UNLABELED_MODES
 from utils.errors import UserError
 
-CHECKPOINT, BEST = 'checkpoint.pt', 'best.pt'
+CHECKPOINT, PREVIOUS, BEST = 'checkpoint.pt', 'checkpoint.prev.pt', 'best.pt'
 
 
 def default_out_dir(args) -> Path:
@@ -36,19 +36,27 @@ def default_out_dir(args) -> Path:
 
 
 class RunLog:
-    """log.txt (human lines, also printed) and metrics.jsonl (one JSON object per evaluation)."""
+    """log.txt (human lines, also shown) and metrics.jsonl (one JSON object per evaluation).
+    Only the first process of a multi-process run writes."""
 
-    def __init__(self, out: Path, echo=print):
-        self.out, self.echo = out, echo
+    def __init__(self, out: Path, echo=print, enabled: bool = True):
+        self.out, self.echo, self.enabled = out, echo, enabled
 
     def line(self, text: str) -> None:
-        self.echo(text)
-        with open(self.out / 'log.txt', 'a') as f:
-            f.write(f'{time.strftime("%Y-%m-%d %H:%M:%S")} {text}\n')
+        if self.enabled:
+            self.echo(text)
+            self._append('log.txt', f'{time.strftime("%Y-%m-%d %H:%M:%S")} {text}\n')
 
     def metrics(self, record: dict) -> None:
-        with open(self.out / 'metrics.jsonl', 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        if self.enabled:
+            self._append('metrics.jsonl', json.dumps(record) + '\n')
+
+    def _append(self, name: str, text: str) -> None:
+        try:
+            with open(self.out / name, 'a') as f:
+                f.write(text)
+        except OSError as e:
+            raise UserError(f'cannot write {self.out / name} ({e.strerror}); free space or choose another --out')
 
 
 def prepare_out_dir(out: Path, args_dict: dict) -> None:
@@ -59,13 +67,28 @@ def prepare_out_dir(out: Path, args_dict: dict) -> None:
         raise UserError(f'cannot write to --out {out} ({e.strerror}); choose a writable directory')
 
 
-def save_checkpoint(state: dict, path: Path) -> None:
+def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> None:
+    """Write to a temporary file, flush it to disk, then rename it over `path`; with
+    `keep_previous` the checkpoint it replaces becomes checkpoint.prev.pt. A failed write
+    (disk full, ...) leaves every existing checkpoint as it was."""
     tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'wb') as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, path.with_name(PREVIOUS))
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f'cannot write checkpoint {path} ({e.strerror}); the previous checkpoints are intact; '
+                        f'free space or choose another --out, then resume')
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -73,3 +96,17 @@ def load_checkpoint(path: Path) -> dict:
         return torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # truncated, not a checkpoint, unreadable
         raise UserError(f'cannot read checkpoint {path} ({type(e).__name__}); pass another --resume')
+
+
+def latest_good_checkpoint(out: Path, warn=print):
+    """--resume auto: the latest checkpoint in `out` that loads, falling back to the previous
+    one when the latest is missing or corrupt; None when there is neither (a fresh start)."""
+    candidates = [p for p in (out / CHECKPOINT, out / PREVIOUS) if p.is_file()]
+    for i, path in enumerate(candidates):
+        try:
+            return load_checkpoint(path)
+        except UserError as e:
+            if i + 1 == len(candidates):
+                raise UserError(f'{e}; no earlier checkpoint in {out} loads either')
+            warn(f'warning: {e}; falling back to {candidates[i + 1]}')
+    return None

@@ -41,19 +41,24 @@ class PassBatches(torch.utils.data.Sampler):
     exactly, whatever the number of loader workers.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int = 0, what: str = 'dataset'):
-        if n < batch_size:
-            raise UserError(f'the {what} has {n} images, fewer than one batch of {batch_size}; '
+    def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int = 0, what: str = 'dataset',
+                 rank: int = 0, world_size: int = 1):
+        if n // world_size < batch_size:
+            raise UserError(f'the {what} has {n} images, fewer than one batch of {batch_size} per process; '
                             f'lower --batch-size (or --mu) or enlarge the split')
         self.n, self.batch_size, self.seed, self.stream, self.start = n, batch_size, seed, stream, start
-        self.per_pass = n // batch_size
+        self.rank, self.world_size = rank, world_size
+        self.per_pass = n // world_size // batch_size
 
     def __iter__(self):
         epoch, batch = divmod(self.start, self.per_pass)
         while True:
             rng = np.random.default_rng([self.seed, self.stream, epoch])
-            order = rng.permutation(self.n)
-            seeds = rng.integers(0, 2 ** 31 - 1, size=self.n)
+            # under several processes each takes every world_size-th item of the pass (as
+            # DistributedSampler), so the processes see disjoint samples with distinct seeds
+            share = slice(self.rank, self.n - self.n % self.world_size, self.world_size)
+            order = rng.permutation(self.n)[share]
+            seeds = rng.integers(0, 2 ** 31 - 1, size=self.n)[share]
             for b in range(batch, self.per_pass):
                 window = slice(b * self.batch_size, (b + 1) * self.batch_size)
                 yield list(zip(order[window].tolist(), seeds[window].tolist()))

@@ -1,0 +1,57 @@
+"""Several processes under torchrun, or one plain process: the same calls work in both.
+
+    torchrun --nproc_per_node 4 train.py ...      # one GPU per process (NCCL), or gloo on the CPU
+
+The helpers are no-ops without a process group, so the training loop never branches on it.
+"""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup(device_name=None):
+    """Join the process group when torchrun started several processes; return the device."""
+    world = int(os.environ.get('WORLD_SIZE', 1))
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if device_name is None:
+        device_name = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(device_name)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return device
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def all_reduce_sum(*tensors: torch.Tensor) -> None:
+    """Sum each tensor over the processes, in place (e.g. the E-step sums before a prior update)."""
+    if dist.is_initialized():
+        for t in tensors:
+            dist.all_reduce(t)
+
+
+def any_process(flag: bool, device) -> bool:
+    """True when `flag` is true on any process, so that all stop at the same step."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor(float(flag), device=device)
+    dist.all_reduce(t)
+    return bool(t.item())
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
