@@ -300,6 +300,7 @@ def train(args, data) -> None:
         prepare_out_dir(out, vars(args))
     progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
     log = RunLog(out, echo=progress.write, enabled=main_process)
+    log.forget_metrics_after(step)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
              f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')

@@ -51,6 +51,19 @@ class RunLog:
         if self.enabled:
             self._append('metrics.jsonl', json.dumps(record) + '\n')
 
+    def forget_metrics_after(self, step: int) -> None:
+        """On resume: drop metrics of evaluations after the checkpoint's step (a run stopped between
+        writing them and its checkpoint); the resumed run writes them again, identically."""
+        path = self.out / 'metrics.jsonl'
+        if not self.enabled or not path.exists():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)['step'] <= step]
+        if len(kept) < len(lines):
+            tmp = path.with_name(path.name + '.tmp')
+            tmp.write_text(''.join(kept))
+            os.replace(tmp, path)
+
     def _append(self, name: str, text: str) -> None:
         try:
             with open(self.out / name, 'a') as f:
