@@ -59,9 +59,17 @@ table_row() {
 DIGITS_RECIPE=(--depth 10 --widen-factor 1 --bn-momentum 0.1 --lr 0.1 --total-steps 1200 --eval-step 40
                --batch-size 8 --mu 6 --ema-decay 0.99 --threshold 0.95 --num-workers 0)
 
-# Run train.py from the repository root with the given arguments, showing the command.
+# Run train.py from the repository root with the given arguments, showing the command. With
+# NPROC > 1 or NNODES > 1 in the environment it runs under torchrun (NODE_RANK, MASTER_ADDR and
+# MASTER_PORT as torchrun's flags); --batch-size stays per process.
 run_train() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
-  echo "+ ${PYTHON:-python} train.py $*"
-  exec "${PYTHON:-python}" train.py "$@"
+  local command=("${PYTHON:-python}")
+  if (( ${NPROC:-1} > 1 || ${NNODES:-1} > 1 )); then
+    command+=(-m torch.distributed.run --nproc_per_node "${NPROC:-1}" --nnodes "${NNODES:-1}"
+              --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}"
+              --master_port "${MASTER_PORT:-29500}")
+  fi
+  echo "+ ${command[*]} train.py $*"
+  exec "${command[@]}" train.py "$@"
 }

@@ -31,11 +31,11 @@ def echo_python(tmp_path_factory):
     return path
 
 
-def launch(script, *argv, python=None):
-    env = None
+def launch(script, *argv, python=None, **environment):
+    import os
+    env = {**os.environ, **environment}
     if python:
-        import os
-        env = {**os.environ, 'PYTHON': str(python)}
+        env['PYTHON'] = str(python)
     return subprocess.run(['bash', f'sh/{script}', *map(str, argv)], cwd=ROOT, capture_output=True, text=True,
                           env=env)
 
@@ -78,6 +78,17 @@ def test_every_row_of_every_launcher(echo_python, dataset):
             else:
                 assert recipe(args, script) == (SIMPRO[dataset] if script == 'SimPro.sh' else EXPECTED[script])
                 assert (args.depth, args.bn_momentum, args.eval_step, args.ema_decay) == (None, None, 500, 0.999)
+
+
+def test_torchrun_only_when_asked(echo_python):
+    result = launch('SimPro.sh', 'cifar10', 0, python=echo_python, NPROC='4', NNODES='2', NODE_RANK='1',
+                    MASTER_ADDR='10.1.2.3', MASTER_PORT='1234')
+    lines = result.stdout.splitlines()[1:]
+    assert lines[:13] == ['-m', 'torch.distributed.run', '--nproc_per_node', '4', '--nnodes', '2', '--node_rank', '1',
+                          '--master_addr', '10.1.2.3', '--master_port', '1234', 'train.py']
+    assert train.get_args_parser().parse_args(lines[13:]).version == 'SimPro'
+    plain = launch('SimPro.sh', 'cifar10', 0, python=echo_python, NPROC='1').stdout.splitlines()
+    assert plain[1] == 'train.py'
 
 
 def test_extra_arguments_override_the_table(echo_python):
