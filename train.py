@@ -42,7 +42,7 @@ DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wid
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
 # Arguments that do not change what is learned: they may differ when a run is resumed.
 RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
-            'channels_last', 'compile'}
+            'channels_last', 'compile', 'tensorboard'}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -109,6 +109,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                       '--out if there is one, else a fresh start')
     run.add_argument('--device', help='cuda, cuda:1, cpu, ... (default: cuda when available)')
     run.add_argument('--no-progress', action='store_true', help='no progress bar, periodic lines only')
+    run.add_argument('--tensorboard', action='store_true',
+                     help='also write the metrics for TensorBoard under <out>/tensorboard (pip install tensorboard)')
     speed = p.add_argument_group('speed')
     speed.add_argument('--aug', choices=('gpu', 'cpu'),
                        help='gpu: the split as one uint8 tensor on the device and batched augmentation there '
@@ -299,7 +301,7 @@ def train(args, data) -> None:
     elif main_process:
         prepare_out_dir(out, vars(args))
     progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
-    log = RunLog(out, echo=progress.write, enabled=main_process)
+    log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
     log.forget_metrics_after(step)
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
@@ -342,6 +344,7 @@ def train(args, data) -> None:
                 save_run(out / BEST, run, step, history, meter, args)
         progress.close()
         log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+        log.close()
 
 
 def save_run(path: Path, run: Training, step, history, meter, args) -> None:

@@ -98,3 +98,24 @@ def test_loader_workers_do_not_change_the_run(small_cifar10_root, tmp_path):
     assert run(small_cifar10_root, tmp_path / 'w0', '--total-steps', 4) == 0
     assert run(small_cifar10_root, tmp_path / 'w2', '--total-steps', 4, '--num-workers', 2) == 0
     assert final_state(tmp_path / 'w0')[0] == final_state(tmp_path / 'w2')[0]
+
+
+def test_tensorboard_gets_the_same_scalars(small_cifar10_root, tmp_path):
+    pytest.importorskip('tensorboard')
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert run(small_cifar10_root, tmp_path, '--total-steps', 4, '--tensorboard') == 0
+    records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    events = EventAccumulator(str(tmp_path / 'tensorboard')).Reload()
+    top1 = events.Scalars('train/top1')
+    assert [e.step for e in top1] == [2, 4]
+    assert [e.value for e in top1] == pytest.approx([r['top1'] for r in records])
+    assert [e.value for e in events.Scalars('pi_u/class_3')] == pytest.approx([r['pi_u'][3] for r in records])
+    assert events.Scalars('group_acc/few')[-1].value == pytest.approx(records[-1]['group_acc']['few'])
+    assert 'pi_u' in events.Tags()['histograms']
+
+
+def test_tensorboard_missing_is_one_clear_line(small_cifar10_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(__import__('sys').modules, 'torch.utils.tensorboard', None)
+    assert run(small_cifar10_root, tmp_path, '--total-steps', 2, '--tensorboard') == 2
+    assert capsys.readouterr().err.strip() == ('error: --tensorboard needs the tensorboard package: '
+                                               'pip install tensorboard')

@@ -36,11 +36,18 @@ def default_out_dir(args) -> Path:
 
 
 class RunLog:
-    """log.txt (human lines, also shown) and metrics.jsonl (one JSON object per evaluation).
-    Only the first process of a multi-process run writes."""
+    """log.txt (human lines, also shown), metrics.jsonl (one JSON object per evaluation) and, with
+    --tensorboard, the same scalars under tensorboard/. Only the first process writes."""
 
-    def __init__(self, out: Path, echo=print, enabled: bool = True):
+    def __init__(self, out: Path, echo=print, enabled: bool = True, tensorboard: bool = False):
         self.out, self.echo, self.enabled = out, echo, enabled
+        self.board = None
+        if tensorboard and enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError('--tensorboard needs the tensorboard package: pip install tensorboard')
+            self.board = SummaryWriter(str(out / 'tensorboard'))
 
     def line(self, text: str) -> None:
         if self.enabled:
@@ -50,6 +57,31 @@ class RunLog:
     def metrics(self, record: dict) -> None:
         if self.enabled:
             self._append('metrics.jsonl', json.dumps(record) + '\n')
+        if self.board:
+            self._to_tensorboard(record)
+
+    def _to_tensorboard(self, record: dict) -> None:
+        step = record['step']
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ('step', 'epoch'):
+                self.board.add_scalar(f'train/{key}', value, step)
+        for name, value in (record.get('group_acc') or {}).items():
+            if value is not None:
+                self.board.add_scalar(f'group_acc/{name}', value, step)
+        if record.get('pi_u') is not None:
+            pi_u = torch.tensor(record['pi_u'])
+            for c, p in enumerate(pi_u.tolist()):
+                self.board.add_scalar(f'pi_u/class_{c}', p, step)
+            classes = torch.arange(len(pi_u), dtype=torch.float64)
+            self.board.add_histogram_raw(  # the estimate as a distribution over class ids
+                'pi_u', min=0, max=len(pi_u) - 1, num=1, sum=float((classes * pi_u).sum()),
+                sum_squares=float((classes ** 2 * pi_u).sum()), bucket_limits=(classes + 0.5).tolist(),
+                bucket_counts=pi_u.tolist(), global_step=step)
+        self.board.flush()
+
+    def close(self) -> None:
+        if self.board:
+            self.board.close()
 
     def forget_metrics_after(self, step: int) -> None:
         """On resume: drop metrics of evaluations after the checkpoint's step (a run stopped between
