@@ -9,6 +9,8 @@ ACR_d; forward then returns a tuple.
 import torch
 import torch.nn as nn
 
+from .common import classify, init_weights
+
 
 class Bottleneck(nn.Module):
     expansion = 4
@@ -53,15 +55,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes)
         self.fc_balanced = nn.Linear(self.num_features, num_classes) if two_heads else None
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1.0)
-                nn.init.constant_(m.bias, 0.0)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_normal_(m.weight)
-                nn.init.constant_(m.bias, 0.0)
+        init_weights(self, 'relu')
 
     def _make_layer(self, planes, blocks, stride):
         layers = []
@@ -74,9 +68,7 @@ class ResNet(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         feat = torch.flatten(self.avgpool(out), 1)
-        if self.fc_balanced is None:
-            return self.fc(feat)
-        return self.fc(feat), self.fc_balanced(feat)
+        return classify(self, feat)
 
 
 def resnet50(num_classes, two_heads=False):

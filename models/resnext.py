@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import classify, init_weights
+
 BN_MOMENTUM = 0.001
 LEAKY_SLOPE = 0.1
 
@@ -62,15 +64,7 @@ class CifarResNeXt(nn.Module):
         self.fc = nn.Linear(stages[3], num_classes)
         self.fc_balanced = nn.Linear(stages[3], num_classes) if two_heads else None
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='leaky_relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1.0)
-                nn.init.constant_(m.bias, 0.0)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_normal_(m.weight)
-                nn.init.constant_(m.bias, 0.0)
+        init_weights(self, 'leaky_relu')
 
     @staticmethod
     def _stage(n, in_channels, out_channels, stride, args):
@@ -83,6 +77,4 @@ class CifarResNeXt(nn.Module):
         out = self.act(self.bn_1(self.conv_1_3x3(x)))
         out = self.stage_3(self.stage_2(self.stage_1(out)))
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        if self.fc_balanced is None:
-            return self.fc(feat)
-        return self.fc(feat), self.fc_balanced(feat)
+        return classify(self, feat)

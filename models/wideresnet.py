@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .common import classify, init_weights
+
 BN_MOMENTUM = 0.001  # slow running statistics, as in FixMatch
 LEAKY_SLOPE = 0.1
 
@@ -76,21 +78,11 @@ class WideResNet(nn.Module):
         self.fc = nn.Linear(channels[3], num_classes)
         self.fc_balanced = nn.Linear(channels[3], num_classes) if two_heads else None
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity='leaky_relu')
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1.0)
-                nn.init.constant_(m.bias, 0.0)
-            elif isinstance(m, nn.Linear):
-                nn.init.xavier_normal_(m.weight)
-                nn.init.constant_(m.bias, 0.0)
+        init_weights(self, 'leaky_relu')
 
     def forward(self, x):
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
         # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        if self.fc_balanced is None:
-            return self.fc(feat)
-        return self.fc(feat), self.fc_balanced(feat)
+        return classify(self, feat)
