@@ -8,8 +8,8 @@ One training loop for every method; a method (methods.py) is the small piece tha
     python train.py ... --dry-run               # print the split and the model, train nothing
     python train.py ... --resume auto           # continue the run in --out, if there is one
 
-Runs on one CUDA GPU when present, else on the CPU (`--device` overrides); also under
-`torchrun --nproc_per_node 1`.
+Runs on one CUDA GPU when present, else on the CPU (`--device` overrides), or under torchrun on
+several GPUs and machines (`torchrun --nproc_per_node 4 train.py ...`, or NPROC=4 with the launchers).
 """
 import argparse
 import json
@@ -33,16 +33,13 @@ from utils.errors import UserError
 from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
-from utils.outputs import (BEST, CHECKPOINT, PREVIOUS, RunLog, default_out_dir, latest_good_checkpoint,
-                           load_checkpoint, prepare_out_dir, save_checkpoint)
+from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
+                           resolve_resume, save_checkpoint)
 from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
                             set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
-# Arguments that do not change what is learned: they may differ when a run is resumed.
-RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
-            'channels_last', 'compile', 'tensorboard'}
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -124,30 +121,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def print_split(summary: dict, notes=()) -> None:
-    """A human-readable table of the split, then the summary as one JSON line (last line of stdout)."""
-    labeled, unlabeled = summary['labeled_per_class'], summary['unlabeled_per_class']
-    pool, test = summary['unlabeled_pool_per_class'], summary['test_per_class']
-    mode = f", unlabeled {summary['unlabeled_mode']}" if summary['unlabeled_mode'] else ''
-    print(f"{summary['dataset']} for {summary['method']}: {summary['num_classes']} classes, "
-          f"{summary['image_size']}x{summary['image_size']}{mode}; {summary['model']} "
-          f"({summary['params']:,} parameters)")
-    print(f"  labeled {summary['num_labeled']}, unlabeled pool {summary['num_unlabeled']}, test {summary['num_test']}")
-    for note in notes:
-        print(f'  note: {note}')
-    shown = range(summary['num_classes'])
-    if summary['num_classes'] > 20:
-        shown = [*range(5), None, *range(summary['num_classes'] - 5, summary['num_classes'])]
-    print(f"  {'class':>6} {'labeled':>8} {'unlabeled':>10} {'pool':>8} {'test':>6}")
-    for c in shown:
-        if c is None:
-            print(f"  {'...':>6}")
-            continue
-        cell = lambda counts: '?' if counts is None else counts[c]  # noqa: E731 (unknown for STL-10)
-        print(f'  {c:>6} {labeled[c]:>8} {cell(unlabeled):>10} {cell(pool):>8} {test[c]:>6}')
-    print(json.dumps(summary))
-
-
 def new_model(args, num_classes):
     return build_model(args.arch, num_classes, two_heads=METHODS[args.version].two_heads, depth=args.depth,
                        widen_factor=args.widen_factor, bn_momentum=args.bn_momentum)
@@ -161,29 +134,6 @@ def resolve_device(name):
     except (RuntimeError, AssertionError, ValueError) as e:
         raise UserError(f'--device {name} is not usable here ({str(e).splitlines()[0]})')
     return device
-
-
-def resolve_resume(args):
-    """(output directory, checkpoint to continue from or None); never overwrites a run silently."""
-    out = Path(args.out) if args.out else default_out_dir(args)
-    if args.resume == 'auto':
-        return out, latest_good_checkpoint(out, warn=lambda text: print(text, file=sys.stderr))
-    if args.resume:
-        path = Path(args.resume)
-        path = path / CHECKPOINT if path.is_dir() else path
-        if not path.is_file():
-            raise UserError(f'--resume {args.resume}: no checkpoint there')
-        return (Path(args.out) if args.out else path.parent), load_checkpoint(path)
-    if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
-        raise UserError(f'{out} already holds a run; pass --resume auto to continue it, or choose another --out')
-    return out, None
-
-
-def check_same_settings(saved: dict, args) -> None:
-    changed = [k for k, v in vars(args).items() if k not in RUN_ONLY and saved.get(k) != v]
-    if changed:
-        diffs = ', '.join(f'--{k.replace("_", "-")} {saved.get(k)} (now {getattr(args, k)})' for k in changed)
-        raise UserError(f'the checkpoint was trained with {diffs}; resume with the same settings or use a new --out')
 
 
 def make_batches(args, data, method, step: int, device):
@@ -392,38 +342,6 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
     if hasattr(run.method, 'anchor_kl'):
         record['kl_anchors'] = run.method.anchor_kl()
     return record
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every few steps (logs stay readable)."""
-
-    def __init__(self, args, step, last_step, enabled=True):
-        self.bar, self.enabled = None, enabled
-        self.every = max(1, min(100, args.eval_step // 5))
-        self.last_step, self.started, self.first = last_step, time.time(), step
-        if sys.stdout.isatty() and not args.no_progress and enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=last_step, initial=step, unit='step', dynamic_ncols=True)
-
-    def update(self, step, loss):
-        if not self.enabled:
-            return
-        if self.bar:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f'{loss.item():.4f}')
-        else:
-            rate = (step - self.first) / max(1e-9, time.time() - self.started)
-            print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s', flush=True)
-
-    def write(self, text):
-        if self.bar:
-            self.bar.write(text)
-        else:
-            print(text, flush=True)
-
-    def close(self):
-        if self.bar:
-            self.bar.close()
 
 
 def main(argv=None) -> int:
