@@ -1,0 +1,249 @@
+"""utils/report.py: tables and plots from run directories (synthetic runs with known numbers,
+and one real, very short training run on the digits)."""
+import contextlib
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from conftest import ROOT
+from dataset.splits import long_tail_counts, order_unlabeled
+from methods import symmetric_kl
+from utils import report
+
+STEPS, EVAL_STEP = 40, 10  # 4 evaluations per finished run
+
+# (method, setting, extra arguments) -> {seed: top-1 at steps 10, 20, ...}; a shorter list: unfinished.
+SETTINGS = {'consistent': ('150', '0'), 'reversed': ('150', '1'), 'uniform': ('1', '0')}
+RUNS = {
+    ('SimPro', 'consistent', ('--lr', '0.17')): {0: [50, 70, 76, 75], 1: [52, 68, 73, 74], 2: [48, 71, 72, 73.6]},
+    ('SimPro', 'reversed', ('--lr', '0.17')): {0: [60, 80, 85, 84], 1: [58, 79, 80, 82], 2: [61, 95]},
+    ('SimPro', 'uniform', ('--lr', '0.17')): {0: [70, 85, 92, 93]},
+    ('SimPro', 'consistent', ('--lr', '0.03')): {0: [30, 40, 50, 60]},
+    ('ACR_d', 'consistent', ('--lr', '0.03')): {0: [40, 60, 70, 71], 1: [42, 61, 69, 70], 2: [41, 59, 71, 72]},
+    ('ACR_d', 'reversed', ('--lr', '0.03')): {0: [50, 70, 80, 84], 1: [51, 71, 82, 83], 2: [49, 72, 81, 82]},
+    ('FixMatch', 'reversed', ('--lr', '0.03')): {0: [30, 50, 60, 61]},
+}
+
+
+def run_args(method, setting, extra, seed, out):
+    gamma_u, mode = SETTINGS[setting]
+    argv = ['--dataset', 'cifar10', '--num-max', '500', '--num-max-u', '4000', '--imb-ratio-label', '150',
+            '--imb-ratio-unlabel', gamma_u, '--flag-reverse-LT', mode, '--version', method, '--seed', str(seed),
+            '--total-steps', str(STEPS), '--eval-step', str(EVAL_STEP), '--mu', '8', '--out', str(out), *extra]
+    if seed == 1:
+        argv += ['--device', 'cpu', '--num-workers', '0']  # run-only: must not split the group
+    args = vars(train.get_args_parser().parse_args(argv))
+    args.update(arch='wideresnet', img_size=32, aug='cpu', channels_last=False, amp=False)
+    return args
+
+
+def true_prior(args):
+    counts = order_unlabeled(long_tail_counts(args['num_max_u'], 10, args['imb_ratio_unlabel']),
+                             args['flag_reverse_LT'])
+    return np.asarray(counts, np.float64) / sum(counts)
+
+
+def write_run(directory, args, top1s):
+    """args.json and metrics.jsonl as train.py writes them, with the given top-1 trajectory."""
+    directory.mkdir(parents=True)
+    (directory / 'args.json').write_text(json.dumps(args, indent=2) + '\n')
+    truth, lines = true_prior(args), []
+    for i, top1 in enumerate(top1s):
+        step = (i + 1) * EVAL_STEP
+        history = top1s[:i + 1]
+        pi_u = kl = None
+        if args['version'] != 'FixMatch':
+            share = 0.8 * step / STEPS  # the estimate moves from uniform toward the truth
+            pi_u = ((1 - share) * np.full(10, 0.1) + share * truth).astype(np.float32)
+            kl = symmetric_kl(torch.from_numpy(pi_u), torch.as_tensor(truth))
+            pi_u = pi_u.tolist()
+        lines.append(json.dumps({
+            'step': step, 'epoch': step // EVAL_STEP, 'top1': top1, 'top5': 99.0, 'best_top1': max(history),
+            'mean20_top1': sum(history[-20:]) / len(history[-20:]),
+            'per_class_acc': np.clip(np.linspace(top1 + 15, top1 - 15, 10), 0, 100).tolist(),
+            'group_acc': {'many': top1 + 10, 'medium': top1, 'few': top1 - 10}, 'pi_u': pi_u, 'kl_pi_u': kl,
+            'loss': 1.0, 'loss_x': 0.5, 'loss_u': 0.5, 'mask_ratio': 0.5, 'pseudo_label_acc': 80.0,
+            'lr': 0.01, 'evaluated': 10000, 'seconds': 1.0}))
+    (directory / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+
+
+def run_report(argv):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = report.main(argv)
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+@pytest.fixture(scope='module')
+def synthetic(tmp_path_factory):
+    """14 synthetic runs under runs/ and the report written from them into out/."""
+    root = tmp_path_factory.mktemp('report')
+    for (method, setting, extra), seeds in RUNS.items():
+        for seed, top1s in seeds.items():
+            directory = root / 'runs' / f'{method}_{setting}_lr{extra[1]}' / f'seed{seed}'
+            write_run(directory, run_args(method, setting, extra, seed, directory), top1s)
+    code, out, err = run_report([str(root / 'runs'), '--out', str(root / 'out')])
+    assert code == 0, err
+    with open(root / 'out' / 'results.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    return root / 'out', rows, out
+
+
+def find_row(rows, method, setting, variant=''):
+    found = [r for r in rows if (r['method'], r['setting'], r['variant']) == (method, setting, variant)]
+    assert len(found) == 1, (method, setting, variant, rows)
+    return found[0]
+
+
+def test_results_csv_holds_the_numbers_computed_by_hand(synthetic):
+    _, rows, _ = synthetic
+    assert list(rows[0]) == list(report.CSV_COLUMNS)
+    row = find_row(rows, 'SimPro', 'consistent', 'lr=0.17')
+    assert (row['dataset'], row['gamma_l'], row['gamma_u'], row['n_finished'], row['n_unfinished']) == \
+        ('cifar10', '150.0', '150.0', '3', '0')
+    # final 75, 74, 73.6; best 76, 74, 73.6; last-20 means 67.75, 66.75, 66.15
+    final_mean, best_mean, mean20_mean = (75 + 74 + 73.6) / 3, (76 + 74 + 73.6) / 3, (67.75 + 66.75 + 66.15) / 3
+    expected = {
+        'final_top1_mean': final_mean,
+        'final_top1_std': math.sqrt(((75 - final_mean) ** 2 + (74 - final_mean) ** 2 + (73.6 - final_mean) ** 2) / 2),
+        'best_top1_mean': best_mean,
+        'best_top1_std': math.sqrt(((76 - best_mean) ** 2 + (74 - best_mean) ** 2 + (73.6 - best_mean) ** 2) / 2),
+        'mean20_top1_mean': mean20_mean,
+        'mean20_top1_std': math.sqrt(((67.75 - mean20_mean) ** 2 + (66.75 - mean20_mean) ** 2
+                                      + (66.15 - mean20_mean) ** 2) / 2),
+        'paper_top1': 74.2, 'paper_top1_std': 0.9, 'diff_vs_paper': final_mean - 74.2}
+    assert {k: float(row[k]) for k in expected} == {k: round(v, 4) for k, v in expected.items()}
+    assert float(row['final_top1_std']) == 0.7211 and float(row['best_top1_mean']) == 74.5333
+
+    acr = find_row(rows, 'ACR_d', 'reversed')  # ACR_d's groups share their lr: no variant
+    assert (acr['n_finished'], acr['final_top1_mean'], acr['final_top1_std'], acr['paper_top1'],
+            acr['diff_vs_paper']) == ('3', '83.0', '1.0', '83.2', '-0.2')
+    assert float(find_row(rows, 'ACR_d', 'consistent')['diff_vs_paper']) == 0.1  # 71 - 70.9
+
+    uniform = find_row(rows, 'SimPro', 'uniform', 'lr=0.17')  # one seed: no std
+    assert (uniform['gamma_u'], uniform['n_finished'], uniform['final_top1_mean'], uniform['final_top1_std'],
+            uniform['paper_top1'], uniform['diff_vs_paper']) == ('1.0', '1', '93.0', '', '93.6', '-0.6')
+    fixmatch = find_row(rows, 'FixMatch', 'reversed')
+    assert (fixmatch['paper_top1'], fixmatch['diff_vs_paper']) == ('59.9', '1.1')
+
+
+def test_unfinished_run_is_counted_and_not_averaged(synthetic):
+    _, rows, _ = synthetic
+    row = find_row(rows, 'SimPro', 'reversed', 'lr=0.17')
+    assert (row['n_finished'], row['n_unfinished']) == ('2', '1')
+    # seeds 0 and 1 only (final 84 and 82; best 85 and 82): the unfinished seed's 95 is left out
+    assert (row['final_top1_mean'], row['final_top1_std']) == ('83.0', str(round(math.sqrt(2), 4)))
+    assert (row['best_top1_mean'], row['paper_top1'], row['diff_vs_paper']) == ('83.5', '83.5', '-0.5')
+
+
+def test_seeds_are_grouped_and_a_different_lr_is_not(synthetic):
+    _, rows, _ = synthetic
+    assert len(rows) == len(RUNS)  # 15 run directories, 7 groups
+    other_lr = find_row(rows, 'SimPro', 'consistent', 'lr=0.03')
+    assert (other_lr['n_finished'], other_lr['final_top1_mean']) == ('1', '60.0')
+    assert [(r['method'], r['variant'], r['setting']) for r in rows] == [  # the paper's order
+        ('SimPro', 'lr=0.03', 'consistent'), ('SimPro', 'lr=0.17', 'consistent'), ('SimPro', 'lr=0.17', 'uniform'),
+        ('SimPro', 'lr=0.17', 'reversed'), ('ACR_d', '', 'consistent'), ('ACR_d', '', 'reversed'),
+        ('FixMatch', '', 'reversed')]
+
+
+def test_markdown_has_the_paper_columns_and_cells(synthetic):
+    out, _, _ = synthetic
+    text = (out / 'results.md').read_text()
+    assert '## cifar10, gamma_l = 150' in text
+    header = ('| method | consistent (gamma_l=150, gamma_u=150) | uniform (gamma_l=150, gamma_u=1) '
+              '| reversed (gamma_l=150, gamma_u=150) |')
+    assert text.count(header) == 3  # final (against the paper), best, mean of the last 20
+    assert ('| SimPro (lr=0.17) | 74.2 ± 0.72 (n=3) [paper 74.2, +0.0] | 93.0 (n=1) [paper 93.6, -0.6] '
+            '| 83.0 ± 1.41 (n=2) [paper 83.5, -0.5]; incomplete: 2 of 3 seeds finished |') in text
+    assert '| ACR_d | 71.0 ± 1.00 (n=3) [paper 70.9, +0.1] |  | 83.0 ± 1.00 (n=3) [paper 83.2, -0.2] |' in text
+    assert '| SimPro (lr=0.03) | 60.0 (n=1) [paper 74.2, -14.2] |  |  |' in text
+    assert '| SimPro (lr=0.17) | 74.5 ± 1.29 (n=3) |' in text  # best top-1
+    assert 'seed 2: step 20 of 40' in text  # the unfinished run is listed
+
+
+def test_plots_are_real_images(synthetic):
+    out, _, stdout = synthetic
+    names = sorted(p.name for p in out.glob('*.png'))
+    for setting in ('consistent_gl150_gu150', 'reversed_gl150_gu150', 'uniform_gl150_gu1'):
+        for kind in ('top1_vs_step', 'kl_vs_step', 'per_class'):
+            assert f'{kind}_cifar10_{setting}.png' in names
+    priors = [n for n in names if n.startswith('prior_')]
+    assert len(priors) == 14  # every run with an estimate pi_u (not FixMatch), the unfinished one too
+    assert 'prior_cifar10_SimPro_lr-0.17_reversed_gl150_gu150_seed2.png' in priors
+    assert len(names) == 9 + 14
+    for name in names:
+        assert all(c.isalnum() or c in '._-' for c in name), name
+        with Image.open(out / name) as image:
+            assert 200 <= image.width <= 3000 and 200 <= image.height <= 3000, (name, image.size)
+            colours = image.convert('RGB').getcolors(maxcolors=1 << 20)
+            assert len(colours) > 20, name
+    last = stdout.strip().splitlines()[-1]
+    assert str(out / 'results.csv') in last and str(out / 'results.md') in last and '23 plots' in last
+    assert '15 runs in 7 groups, 1 unfinished' in last
+
+
+def test_a_path_without_runs_is_a_one_line_error(tmp_path):
+    (tmp_path / 'empty').mkdir()
+    result = subprocess.run([sys.executable, '-m', 'utils.report', str(tmp_path / 'empty'), '--out',
+                             str(tmp_path / 'out')], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "empty"}\n'
+    assert result.stdout == '' and not (tmp_path / 'out').exists()
+    code, _, err = run_report([str(tmp_path / 'missing')])
+    assert code == 2 and err == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "missing"}\n'
+
+
+def test_paper_numbers_apply_only_to_the_paper_split():
+    def paper(dataset, method='SimPro', **changes):
+        args = {'dataset': dataset, 'num_max': 500, 'num_max_u': 4000, 'imb_ratio_label': 150.0,
+                'imb_ratio_unlabel': 150.0, 'flag_reverse_LT': 1, 'img_size': 32, **changes}
+        return report.paper_top1(args, method, report.setting_of(args))
+
+    assert paper('cifar10') == (83.5, 0.95) and paper('cifar10', 'FixMatch') == (59.9, 0.82)
+    assert paper('cifar10', num_max_u=3000) is None and paper('cifar10', imb_ratio_unlabel=100.0) is None
+    assert paper('cifar10', imb_ratio_label=100.0, imb_ratio_unlabel=1.0, flag_reverse_LT=0) == (93.8, 0.10)
+    assert paper('cifar100', 'ACR_d', num_max=50, num_max_u=400, imb_ratio_label=20.0, imb_ratio_unlabel=20.0,
+                 flag_reverse_LT=4) == (41.1, 0.09)
+    assert paper('cifar100', 'FixMatch', num_max=50, num_max_u=400, imb_ratio_label=20.0,
+                 imb_ratio_unlabel=20.0) is None
+    assert paper('stl10', num_max=450, imb_ratio_label=20.0, imb_ratio_unlabel=1.0, flag_reverse_LT=0) == (82.5, 0.25)
+    assert paper('smallimagenet', 'ACR_d', img_size=64) == (56.1, None)
+    assert paper('smallimagenet_1k', num_max=256, num_max_u=1024, imb_ratio_label=256.0, img_size=32) == (19.7, None)
+    assert report.setting_of({'dataset': 'stl10', 'imb_ratio_label': 10.0}).label == 'natural (gamma_l=10)'
+
+
+def test_report_on_a_real_run(tmp_path):
+    """A 4-step SimPro run on the digits, reported as train.py left it (reversed: prior known)."""
+    out = tmp_path / 'runs' / 'digits_simpro'
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = train.main(['--dataset', 'digits', '--num-max', '20', '--num-max-u', '120', '--imb-ratio-label', '20',
+                           '--imb-ratio-unlabel', '20', '--flag-reverse-LT', '1', '--depth', '10', '--widen-factor',
+                           '1', '--total-steps', '4', '--eval-step', '2', '--batch-size', '8', '--mu', '2',
+                           '--num-workers', '0', '--device', 'cpu', '--no-progress', '--out', str(out)])
+    assert code == 0
+    code, stdout, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'report')])
+    assert code == 0, err
+    with open(tmp_path / 'report' / 'results.csv', newline='') as f:
+        (row,) = csv.DictReader(f)
+    final = json.loads((out / 'metrics.jsonl').read_text().splitlines()[-1])
+    assert (row['dataset'], row['method'], row['setting'], row['n_finished'], row['n_unfinished']) == \
+        ('digits', 'SimPro', 'reversed', '1', '0')
+    assert float(row['final_top1_mean']) == round(final['top1'], 4) and row['paper_top1'] == ''
+    # the prior derived from the arguments is the split's: its KL is the one train.py logged
+    truth = report.true_unlabeled_prior(json.loads((out / 'args.json').read_text()))
+    assert report.symmetric_kl(final['pi_u'], truth) == pytest.approx(final['kl_pi_u'], abs=1e-9)
+    names = {p.name for p in (tmp_path / 'report').glob('*.png')}
+    assert 'prior_digits_SimPro_reversed_gl20_gu20_seed0.png' in names
+    assert {'top1_vs_step_digits_reversed_gl20_gu20.png', 'kl_vs_step_digits_reversed_gl20_gu20.png',
+            'per_class_digits_reversed_gl20_gu20.png'} <= names
+    assert stdout.strip().splitlines()[-1].startswith('wrote ')

@@ -1,0 +1,605 @@
+"""Summarise training runs as the paper's tables and a few plots.
+
+    python -m utils.report result/                      # every run under result/, into ./report
+    python -m utils.report demo/ result/cifar10 --out report_digits
+
+A run is a directory holding args.json and metrics.jsonl (train.py's --out); the given paths are
+searched recursively. Runs that differ only by --seed (and by arguments that do not change what is
+learned: --out, --device, ...) form one group. A run is finished when its last evaluation is at
+step ceil(total_steps / eval_step) * eval_step; averages use finished runs only and every row says
+how many runs of its group are unfinished.
+
+Writes into --out (default ./report):
+
+- results.csv: one line per group: dataset, method, variant (the other settings, when they differ
+  between groups of the same dataset and method), setting, gamma_l, gamma_u, img_size, the number
+  of finished and unfinished runs, final top-1 (the last evaluation), best top-1 and the mean of
+  the last 20 evaluations, each as mean and sample standard deviation (ddof=1; empty with a single
+  finished run) over the finished runs, and the paper's number with our final top-1 minus it;
+- results.md: the paper's tables, one per dataset and gamma_l, methods as rows and the settings
+  ("reversed (gamma_l=150, gamma_u=150)", ...) as columns; STL-10 and ImageNet-127 keep their own
+  unlabeled distribution, named "natural"; the ImageNet columns name the image size;
+- top1_vs_step_<dataset>_<setting>.png, kl_vs_step_<...>.png and per_class_<...>.png: one figure per
+  dataset and setting, one line (or set of bars) per method, the mean over the finished runs with
+  the shaded min..max (runs of a group with no finished run are drawn dashed instead);
+- prior_<dataset>_<method>_<setting>_seed<seed>.png: per run, the final estimate pi_u against the
+  true unlabeled class distribution, derived from the run's arguments (CIFAR-10/100, digits; not
+  known without the data for STL-10 and the ImageNet variants; a run whose logged KL disagrees
+  with the derived prior, e.g. one with --allow-short-classes, is skipped and named).
+
+The last line of stdout says what was written. A path without runs is a one-line error (exit 2).
+"""
+import argparse
+import csv
+import hashlib
+import json
+import math
+import re
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.outputs import RUN_ONLY  # noqa: E402
+
+# Arguments that do not change what is learned (--out, --device, ...) and the seed: ignored when grouping.
+NOT_GROUPED = RUN_ONLY | {'seed'}
+
+DATASET_ORDER = ('cifar10', 'cifar100', 'stl10', 'smallimagenet', 'smallimagenet_1k', 'digits')
+METHOD_ORDER = ('SimPro', 'ACR_d', 'FixMatch')
+SETTING_ORDER = ('consistent', 'uniform', 'reversed', 'middle', 'head-tail', 'shuffled', 'natural')
+NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'digits': 10}  # datasets whose unlabeled prior the args fix
+
+# The arguments that make a column of the paper's tables, per dataset (the rest: the row's variant).
+SETTING_KEYS = {'stl10': ('imb_ratio_label',), 'smallimagenet': ('img_size',),
+                'smallimagenet_1k': ('imb_ratio_label', 'img_size')}
+SPLIT_KEYS = ('imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')  # every other dataset
+
+FIGURE_SIZE, DPI = (6.4, 4.8), 100
+CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'n_finished',
+               'n_unfinished', 'final_top1_mean', 'final_top1_std', 'best_top1_mean', 'best_top1_std',
+               'mean20_top1_mean', 'mean20_top1_std', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
+
+# ------------------------------------------------------------------ the paper's numbers (top-1 %)
+# (mean, std over 3 seeds); std None where the paper gives none.
+_CIFAR10 = {  # (setting, gamma_l): SimPro, ACR_d, FixMatch; gamma_u = gamma_l (uniform: 1)
+    ('consistent', 150): ((74.2, 0.90), (70.9, 0.37), (62.9, 0.36)),
+    ('consistent', 100): ((80.7, 0.30), (76.1, 0.42), (67.8, 1.13)),
+    ('uniform', 150): ((93.6, 0.08), (91.9, 0.02), (67.6, 2.56)),
+    ('uniform', 100): ((93.8, 0.10), (92.5, 0.19), (73.0, 3.81)),
+    ('reversed', 150): ((83.5, 0.95), (83.2, 0.39), (59.9, 0.82)),
+    ('reversed', 100): ((85.8, 0.48), (85.2, 0.12), (62.5, 0.94)),
+    ('middle', 150): ((82.6, 0.38), (73.8, 0.83), (64.3, 0.63)),
+    ('middle', 100): ((84.8, 0.54), (79.3, 0.30), (71.7, 0.46)),
+    ('head-tail', 150): ((81.0, 0.27), (77.6, 0.20), (58.3, 1.46)),
+    ('head-tail', 100): ((83.0, 0.36), (79.3, 0.48), (66.6, 0.87)),
+}
+_CIFAR100 = {  # gamma_l = 20: SimPro, ACR_d
+    ('consistent', 20): ((43.1, 0.40), (40.7, 0.57)),
+    ('uniform', 20): ((52.2, 0.16), (50.2, 0.82)),
+    ('reversed', 20): ((45.5, 0.34), (44.1, 0.14)),
+    ('middle', 20): ((43.6, 0.35), (42.4, 0.47)),
+    ('head-tail', 20): ((44.8, 0.56), (41.1, 0.09)),
+}
+_STL10 = {10: ((84.5, 0.39), (83.0, 0.32)), 20: ((82.5, 0.25), (81.5, 0.25))}  # gamma_l: SimPro, ACR_d
+_IMAGENET = {'smallimagenet': {32: ((55.7, None), (49.5, None)), 64: ((63.8, None), (56.1, None))},
+             'smallimagenet_1k': {32: ((19.7, None), (13.2, None)), 64: ((25.0, None), (23.4, None))}}
+# The split the paper's numbers were measured on (arguments that must match).
+PAPER_SPLIT = {'cifar10': {'num_max': 500, 'num_max_u': 4000}, 'cifar100': {'num_max': 50, 'num_max_u': 400},
+               'stl10': {'num_max': 450}, 'smallimagenet': {},
+               'smallimagenet_1k': {'num_max': 256, 'num_max_u': 1024, 'imb_ratio_label': 256}}
+
+
+def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
+    """(mean, std) the paper reports for this dataset, split, setting and method; None if it reports none."""
+    dataset = args.get('dataset')
+    if dataset not in PAPER_SPLIT or any(args.get(k) != v for k, v in PAPER_SPLIT[dataset].items()):
+        return None
+    if dataset in ('cifar10', 'cifar100'):
+        table, methods = (_CIFAR10, METHOD_ORDER) if dataset == 'cifar10' else (_CIFAR100, METHOD_ORDER[:2])
+        expected_gu = 1 if setting.name == 'uniform' else setting.gamma_l
+        row = table.get((setting.name, setting.gamma_l))
+        if row is None or setting.gamma_u != expected_gu or method not in methods:
+            return None
+        return row[methods.index(method)]
+    if method not in METHOD_ORDER[:2]:
+        return None
+    row = _STL10.get(setting.gamma_l) if dataset == 'stl10' else _IMAGENET[dataset].get(setting.img_size)
+    return None if row is None else row[METHOD_ORDER.index(method)]
+
+
+# ------------------------------------------------------------------ runs and groups
+
+@dataclass
+class Run:
+    path: Path
+    args: dict
+    records: list  # metrics.jsonl, one dict per evaluation, by step
+
+    @property
+    def final_step(self) -> int:
+        eval_step = self.args['eval_step']
+        return math.ceil(self.args['total_steps'] / eval_step) * eval_step
+
+    @property
+    def last_step(self) -> int:
+        return self.records[-1]['step'] if self.records else 0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.records) and self.last_step >= self.final_step
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A column of the paper's tables: how the unlabeled set is drawn."""
+    name: str                       # consistent, uniform, reversed, middle, head-tail, shuffled, natural
+    gamma_l: Optional[float] = None
+    gamma_u: Optional[float] = None
+    img_size: Optional[int] = None  # the ImageNet variants only
+
+    @property
+    def label(self) -> str:
+        parts = [f'gamma_l={self.gamma_l:g}'] if self.gamma_l is not None else []
+        parts += [f'gamma_u={self.gamma_u:g}'] if self.gamma_u is not None else []
+        parts += [f'img_size={self.img_size}'] if self.img_size is not None else []
+        return f'{self.name} ({", ".join(parts)})' if parts else self.name
+
+    @property
+    def slug(self) -> str:
+        parts = [self.name] + ([f'gl{self.gamma_l:g}'] if self.gamma_l is not None else [])
+        parts += [f'gu{self.gamma_u:g}'] if self.gamma_u is not None else []
+        parts += [f'{self.img_size}px'] if self.img_size is not None else []
+        return '_'.join(parts)
+
+    def order(self) -> tuple:
+        name = SETTING_ORDER.index(self.name) if self.name in SETTING_ORDER else len(SETTING_ORDER)
+        return (name, self.name, -(self.gamma_u or 0), self.img_size or 0)
+
+
+def setting_of(args: dict) -> Setting:
+    """STL-10 and ImageNet-127 keep their own unlabeled distribution ('natural'); ImageNet-1k's
+    unlabeled part follows its labeled long tail; the rest follow --imb-ratio-unlabel and
+    --flag-reverse-LT ('uniform': gamma_u 1 in mode 0)."""
+    dataset, gamma_l = args.get('dataset'), args.get('imb_ratio_label')
+    if dataset == 'stl10':
+        return Setting('natural', gamma_l)
+    if dataset == 'smallimagenet':
+        return Setting('natural', img_size=args.get('img_size'))
+    if dataset == 'smallimagenet_1k':
+        return Setting('consistent', gamma_l, gamma_l, args.get('img_size'))
+    mode, gamma_u = args.get('flag_reverse_LT', 0), args.get('imb_ratio_unlabel')
+    name = 'uniform' if gamma_u == 1 and mode == 0 else UNLABELED_MODES.get(mode, f'mode{mode}')
+    return Setting(name, gamma_l, gamma_u)
+
+
+@dataclass
+class Group:
+    """Runs that differ only by seed (and run-only arguments)."""
+    args: dict  # the shared arguments (without the seed and the run-only ones)
+    runs: list = field(default_factory=list)
+    variant: str = ''  # the settings that tell this group from the other groups of its dataset and method
+
+    @property
+    def dataset(self) -> str:
+        return self.args.get('dataset')
+
+    @property
+    def method(self) -> str:
+        return self.args.get('version')
+
+    @property
+    def setting(self) -> Setting:
+        return setting_of(self.args)
+
+    @property
+    def finished(self) -> list:
+        return [r for r in self.runs if r.finished]
+
+    @property
+    def unfinished(self) -> list:
+        return [r for r in self.runs if not r.finished]
+
+    @property
+    def row(self) -> str:
+        return f'{self.method} ({self.variant})' if self.variant else self.method
+
+
+def read_run(path: Path) -> Run:
+    try:
+        args = json.loads((path / 'args.json').read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f'cannot read {path / "args.json"} ({e})')
+    records = {}
+    for number, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:  # e.g. a line being written right now
+            print(f'warning: skipping line {number} of {path / "metrics.jsonl"}: not JSON', file=sys.stderr)
+            continue
+        records[record['step']] = record  # a redone evaluation replaces the earlier one
+    return Run(path, args, [records[s] for s in sorted(records)])
+
+
+def find_runs(paths) -> list:
+    """Every run directory (args.json + metrics.jsonl) under the paths, each once."""
+    runs, seen = [], set()
+    for root in map(Path, paths):
+        found = sorted(p.parent for p in root.rglob('args.json') if (p.parent / 'metrics.jsonl').is_file()) \
+            if root.is_dir() else []
+        if not found:
+            raise UserError(f'no runs (args.json + metrics.jsonl) under {root}')
+        for directory in found:
+            if directory.resolve() not in seen:
+                seen.add(directory.resolve())
+                runs.append(read_run(directory))
+    return runs
+
+
+def _sort_key(group: Group) -> tuple:
+    dataset = DATASET_ORDER.index(group.dataset) if group.dataset in DATASET_ORDER else len(DATASET_ORDER)
+    method = METHOD_ORDER.index(group.method) if group.method in METHOD_ORDER else len(METHOD_ORDER)
+    setting = group.setting
+    return (dataset, str(group.dataset), -(setting.gamma_l or 0), method, str(group.method), group.variant,
+            setting.order())
+
+
+def _value(value) -> str:
+    return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+def group_runs(runs) -> list:
+    """Groups of runs equal in every argument but the seed and the run-only ones, sorted like
+    the paper (dataset, gamma_l, method, setting); each with its variant label."""
+    groups = {}
+    for run in runs:
+        shared = {k: v for k, v in run.args.items() if k not in NOT_GROUPED}
+        key = json.dumps(shared, sort_keys=True)
+        groups.setdefault(key, Group(shared)).runs.append(run)
+    groups = list(groups.values())
+    for group in groups:
+        group.runs.sort(key=lambda r: (r.args.get('seed', 0), str(r.path)))
+        seeds = [r.args.get('seed') for r in group.runs]
+        if len(set(seeds)) < len(seeds):
+            print(f'warning: {group.method} on {group.dataset} {group.setting.label}: several runs with the same '
+                  f'seed ({", ".join(str(r.path) for r in group.runs)}); each is counted', file=sys.stderr)
+    for dataset, method in {(g.dataset, g.method) for g in groups}:
+        same = [g for g in groups if (g.dataset, g.method) == (dataset, method)]
+        fixed = set(SETTING_KEYS.get(dataset, SPLIT_KEYS)) | {'dataset', 'version'}
+        keys = sorted({k for g in same for k in g.args} - fixed)
+        differing = [k for k in keys if len({json.dumps(g.args.get(k)) for g in same}) > 1]
+        for g in same:
+            g.variant = ', '.join(f'{k}={_value(g.args.get(k))}' for k in differing)
+    return sorted(groups, key=_sort_key)
+
+
+# ------------------------------------------------------------------ numbers
+
+def mean_std(values) -> tuple:
+    """(mean, sample std with ddof=1); the std is None with one value, both None with none."""
+    if not values:
+        return None, None
+    values = [float(v) for v in values]
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def summarize(group: Group) -> dict:
+    """One line of results.csv: the group's numbers over its finished runs."""
+    setting, finished = group.setting, group.finished
+    row = {'dataset': group.dataset, 'method': group.method, 'variant': group.variant, 'setting': setting.name,
+           'gamma_l': setting.gamma_l, 'gamma_u': setting.gamma_u, 'img_size': group.args.get('img_size'),
+           'n_finished': len(finished), 'n_unfinished': len(group.unfinished)}
+    for name in ('final_top1', 'best_top1', 'mean20_top1'):
+        metric = 'top1' if name == 'final_top1' else name
+        row[f'{name}_mean'], row[f'{name}_std'] = mean_std([r.records[-1][metric] for r in finished])
+    paper = paper_top1(group.args, group.method, setting)
+    row['paper_top1'], row['paper_top1_std'] = paper if paper else (None, None)
+    row['diff_vs_paper'] = (row['final_top1_mean'] - row['paper_top1']
+                            if paper and row['final_top1_mean'] is not None else None)
+    return row
+
+
+def true_unlabeled_prior(args: dict) -> Optional[np.ndarray]:
+    """The class distribution of the unlabeled images, from the arguments alone (the split's
+    counts); None where it depends on the data (STL-10, the ImageNet variants)."""
+    num_classes = NUM_CLASSES.get(args.get('dataset'))
+    if num_classes is None:
+        return None
+    try:
+        counts = long_tail_counts(args['num_max_u'], num_classes, args['imb_ratio_unlabel'])
+        counts = np.asarray(order_unlabeled(counts, args['flag_reverse_LT']), dtype=np.float64)
+    except (UserError, KeyError):
+        return None
+    return counts / counts.sum()
+
+
+def symmetric_kl(p, q) -> float:
+    """0.5 KL(p||q) + 0.5 KL(q||p), renormalised, as methods.symmetric_kl (which train.py logs)."""
+    p, q = (np.clip(np.asarray(x, dtype=np.float64), 1e-12, None) for x in (p, q))
+    p, q = p / p.sum(), q / q.sum()
+    return float(0.5 * (p * np.log(p / q)).sum() + 0.5 * (q * np.log(q / p)).sum())
+
+
+# ------------------------------------------------------------------ tables
+
+def _csv_value(value):
+    if value is None:
+        return ''
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def write_csv(rows, path: Path) -> None:
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(row[k]) for k in CSV_COLUMNS})
+
+
+def _signed(value: float) -> str:
+    return f'{round(value, 1) + 0.0:+.1f}'  # + 0.0: no "-0.0"
+
+
+def cell(row: dict, metric: str, with_paper: bool) -> str:
+    """'83.5 ± 0.95 (n=3) [paper 83.5, +0.0]', and '; incomplete: 2 of 3 seeds finished' when runs
+    are unfinished. One finished run: no ±."""
+    mean, std, n, unfinished = row[f'{metric}_mean'], row[f'{metric}_std'], row['n_finished'], row['n_unfinished']
+    text = 'no finished run' if mean is None else f'{mean:.1f}{f" ± {std:.2f}" if std is not None else ""} (n={n})'
+    if with_paper and row['paper_top1'] is not None:
+        diff = f', {_signed(row["diff_vs_paper"])}' if row['diff_vs_paper'] is not None else ''
+        text += f' [paper {row["paper_top1"]:.1f}{diff}]'
+    if unfinished:
+        text += f'; incomplete: {n} of {n + unfinished} seeds finished'
+    return text
+
+
+def _table_title(dataset: str, gamma_l) -> str:
+    return dataset if gamma_l is None else f'{dataset}, gamma_l = {gamma_l:g}'
+
+
+def write_markdown(groups, rows, path: Path) -> None:
+    """One section per dataset and gamma_l: final top-1 against the paper, best top-1, mean of
+    the last 20 evaluations; methods as rows, settings as columns. Then the unfinished runs."""
+    lines = ['# Results', '',
+             'Top-1 accuracy (%) on the test set: mean ± sample standard deviation (ddof=1) over the finished '
+             'seeds, their number in brackets (no ± with a single seed). "final" is the last evaluation; '
+             '[paper X, +d]: the paper\'s mean and ours minus it. Unfinished runs are not averaged; a cell '
+             'with some says "incomplete: k of n seeds finished".', '']
+    tables = {}
+    for group, row in zip(groups, rows):
+        tables.setdefault((group.dataset, group.setting.gamma_l), []).append((group, row))
+    sections = (('final top-1, against the paper', 'final_top1', True), ('best top-1', 'best_top1', False),
+                ('mean top-1 of the last 20 evaluations', 'mean20_top1', False))
+    for (dataset, gamma_l), members in tables.items():
+        columns = sorted({g.setting for g, _ in members}, key=Setting.order)
+        methods = list(dict.fromkeys(g.row for g, _ in members))
+        cells = {(g.row, g.setting): r for g, r in members}
+        lines += [f'## {_table_title(dataset, gamma_l)}', '']
+        for title, metric, with_paper in sections:
+            lines += [f'### {title}', '', '| method | ' + ' | '.join(s.label for s in columns) + ' |',
+                      '|---' * (len(columns) + 1) + '|']
+            for method in methods:
+                values = [cell(cells[method, s], metric, with_paper) if (method, s) in cells else ''
+                          for s in columns]
+                lines.append(f'| {method} | ' + ' | '.join(values) + ' |')
+            lines.append('')
+    unfinished = [(g, r) for g in groups for r in g.unfinished]
+    if unfinished:
+        lines += ['## Unfinished runs (not averaged)', '']
+        lines += [f'- {g.row}, {g.dataset} {g.setting.label}, seed {r.args.get("seed")}: step {r.last_step} of '
+                  f'{r.final_step} (`{r.path}`)' for g, r in unfinished]
+        lines.append('')
+    path.write_text('\n'.join(lines))
+
+
+# ------------------------------------------------------------------ plots
+
+def safe_name(text: str, limit: int = 150) -> str:
+    """Letters, digits, '.', '_' and '-' only; a long name is cut and given a short hash."""
+    name = re.sub(r'[^A-Za-z0-9._-]+', '-', text).strip('-')
+    if len(name) > limit:
+        name = f'{name[:limit - 9]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}'
+    return name
+
+
+def _plotted_runs(group: Group) -> tuple:
+    """The finished runs, or the unfinished ones (drawn dashed) when none has finished."""
+    return (group.finished, False) if group.finished else (group.unfinished, True)
+
+
+def _new_figure():
+    return plt.figure(figsize=FIGURE_SIZE, dpi=DPI)
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+def _line_label(group: Group, runs, unfinished: bool) -> str:
+    return f'{group.row}, {"unfinished, " if unfinished else ""}n={len(runs)}'
+
+
+def plot_curves(groups, metric: str, ylabel: str, title: str, path: Path) -> Optional[Path]:
+    """`metric` against step, one line per group (mean over its runs at the steps all of them
+    reached, shaded min..max); None when no group has the metric."""
+    figure, drawn = _new_figure(), False
+    axes = figure.add_subplot()
+    for group in groups:
+        runs, unfinished = _plotted_runs(group)
+        series = [{r['step']: r[metric] for r in run.records if r.get(metric) is not None} for run in runs]
+        steps = sorted(set.intersection(*(set(s) for s in series))) if series else []
+        if not steps:
+            continue
+        values = np.array([[s[step] for step in steps] for s in series])
+        line, = axes.plot(steps, values.mean(0), marker='o', markersize=3, linestyle='--' if unfinished else '-',
+                          label=_line_label(group, runs, unfinished))
+        if len(runs) > 1:
+            axes.fill_between(steps, values.min(0), values.max(0), color=line.get_color(), alpha=0.2)
+        drawn = True
+    if not drawn:
+        plt.close(figure)
+        return None
+    axes.set(xlabel='step', ylabel=ylabel)
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_per_class(groups, title: str, path: Path) -> Optional[Path]:
+    """Final per-class accuracy (mean over the runs), bars per method (lines beyond 20 classes)."""
+    curves = []
+    for group in groups:
+        runs, unfinished = _plotted_runs(group)
+        accs = [run.records[-1].get('per_class_acc') for run in runs if run.records]
+        if accs and all(a is not None and len(a) == len(accs[0]) for a in accs):
+            curves.append((_line_label(group, accs, unfinished), np.mean(accs, axis=0)))
+    if not curves:
+        return None
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    num_classes = max(len(acc) for _, acc in curves)
+    width = 0.8 / len(curves)
+    for i, (label, acc) in enumerate(curves):
+        classes = np.arange(len(acc))
+        if num_classes <= 20:
+            axes.bar(classes + (i - (len(curves) - 1) / 2) * width, acc, width, label=label)
+        else:
+            axes.plot(classes, acc, marker='.', markersize=3, linewidth=1, label=label)
+    if num_classes <= 20:
+        axes.set_xticks(np.arange(num_classes))
+    axes.set(xlabel='class (0: most labeled images)', ylabel='final top-1 accuracy (%)', ylim=(0, 105))
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3, axis='y')
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_prior(run: Run, truth: np.ndarray, path: Path) -> Path:
+    """The final pi_u next to the true unlabeled prior, as bars; log scale when the truth spans
+    more than a factor of 10; the symmetric KL in the title."""
+    final = run.records[-1]
+    estimate = np.asarray(final['pi_u'], dtype=np.float64)
+    estimate = estimate / estimate.sum()
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    classes = np.arange(len(truth))
+    axes.bar(classes - 0.2, truth, 0.4, label='true unlabeled prior', color='tab:gray')
+    axes.bar(classes + 0.2, estimate, 0.4, label=f'estimate pi_u (step {final["step"]})', color='tab:blue')
+    if truth.max() / truth.min() > 10:
+        axes.set_yscale('log')
+    if len(truth) <= 20:
+        axes.set_xticks(classes)
+    axes.set(xlabel='class (0: most labeled images)', ylabel='probability')
+    args = run.args
+    axes.set_title(f'{args.get("version")} on {args.get("dataset")} {setting_of(args).label}, seed {args.get("seed")}'
+                   f'\nsymmetric KL(pi_u, true prior) = {symmetric_kl(estimate, truth):.4f}', fontsize=10)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _unique(name: str, used: set) -> str:
+    stem, k = name, 2
+    while name in used:
+        name, k = f'{stem}_{k}', k + 1
+    used.add(name)
+    return name
+
+
+def write_plots(groups, out: Path) -> tuple:
+    """Every figure; returns (paths written, notes on what was skipped)."""
+    written, notes, used = [], [], set()
+    figures = {}
+    for group in groups:
+        figures.setdefault((group.dataset, group.setting), []).append(group)
+    for (dataset, setting), members in figures.items():
+        slug = safe_name(f'{dataset}_{setting.slug}')
+        where = f'{dataset} {setting.label}'
+        written.append(plot_curves(members, 'top1', 'top-1 accuracy (%)',
+                                   f'{where}\ntest top-1 (mean over seeds, shaded min..max)',
+                                   out / f'top1_vs_step_{slug}.png'))
+        written.append(plot_curves(members, 'kl_pi_u', 'symmetric KL(pi_u, true prior)',
+                                   f'{where}\nsymmetric KL of the unlabeled-prior estimate to the truth',
+                                   out / f'kl_vs_step_{slug}.png'))
+        written.append(plot_per_class(members, f'{where}\nfinal per-class top-1 (mean over seeds)',
+                                      out / f'per_class_{slug}.png'))
+    unknown, no_estimate, mismatched = set(), 0, []
+    for group in groups:
+        for run in group.runs:
+            final = run.records[-1] if run.records else {}
+            truth = true_unlabeled_prior(run.args)
+            if final.get('pi_u') is None:
+                no_estimate += 1
+                continue
+            if truth is None or len(truth) != len(final['pi_u']):
+                unknown.add(group.dataset)
+                continue
+            logged = final.get('kl_pi_u')
+            if logged is not None and abs(symmetric_kl(final['pi_u'], truth) - logged) > 1e-6:
+                mismatched.append(str(run.path))  # e.g. --allow-short-classes took fewer images
+                continue
+            variant = f'_{group.variant}' if group.variant else ''
+            name = safe_name(f'prior_{group.dataset}_{group.method}{variant}_{group.setting.slug}'
+                             f'_seed{run.args.get("seed")}')
+            written.append(plot_prior(run, truth, out / f'{_unique(name, used)}.png'))
+    if unknown:
+        notes.append(f'no prior plots for {", ".join(sorted(unknown))}: the true unlabeled prior is not known '
+                     f'without the data')
+    if no_estimate:
+        notes.append(f'no prior plots for {no_estimate} run(s) without an estimate pi_u (FixMatch, or no evaluation)')
+    if mismatched:
+        notes.append(f'no prior plots for {", ".join(mismatched)}: the prior derived from the arguments does not '
+                     f'match the logged KL')
+    return [p for p in written if p is not None], notes
+
+
+# ------------------------------------------------------------------ command line
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='python -m utils.report', description=__doc__.split('\n')[0])
+    p.add_argument('paths', nargs='+', help='run directories or folders holding them (searched recursively)')
+    p.add_argument('--out', default='report', help='where to write results.csv, results.md and the plots')
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        runs = find_runs(args.paths)
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f'cannot write to --out {out} ({e.strerror})')
+        groups = group_runs(runs)
+        rows = [summarize(g) for g in groups]
+        write_csv(rows, out / 'results.csv')
+        write_markdown(groups, rows, out / 'results.md')
+        plots, notes = write_plots(groups, out)
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f'note: {note}')
+    unfinished = sum(len(g.unfinished) for g in groups)
+    print(f'wrote {out / "results.csv"}, {out / "results.md"} and {len(plots)} plots in {out}/ '
+          f'({len(runs)} runs in {len(groups)} groups, {unfinished} unfinished)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
