@@ -42,7 +42,10 @@ class DeviceBatches:
 
     def __next__(self):
         keys = next(self.sampler)
-        positions = torch.tensor([i for i, _ in keys], device=self.images.device)
+        positions = torch.tensor([i for i, _ in keys])
+        if self.images.is_cuda:  # a pinned copy does not wait for the GPU
+            positions = positions.pin_memory()
+        positions = positions.to(self.images.device, non_blocking=True)
         self.generator.manual_seed(keys[0][1])
         rows = self.rows[positions]
         images = channels_first(self.images[rows])

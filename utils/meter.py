@@ -16,7 +16,8 @@ class EpochMeter:
     def __init__(self, device):
         self.device = device
         self.names, self.sums, self.bad = None, None, None
-        self.counts = torch.zeros(4, device=device)  # masked, unlabeled rows, correct, masked with known label
+        self.counts = torch.zeros(3, device=device)  # masked rows, correct pseudo labels, masked with known label
+        self.rows = 0
         self.first_bad_step = torch.full((), -1, device=device)
         self.steps = 0
 
@@ -30,8 +31,9 @@ class EpochMeter:
         self.bad |= ~finite
         self.first_bad_step.masked_fill_((self.first_bad_step < 0) & ~finite.all(), step)
         known = true_label >= 0
-        self.counts += torch.stack([mask.sum(), torch.tensor(len(mask), device=mask.device),
-                                    ((pseudo_label == true_label) & mask & known).sum(), (mask & known).sum()]).float()
+        self.counts += torch.stack([mask.sum(), ((pseudo_label == true_label) & mask & known).sum(),
+                                    (mask & known).sum()]).float()
+        self.rows += len(mask)
         self.steps += 1
 
     def check_finite(self, last_good: str) -> None:
@@ -48,13 +50,13 @@ class EpochMeter:
         sums, counts = self.sums.clone(), self.counts.clone()
         all_reduce_sum(sums, counts)
         out = {name: float(v) / (self.steps * world_size()) for name, v in zip(self.names, sums)}
-        masked, rows, correct, known = counts.tolist()
-        out['mask_ratio'] = masked / max(1.0, rows)
+        masked, correct, known = counts.tolist()
+        out['mask_ratio'] = masked / max(1, self.rows * world_size())
         out['pseudo_label_acc'] = correct / known * 100 if known else None
         return out
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ('names', 'sums', 'bad', 'counts', 'first_bad_step', 'steps')}
+        return {k: getattr(self, k) for k in ('names', 'sums', 'bad', 'counts', 'first_bad_step', 'steps', 'rows')}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
