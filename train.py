@@ -12,7 +12,6 @@ Runs on one CUDA GPU when present, else on the CPU (`--device` overrides), or un
 several GPUs and machines (`torchrun --nproc_per_node 4 train.py ...`, or NPROC=4 with the launchers).
 """
 import argparse
-import json
 import math
 import signal
 import sys

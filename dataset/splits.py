@@ -5,7 +5,7 @@ of a setting is the same for every run and every `--seed`.
 """
 import random
 import sys
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 

@@ -8,10 +8,8 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
-import train
 from conftest import ROOT
 from test_resume import BASE, final_state, run
 
