@@ -25,7 +25,7 @@ import torch
 
 import train
 from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
-from dataset.device_batches import DeviceBatches, to_device
+from methods import METHODS
 
 BATCH, MU, FULL_RUN_STEPS = 64, 8, 43000
 IMAGES_PER_STEP = BATCH * 2 + BATCH * MU * 3
@@ -67,11 +67,9 @@ def pil_images_per_s(data, steps) -> float:
 
 
 def tensor_images_per_s(data, device, steps) -> float:
-    images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
-    common = dict(seed=0, start=0, mean=data.mean, std=data.std, flip=True, cutout=16)
-    labeled = DeviceBatches(images, labels, data.labeled_idx, ('weak', 'strong'), BATCH, stream=0, what='l', **common)
-    unlabeled = DeviceBatches(images, labels, data.unlabeled_idx, ('weak', 'strong', 'strong'), BATCH * MU,
-                              stream=1, what='u', **common)
+    """The batched views of the --aug gpu path (train.make_batches), on `device`."""
+    args = recipe_args(device, 'gpu', False, 0)
+    labeled, unlabeled, _ = train.make_batches(args, data, METHODS['SimPro'](args, data), 0, device)
     next(labeled), next(unlabeled)  # warm-up
     synchronize(device)
     start = time.perf_counter()

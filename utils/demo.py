@@ -86,12 +86,9 @@ def final_record(out: Path, seed: int, setting: str, method: str) -> dict:
 
 def uniform_guess_kl(directory: Path) -> float:
     """KL between the uniform starting guess and the run's true unlabeled prior."""
-    import torch
-    from dataset.data import build_data
-    from methods import symmetric_kl
-    true_prior = build_data(argparse.Namespace(**json.loads((directory / 'args.json').read_text()))).unlabeled_prior
-    p = torch.as_tensor(true_prior, dtype=torch.float64)
-    return symmetric_kl(torch.full_like(p, 1 / len(p)), p)
+    from utils.report import symmetric_kl, true_unlabeled_prior
+    truth = true_unlabeled_prior(json.loads((directory / 'args.json').read_text()))
+    return symmetric_kl(np.full(len(truth), 1 / len(truth)), truth)
 
 
 def table(out: Path, seeds, settings, methods) -> str:

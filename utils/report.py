@@ -46,6 +46,9 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import methods  # noqa: E402
 
 from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -325,10 +328,9 @@ def true_unlabeled_prior(args: dict) -> Optional[np.ndarray]:
 
 
 def symmetric_kl(p, q) -> float:
-    """0.5 KL(p||q) + 0.5 KL(q||p), renormalised, as methods.symmetric_kl (which train.py logs)."""
-    p, q = (np.clip(np.asarray(x, dtype=np.float64), 1e-12, None) for x in (p, q))
-    p, q = p / p.sum(), q / q.sum()
-    return float(0.5 * (p * np.log(p / q)).sum() + 0.5 * (q * np.log(q / p)).sum())
+    """methods.symmetric_kl (the one train.py logs) on lists or arrays."""
+    return methods.symmetric_kl(torch.as_tensor(np.asarray(p, dtype=np.float64)),
+                                torch.as_tensor(np.asarray(q, dtype=np.float64)))
 
 
 # ------------------------------------------------------------------ tables
