@@ -50,7 +50,7 @@ class ClassPrior(nn.Module):
     @torch.no_grad()
     def accumulate(self, q: torch.Tensor, mask: torch.Tensor, y: torch.Tensor) -> None:
         self.S += (q * mask.unsqueeze(1)).sum(0)
-        self.L += torch.bincount(y, minlength=len(self.L)).to(self.L.dtype)
+        self.L.index_add_(0, y, torch.ones_like(y, dtype=self.L.dtype))  # (bincount reads y back on CUDA)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -152,7 +152,7 @@ class ACRd(nn.Module):
                     * mask_b.repeat(2)).mean()
         with torch.no_grad():
             counted = (conf_h >= self.threshold) & ~self.is_labeled[u_index]
-            self.counts += torch.bincount(label_h[counted], minlength=len(self.counts)).to(self.counts.dtype)
+            self.counts.index_add_(0, label_h, counted.to(self.counts.dtype))  # no mask indexing: no sync
         terms = {'loss_x': loss_x + loss_x_b, 'loss_u': loss_u + loss_u_b, 'loss_x_g': loss_x,
                  'loss_x_h': loss_x_b, 'loss_u_g': loss_u, 'loss_u_h': loss_u_b}
         return loss_x + loss_u + loss_x_b + loss_u_b, terms, mask, label_1

@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -136,17 +137,15 @@ def resolve_device(name):
 
 
 def make_batches(args, data, method, step: int, device):
-    """Endless labeled and unlabeled batch iterators positioned at `step`, and the test batches:
+    """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and the test batches:
     made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
         images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
-        common.update(mean=data.mean, std=data.std, flip=data.flip, cutout=data.cutout)
-        return (DeviceBatches(images, labels, data.labeled_idx, method.labeled_views, args.batch_size, stream=0,
-                              what='labeled set', **common),
-                DeviceBatches(images, labels, data.unlabeled_idx, method.unlabeled_views, args.batch_size * args.mu,
-                              stream=1, what='unlabeled pool', **common),
+        return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
+                              method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
+                              flip=data.flip, cutout=data.cutout, **common),
                 EvalBatches(to_device(data.test_images[share], device),
                             torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
@@ -157,8 +156,8 @@ def make_batches(args, data, method, step: int, device):
                                                 pin_memory=device.type == 'cuda',
                                                 persistent_workers=args.num_workers > 0))
 
-    return (endless(labeled_set, args.batch_size, 0, 'labeled set'),
-            endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool'),
+    return (zip(endless(labeled_set, args.batch_size, 0, 'labeled set'),
+                endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')),
             torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, range(len(test_set))[share]),
                                         batch_size=256, num_workers=args.num_workers))
 
@@ -212,7 +211,7 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
     run.forward.train()
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
+    with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
         output = run.forward(inputs)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
     loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
@@ -255,15 +254,15 @@ def train(args, data) -> None:
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
              f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
-    labeled, unlabeled, test_batches = make_batches(args, data, run.method, step, device)
+    batches, test_batches = make_batches(args, data, run.method, step, device)
     with StopSignal() as stop:  # SIGTERM/SIGINT end the loop cleanly at a step boundary
         started = time.time()
         while step < progress.last_step:
-            labeled_batch, unlabeled_batch = next(labeled), next(unlabeled)
+            labeled_batch, unlabeled_batch = next(batches)
             loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
             step += 1
             meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
-            stopping = stop.requested(device)
+            stopping = stop.requested(step, device)
             if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
                 meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists() else 'none yet')
                 progress.update(step, loss)
@@ -306,8 +305,10 @@ def save_run(path: Path, run: Training, step, history, meter, args) -> None:
 
 class StopSignal:
     """While active, SIGTERM or SIGINT (a preemption, Ctrl-C) asks the loop to stop at the next
-    step boundary instead of killing the process."""
+    step boundary instead of killing the process; several processes agree on it every
+    AGREE_EVERY steps (one small all-reduce that waits for the GPUs, so not at every step)."""
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    AGREE_EVERY = 10
 
     def __enter__(self):
         self.name = None
@@ -321,7 +322,9 @@ class StopSignal:
     def _handle(self, signum, frame):
         self.name = signal.Signals(signum).name
 
-    def requested(self, device) -> bool:
+    def requested(self, step: int, device) -> bool:
+        if distributed.world_size() > 1 and step % self.AGREE_EVERY:
+            return False
         return distributed.any_process(self.name is not None, device)
 
 

@@ -1,14 +1,20 @@
 """Training batches made on the device (`--aug gpu`): the images of the split live there as one
-uint8 tensor, a step gathers its rows and draws every view with the batched augmentation of
-dataset/tensor_augment.py, which equals the per-sample PIL path (dataset/augment.py).
+uint8 tensor, and each step draws every view of its labeled and unlabeled batch at once with the
+batched augmentation of dataset/tensor_augment.py, which equals the per-sample PIL path
+(dataset/augment.py).
 
-The order of the samples is the same as the PIL path's (utils.training.PassBatches), and each
-batch's random draws come from a generator seeded with that batch's first sample seed, so a
-step's views depend only on (--seed, step): resuming stays exact.
+The order of the samples is the same as the PIL path's (utils.training.PassBatches). Each batch's
+random draws come from a host generator seeded with that batch's first sample seed, so a step's
+views depend only on (--seed, step), on any device: resuming stays exact. A step costs a fixed
+number of kernel launches (one gather, one flip-and-crop, one RandAugmentMC, one normalisation
+for all its 1,664 images at the CIFAR recipe) and never waits for the GPU.
 """
+from typing import NamedTuple
+
 import torch
 
 from dataset import tensor_augment
+from dataset.tensor_augment import Draws, RandAugmentMC, crop_padding, draw_weak, flip_crop, send
 from utils.training import PassBatches
 
 
@@ -22,35 +28,72 @@ def channels_first(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).contiguous()
 
 
-class DeviceBatches:
-    """Endless (views, labels, positions) batches, like the DataLoader of the PIL path."""
+class Stream:
+    """One side of a step (labeled or unlabeled): its rows of the split, the order its samples
+    come in, the views the method wants of each, and the host generator of their draws."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, rows, views, batch_size: int, seed: int,
-                 stream: int, start: int, mean, std, flip: bool, cutout: int, what: str, rank: int = 0,
-                 world_size: int = 1):
-        self.images, self.labels = images, labels
-        self.rows = torch.as_tensor(rows, device=images.device)
+    def __init__(self, rows, views, batch_size: int, stream: int, what: str, device, seed: int, start: int,
+                 rank: int, world_size: int):
+        self.rows = torch.as_tensor(rows, device=device)
         self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what, rank, world_size))
-        self.generator = torch.Generator(device=images.device)
-        draw = {'weak': lambda x: tensor_augment.weak(x, self.generator, flip),
-                'strong': lambda x: tensor_augment.strong(x, self.generator, flip, cutout)}
-        self.views = [draw[kind] for kind in views]
-        self.mean, self.std = mean, std
+        self.views = views
+        self.generator = torch.Generator()
+
+
+class View(NamedTuple):
+    side: int             # 0 labeled, 1 unlabeled
+    number: int           # its place among the method's views of that side
+    weak: torch.Tensor    # (3, N) flip, top, left
+    strong: Draws = None  # RandAugmentMC's draws, for a strong view
+
+
+class DeviceBatches:
+    """Endless (labeled batch, unlabeled batch) pairs, each (views, labels, positions) like the
+    DataLoaders of the PIL path."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, labeled_rows, unlabeled_rows, labeled_views,
+                 unlabeled_views, batch_size: int, mu: int, seed: int, start: int, mean, std, flip: bool,
+                 cutout: int, rank: int = 0, world_size: int = 1):
+        self.images, self.labels, self.mean, self.std, self.flip = images, labels, mean, std, flip
+        common = dict(device=images.device, seed=seed, start=start, rank=rank, world_size=world_size)
+        self.sides = (Stream(labeled_rows, labeled_views, batch_size, 0, 'labeled set', **common),
+                      Stream(unlabeled_rows, unlabeled_views, batch_size * mu, 1, 'unlabeled pool', **common))
+        self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
 
     def __iter__(self):
         return self
 
+    def draw(self, keys) -> list:
+        """Every view's draws, in the order the views are listed (each side: per view, the flip
+        and crop, then RandAugmentMC's draws for a strong one), from generators seeded with each
+        batch's first sample seed."""
+        height, views = self.images.shape[1], []
+        for side, (stream, batch) in enumerate(zip(self.sides, keys)):
+            stream.generator.manual_seed(batch[0][1])
+            for number, kind in enumerate(stream.views):
+                flips, top, left = draw_weak(len(batch), height, stream.generator, self.flip)
+                strong = self.randaugment.draw(len(batch), stream.generator) if kind == 'strong' else None
+                views.append(View(side, number, torch.stack([flips.long(), top, left]), strong))
+        return views
+
     def __next__(self):
-        keys = next(self.sampler)
-        positions = torch.tensor([i for i, _ in keys])
-        if self.images.is_cuda:  # a pinned copy does not wait for the GPU
-            positions = positions.pin_memory()
-        positions = positions.to(self.images.device, non_blocking=True)
-        self.generator.manual_seed(keys[0][1])
-        rows = self.rows[positions]
-        images = channels_first(self.images[rows])
-        views = tuple(tensor_augment.normalize(view(images), self.mean, self.std) for view in self.views)
-        return views, self.labels[rows], positions
+        keys = [next(stream.sampler) for stream in self.sides]
+        positions = send(torch.tensor([i for batch in keys for i, _ in batch]), self.images)
+        positions = positions.split([len(batch) for batch in keys])
+        rows = [stream.rows[p] for stream, p in zip(self.sides, positions)]
+        views = sorted(self.draw(keys), key=lambda view: view.strong is not None)  # the strong ones last
+        weak = send(torch.cat([view.weak for view in views], 1), self.images)
+        images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
+        images = flip_crop(images, weak[0].bool(), weak[1], weak[2], crop_padding(images.shape[2]))
+        strong = [view.strong for view in views if view.strong is not None]
+        if strong:
+            tail = len(images) - sum(len(draws.op) for draws in strong)
+            images[tail:] = self.randaugment.apply(images[tail:], Draws(*map(torch.cat, zip(*strong))))
+        images = tensor_augment.normalize(images, self.mean, self.std).split([len(rows[v.side]) for v in views])
+        out = [[None] * len(stream.views) for stream in self.sides]
+        for view, pixels in zip(views, images):
+            out[view.side][view.number] = pixels
+        return tuple((tuple(out[side]), self.labels[rows[side]], positions[side]) for side in range(2))
 
 
 class EvalBatches:

@@ -34,8 +34,10 @@ its formulas:
   they equal the reference's doubles (a float64 division on the GPU may be a reciprocal
   multiplication, which is why no division by a scalar is done on the device).
 
-Ops are applied per slot by grouping the samples that drew each op (one host sync per
-slot for the group sizes); no Python loop runs over images.
+Random draws are made on the host (a CPU generator), and so is everything that depends only on
+them; per slot, the samples that drew each op are transformed together (the five geometric ops
+as one affine transform), so no Python loop runs over images and the device is never asked
+for a value: nothing waits for the GPU. The same draws give the same pixels on every device.
 """
 import math
 from typing import NamedTuple
@@ -83,7 +85,8 @@ def _histogram(x):
     n, c = x.shape[:2]
     base = torch.arange(n * c, device=x.device).view(n, c, 1) * 256
     keys = (base + x.reshape(n, c, -1).long()).flatten()
-    return torch.bincount(keys, minlength=n * c * 256).view(n, c, 256)
+    hist = torch.zeros(n * c * 256, dtype=torch.long, device=x.device)   # not bincount: on CUDA it
+    return hist.index_add_(0, keys, torch.ones_like(keys)).view(n, c, 256)  # reads its range back
 
 
 def _grayscale(x):
@@ -203,24 +206,34 @@ def solarize(x, threshold):
 
 # ---------------------------------------------------------------- geometric ops
 
+def fixed_point(matrix):
+    """PIL's 16.16 fixed-point form of affine coefficients (a, b, c, d, e, f), (N, 6) float64 ->
+    (N, 6) int64: each rounded to floor(v * 65536 + 0.5), the offsets c and f with the half-pixel
+    shift (c + a/2 + b/2, f + d/2 + e/2) folded in."""
+    a, b, c, d, e, f = matrix.to(torch.float64).unbind(1)
+    shifted = torch.stack([a, b, c + a * 0.5 + b * 0.5, d, e, f + d * 0.5 + e * 0.5], 1)
+    return torch.floor(shifted * 65536.0 + 0.5).long()
+
+
+def affine_fixed(x, coefficients):
+    """Nearest-neighbour affine transform with fixed_point() coefficients (N, 6) int64: output
+    pixel (i, j) reads input ((C + B i + A j) >> 16, (F + E i + D j) >> 16); black outside."""
+    n, _, h, w = x.shape
+    a, b, c, d, e, f = (t.view(n, 1, 1) for t in coefficients.unbind(1))
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    xin = (c + b * rows + a * cols) >> 16
+    yin = (f + e * rows + d * cols) >> 16
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    out = _gather_pixels(x, yin.clamp(0, h - 1) * w + xin.clamp(0, w - 1))
+    return out.masked_fill(~inside.unsqueeze(1), 0)
+
+
 def affine(x, matrix):
     """PIL img.transform(size, AFFINE, (a, b, c, d, e, f), NEAREST) per sample, matrix (N, 6)
     float64: output pixel (i, j) reads input (a j + b i + c, d j + e i + f) after the
     half-pixel shift, in PIL's 16.16 fixed point; black outside the input."""
-    n, _, h, w = x.shape
-    m = matrix.to(torch.float64)
-    a, b, c, d, e, f = (t.view(n, 1, 1) for t in m.unbind(1))
-
-    def fix(v):
-        return torch.floor(v * 65536.0 + 0.5).long()
-
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    xin = (fix(c + a * 0.5 + b * 0.5) + fix(b) * rows + fix(a) * cols) >> 16
-    yin = (fix(f + d * 0.5 + e * 0.5) + fix(e) * rows + fix(d) * cols) >> 16
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    out = _gather_pixels(x, yin.clamp(0, h - 1) * w + xin.clamp(0, w - 1))
-    return out.masked_fill(~inside.unsqueeze(1), 0)
+    return affine_fixed(x, fixed_point(matrix))
 
 
 def _pil_cos_sin(angle):
@@ -241,42 +254,71 @@ def _cos_sin(degrees):
     return cs[:, 0], cs[:, 1]
 
 
-def rotate(x, degrees):
-    """PIL img.rotate(degrees): counter-clockwise about (w/2, h/2), nearest, black fill."""
-    h, w = x.shape[2:]
+def rotate_matrix(degrees, height, width):
+    """Image.rotate(degrees)'s matrix: counter-clockwise about (w/2, h/2), (N, 6) float64."""
     cos, sin = _cos_sin(degrees)
-    cx, cy = w / 2, h / 2
+    cx, cy = width / 2, height / 2
     c = (cos * -cx + sin * -cy) + cx          # Image.rotate's transform(-centre) + centre
     f = (-sin * -cx + cos * -cy) + cy
-    return affine(x, torch.stack([cos, sin, c, -sin, cos, f], 1))
+    return torch.stack([cos, sin, c, -sin, cos, f], 1)
 
 
-def _matrix(n, device, **entries):
-    m = torch.zeros(n, 6, dtype=torch.float64, device=device)
+def _matrix(values, entry):
+    """The identity affine matrix with `entry` ('a'..'f') set to `values`, (N, 6) float64."""
+    m = torch.zeros(len(values), 6, dtype=torch.float64, device=values.device)
     m[:, 0] = m[:, 4] = 1
-    for k, v in entries.items():
-        m[:, 'abcdef'.index(k)] = v.to(torch.float64)
+    m[:, 'abcdef'.index(entry)] = values.to(torch.float64)
     return m
 
 
+def shear_x_matrix(s, height, width):
+    """(1, s, 0, 0, 1, 0): output (i, j) reads (j + s i, i)."""
+    return _matrix(s, 'b')
+
+
+def shear_y_matrix(s, height, width):
+    """(1, 0, 0, s, 1, 0)."""
+    return _matrix(s, 'd')
+
+
+def translate_x_matrix(pixels, height, width):
+    """(1, 0, px, 0, 1, 0): content moves left by px."""
+    return _matrix(pixels, 'c')
+
+
+def translate_y_matrix(pixels, height, width):
+    """(1, 0, 0, 0, 1, px): content moves up by px."""
+    return _matrix(pixels, 'f')
+
+
+# the geometric ops of the pool: their affine matrices, so a slot transforms them all at once
+MATRICES = {'rotate': rotate_matrix, 'shear_x': shear_x_matrix, 'shear_y': shear_y_matrix,
+            'translate_x': translate_x_matrix, 'translate_y': translate_y_matrix}
+
+
+def rotate(x, degrees):
+    """PIL img.rotate(degrees): counter-clockwise about (w/2, h/2), nearest, black fill."""
+    return affine(x, rotate_matrix(degrees, *x.shape[2:]))
+
+
 def shear_x(x, s):
-    """img.transform(size, AFFINE, (1, s, 0, 0, 1, 0)): output (i, j) reads (j + s i, i)."""
-    return affine(x, _matrix(len(x), x.device, b=s))
+    """img.transform(size, AFFINE, (1, s, 0, 0, 1, 0))."""
+    return affine(x, shear_x_matrix(s, *x.shape[2:]))
 
 
 def shear_y(x, s):
     """img.transform(size, AFFINE, (1, 0, 0, s, 1, 0))."""
-    return affine(x, _matrix(len(x), x.device, d=s))
+    return affine(x, shear_y_matrix(s, *x.shape[2:]))
 
 
 def translate_x(x, pixels):
-    """img.transform(size, AFFINE, (1, 0, px, 0, 1, 0)): content moves left by px."""
-    return affine(x, _matrix(len(x), x.device, c=pixels))
+    """img.transform(size, AFFINE, (1, 0, px, 0, 1, 0))."""
+    return affine(x, translate_x_matrix(pixels, *x.shape[2:]))
 
 
 def translate_y(x, pixels):
-    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, px)): content moves up by px."""
-    return affine(x, _matrix(len(x), x.device, f=pixels))
+    """img.transform(size, AFFINE, (1, 0, 0, 0, 1, px))."""
+    return affine(x, translate_y_matrix(pixels, *x.shape[2:]))
 
 
 def cutout(x, x0, y0, x1, y1):
@@ -329,14 +371,78 @@ POOL = [(fn.__name__, _PARAMS[fn.__name__][0], _PARAMS[fn.__name__][1], max_v, b
 SIGNED = ('rotate', 'shear_x', 'shear_y', 'translate_x', 'translate_y')
 
 
+def op_parameter(index, v, sign, height, width):
+    """Pool op `index`'s parameter at integer magnitudes v (N,) and signs (N,) of +-1 (the
+    reference's random sign replaced by `sign`); None for the ops without one."""
+    name, op, param, max_v, bias = POOL[index]
+    return None if param is None else param(v, sign, max_v, bias, height, width)
+
+
 def apply_op(index, images, v, sign):
     """Pool op `index` at integer magnitudes v (N,) and signs (N,) of +-1, as the reference
     op(img, v, max_v, bias) with its random sign replaced by `sign`."""
-    name, op, param, max_v, bias = POOL[index]
-    if param is None:
-        return op(images)
-    h, w = images.shape[2:]
-    return op(images, param(v, sign, max_v, bias, h, w))
+    parameter = op_parameter(index, v, sign, *images.shape[2:])
+    op = POOL[index][1]
+    return op(images) if parameter is None else op(images, parameter)
+
+
+def send(host, like):
+    """A host tensor on the device of `like`, from pinned memory when that is a GPU, so that the
+    copy is queued without waiting for the GPU."""
+    if like.is_cuda:
+        host = host.pin_memory()
+    return host.to(like.device, non_blocking=True)
+
+
+_IDENTITY = [p[0] for p in POOL].index('identity')
+_AFFINE, _SKIPPED = _N_OPS, _N_OPS + 1     # slot groups after the pool's own indices
+
+
+def _plan_tables(height, width):
+    """For slot_plan, computed once per image size with the ops' own parameter functions:
+    the group of each pool op, (14,) int64, and the parameter row of every (op, magnitude 0..10,
+    sign < 0 or > 0), (14, 11, 2, 6) float64: the magnitude in column 0, or the fixed-point
+    affine coefficients of a geometric op."""
+    def make():
+        groups, rows = [], torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
+        v, sign = torch.arange(11).repeat(2), torch.tensor([-1] * 11 + [1] * 11)
+        for index, (name, _, param, _, _) in enumerate(POOL):
+            groups.append(_AFFINE if name in MATRICES else index)
+            if param is None:
+                continue
+            value = op_parameter(index, v, sign, height, width)
+            if name in MATRICES:
+                rows[index] = fixed_point(MATRICES[name](value, height, width)).double().view(2, 11, 6).transpose(0, 1)
+            else:
+                rows[index, :, :, 0] = value.double().view(2, 11).t()
+        return torch.tensor(groups), rows
+    if ('plan', height, width) not in _TABLES:
+        _TABLES['plan', height, width] = make()
+    return _TABLES['plan', height, width]
+
+
+def slot_plan(draws, slot, height, width):
+    """The host side of one RandAugmentMC slot, computed from the draws (on the host) alone.
+
+    Every sample belongs to one group: the pool op it drew (0..13), the geometric ops together
+    (_AFFINE: one transform with per-sample coefficients), or _SKIPPED (its coin said no).
+    Returns (order, counts, parameters): the samples group after group, the size of each group,
+    and each sample's parameter in that order as (N, 6) float64, the magnitude in column 0 or
+    the fixed-point affine coefficients (all exact in float64)."""
+    op, v, sign = draws.op[:, slot], draws.magnitude[:, slot], draws.sign[:, slot]
+    group_of_op, rows = _plan_tables(height, width)
+    group = torch.where(draws.apply[:, slot], group_of_op[op], _SKIPPED)
+    order = torch.argsort(group, stable=True)
+    parameters = rows[op, v, (sign > 0).long()]
+    return order, torch.bincount(group, minlength=_SKIPPED + 1).tolist(), parameters[order]
+
+
+def apply_group(group, images, parameters):
+    """Run one slot_plan group on its images with their (N, 6) parameters, on the device."""
+    if group == _AFFINE:
+        return affine_fixed(images, parameters.long())
+    op, param = POOL[group][1:3]
+    return op(images) if param is None else op(images, parameters[:, 0])
 
 
 class Draws(NamedTuple):
@@ -370,18 +476,25 @@ class RandAugmentMC:
         return Draws(op, magnitude, apply, sign, centre)
 
     def apply(self, images, draws: Draws):
-        """The augmentation with given draws; images (N, 3, H, W) uint8."""
-        out = images.clone()
-        for j in range(self.n):
-            key = torch.where(draws.apply[:, j], draws.op[:, j], _N_OPS)   # _N_OPS: not applied
-            order = torch.argsort(key, stable=True)
-            counts = torch.bincount(key, minlength=_N_OPS + 1).tolist()   # one sync per slot
-            for k, idx in enumerate(order.split(counts)[:_N_OPS]):
-                if len(idx) and POOL[k][0] != 'identity':
-                    out[idx] = apply_op(k, out[idx], draws.magnitude[idx, j], draws.sign[idx, j])
+        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device.
+
+        Everything that depends only on the draws (groups, magnitudes, affine coefficients,
+        cutout boxes) is computed on the host and sent in one copy per slot, so the device never
+        has to report back: nothing here waits for the GPU, and a slot costs a few dozen kernel
+        launches whatever the batch size."""
+        draws = Draws(*(t.cpu() for t in draws))
         h, w = images.shape[2:]
+        out = images.clone()
+        for slot in range(self.n):
+            order, counts, parameters = slot_plan(draws, slot, h, w)
+            packed = send(torch.cat([order.double().unsqueeze(1), parameters], 1), images)
+            groups = zip(packed[:, 0].long().split(counts), packed[:, 1:].split(counts))
+            for group, (idx, group_parameters) in enumerate(groups):
+                if len(idx) and group not in (_IDENTITY, _SKIPPED):
+                    out[idx] = apply_group(group, out[idx], group_parameters)
         cx, cy = draws.centre[:, 0] * w, draws.centre[:, 1] * h     # np.random.uniform(0, w)
-        return cutout(out, *cutout_box(cx, cy, self.cutout, h, w))
+        box = send(torch.stack(cutout_box(cx, cy, self.cutout, h, w)), images)
+        return cutout(out, *box)
 
     def __call__(self, images, generator):
         return self.apply(images, self.draw(len(images), generator))
@@ -430,7 +543,8 @@ def flip_crop(images, flips, top, left, pad):
 def weak(images, generator, flip=True):
     """Per-sample horizontal flip (p = 1/2, if flip), then reflect-padded random crop."""
     n, _, h, _ = images.shape
-    return flip_crop(images, *draw_weak(n, h, generator, flip), crop_padding(h))
+    flips, top, left = send(torch.stack(draw_weak(n, h, generator, flip)), images)
+    return flip_crop(images, flips.bool(), top, left, crop_padding(h))
 
 
 def strong(images, generator, flip=True, cutout=CUTOUT):
@@ -441,6 +555,6 @@ def strong(images, generator, flip=True, cutout=CUTOUT):
 def normalize(images, mean, std):
     """uint8 (N, 3, H, W) -> float32, as torchvision ToTensor then Normalize on this device."""
     x = images.to(torch.float32).div(255)
-    mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32, device=x.device).view(-1, 1, 1)
-    return x.sub_(mean).div_(std)
+    mean = _table(('mean', tuple(mean)), lambda: mean, torch.float32, x.device).view(-1, 1, 1)
+    std = _table(('std', tuple(std)), lambda: std, torch.float32, x.device).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)   # (constants cached on the device: no copy waits per batch)

@@ -9,6 +9,7 @@ import torch
 import train
 from dataset.data import build_data
 from test_resume import BASE, final_state, run
+from utils.meter import EpochMeter
 
 
 def one_step_loss(data_root, **options):
@@ -20,8 +21,8 @@ def one_step_loss(data_root, **options):
     for key, value in options.items():
         setattr(args, key, value)
     run = train.build_training(args, data, device)
-    labeled, unlabeled, _ = train.make_batches(args, data, run.method, 0, device)
-    loss, terms, _, _ = train.train_step(run, next(labeled), next(unlabeled), device, args)
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    loss, terms, _, _ = train.train_step(run, *next(batches), device, args)
     return loss.item(), {k: v.item() for k, v in terms.items()}
 
 
@@ -68,10 +69,11 @@ def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
     from methods import SimPro
     method = SimPro(args, data)
     args.aug = 'gpu'
-    gpu_labeled, _, gpu_test = train.make_batches(args, data, method, 3, device)
+    gpu_batches, gpu_test = train.make_batches(args, data, method, 3, device)
     args.aug = 'cpu'
-    cpu_labeled, _, cpu_test = train.make_batches(args, data, method, 3, device)
-    (gpu_views, gpu_y, gpu_i), (cpu_views, cpu_y, cpu_i) = next(gpu_labeled), next(cpu_labeled)
+    cpu_batches, cpu_test = train.make_batches(args, data, method, 3, device)
+    (gpu_views, gpu_y, gpu_i), _ = next(gpu_batches)
+    (cpu_views, cpu_y, cpu_i), _ = next(cpu_batches)
     assert torch.equal(gpu_i.cpu(), cpu_i) and torch.equal(gpu_y.cpu(), cpu_y) and len(gpu_views) == 2
     for view in gpu_views:
         assert view.shape == (4, 3, 32, 32) and view.dtype == torch.float32
@@ -79,3 +81,26 @@ def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
         assert np.allclose((pixels * 255).numpy(), np.round((pixels * 255).numpy()), atol=1e-3)  # from uint8
     (gx, gy, _), (cx, cy, _) = next(iter(gpu_test)), next(iter(cpu_test))
     assert torch.equal(gx[:len(cx)], cx) and torch.equal(gy[:len(cy)], cy)  # the same normalised test images
+
+
+@pytest.mark.parametrize('version', ['SimPro', 'ACR_d', 'FixMatch'])
+def test_device_steps_never_read_device_values_back(small_cifar10_root, version):
+    """Whole --aug gpu steps (the batch with every view, forward, the loss and its E-step sums,
+    SGD, the weight EMA, the epoch meter) on the meta device, whose tensors have shapes but no
+    values: reading any device value on the host (.item(), a boolean-mask index, bincount's
+    range, a Python branch on a tensor) raises there. On CUDA each such read would stall the
+    host until the GPU caught up, every step."""
+    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root),
+                                               '--version', version, '--aug', 'gpu', '--channels-last'])
+    data = build_data(args)
+    args.arch = 'wideresnet'
+    device = torch.device('meta')
+    run = train.build_training(args, data, device)
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    meter = EpochMeter(device)
+    for step in range(1, 4):
+        labeled_batch, unlabeled_batch = next(batches)
+        assert labeled_batch[0][0].device == device and labeled_batch[0][0].shape == (4, 3, 32, 32)
+        loss, terms, mask, pseudo_label = train.train_step(run, labeled_batch, unlabeled_batch, device, args)
+        meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1])
+    assert loss.device == device

@@ -13,12 +13,18 @@ not depend on their content). The last line of stdout is one JSON object:
 - step_per_s_baseline: training steps per second with --aug cpu (PIL in loader workers), fp32;
 - step_per_s_fast: with --aug gpu, channels-last and, on CUDA, bf16 autocast (--amp);
 - projected_full_run_min: 43,000 steps of the CIFAR-10 recipe at step_per_s_fast (evaluation excluded);
-- peak_gpu_memory_gib: of the fast path (null without CUDA).
+- peak_gpu_memory_gib: of the fast path (null without CUDA);
+- cuda_views_equal_cpu: whether a step's views made on CUDA equal those made on the CPU from the
+  same seed, bit for bit (null without CUDA);
+- cuda_syncs_per_step: host-GPU synchronisations per fast step once warm, counted by CUDA's sync
+  debug mode (null without CUDA; the test suite checks the same on the meta device);
+- step_per_s_compiled: the fast path with --compile (only with --compile; null otherwise).
 """
 import argparse
 import json
 import os
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -69,28 +75,61 @@ def pil_images_per_s(data, steps) -> float:
 def tensor_images_per_s(data, device, steps) -> float:
     """The batched views of the --aug gpu path (train.make_batches), on `device`."""
     args = recipe_args(device, 'gpu', False, 0)
-    labeled, unlabeled, _ = train.make_batches(args, data, METHODS['SimPro'](args, data), 0, device)
-    next(labeled), next(unlabeled)  # warm-up
+    batches, _ = train.make_batches(args, data, METHODS['SimPro'](args, data), 0, device)
+    next(batches)  # warm-up
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        next(labeled), next(unlabeled)
+        next(batches)
     synchronize(device)
     return IMAGES_PER_STEP * steps / (time.perf_counter() - start)
 
 
-def steps_per_s(data, device, aug, amp, steps, workers) -> float:
+def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
     args = recipe_args(device, aug, amp, workers)
+    args.compile = compile
     run = train.build_training(args, data, device)
-    labeled, unlabeled, _ = train.make_batches(args, data, run.method, 0, device)
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
     warmup = 3 if device.type == 'cuda' else 1  # (cuDNN autotuning, loader workers starting)
     for step in range(warmup + steps):
         if step == warmup:
             synchronize(device)
             start = time.perf_counter()
-        train.train_step(run, next(labeled), next(unlabeled), device, args)
+        train.train_step(run, *next(batches), device, args)
     synchronize(device)
     return steps / (time.perf_counter() - start)
+
+
+def views_equal_across_devices(data, device) -> bool:
+    """A step's views on `device` and on the CPU, from the same seed: identical uint8 pixels?"""
+    batches = []
+    for where in (device, torch.device('cpu')):
+        args = recipe_args(where, 'gpu', False, 0)
+        batches.append(next(train.make_batches(args, data, METHODS['SimPro'](args, data), 7, where)[0]))
+    return all(torch.equal(a.cpu(), b) for side_a, side_b in zip(*batches)
+               for views_a, views_b in zip(side_a[0], side_b[0]) for a, b in zip(views_a, views_b))
+
+
+def syncs_per_step(data, device, steps=5) -> float:
+    """Synchronisations of the host with the GPU per fast step (after warm-up), as reported by
+    torch.cuda.set_sync_debug_mode('warn')."""
+    args = recipe_args(device, 'gpu', True, 0)
+    run = train.build_training(args, data, device)
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    for _ in range(3):
+        train.train_step(run, *next(batches), device, args)
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            for _ in range(steps):
+                train.train_step(run, *next(batches), device, args)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    for w in caught[:3]:
+        print('sync:', str(w.message).splitlines()[0], f'({w.filename}:{w.lineno})', flush=True)
+    return len(caught) / steps
 
 
 def synchronize(device):
@@ -104,6 +143,7 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, help='timed training steps (default: 20 on CUDA, 1 on the CPU)')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
                         help='loader workers of the PIL baseline')
+    parser.add_argument('--compile', action='store_true', help='also time the fast path under torch.compile')
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
@@ -128,6 +168,10 @@ def main(argv=None):
     result['peak_gpu_memory_gib'] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if cuda else None
     result['projected_full_run_min'] = round(FULL_RUN_STEPS / result['step_per_s_fast'] / 60, 1)
     result['speedup'] = round(result['step_per_s_fast'] / result['step_per_s_baseline'], 2)
+    result['cuda_views_equal_cpu'] = views_equal_across_devices(data, device) if cuda else None
+    result['cuda_syncs_per_step'] = syncs_per_step(data, device) if cuda else None
+    result['step_per_s_compiled'] = (round(steps_per_s(data, device, 'gpu', cuda, steps, 0, compile=True), 4)
+                                     if args.compile else None)
     print(f"fast (tensor augmentation on the device{', bf16' if cuda else ''}): {result['step_per_s_fast']} steps/s, "
           f"{result['speedup']}x; 43,000 steps in {result['projected_full_run_min']} min", flush=True)
     print(json.dumps(result))

@@ -93,8 +93,8 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        ema_params, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three kernel launches."""
+        ema_params = list(self.model.parameters())
         torch._foreach_mul_(ema_params, self.decay)
-        torch._foreach_add_(ema_params, params, alpha=1 - self.decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - self.decay)
+        torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
