@@ -14,6 +14,9 @@ not depend on their content). The last line of stdout is one JSON object:
 - step_per_s_fast: with --aug gpu, channels-last and, on CUDA, bf16 autocast (--amp);
 - projected_full_run_min: 43,000 steps of the CIFAR-10 recipe at step_per_s_fast (evaluation excluded);
 - peak_gpu_memory_gib: of the fast path (null without CUDA);
+- device_ops_per_step: operations the fast path sends to the device per step (its views, then the
+  training step), counted on the meta device, so on any machine: on a GPU each is a kernel launch
+  or a view, and their dispatch is the host's share of the step's time;
 - cuda_views_equal_cpu: whether a step's views made on CUDA equal those made on the CPU from the
   same seed, bit for bit (null without CUDA);
 - cuda_syncs_per_step: host-GPU synchronisations per fast step once warm, counted by CUDA's sync
@@ -28,6 +31,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
 from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
@@ -100,6 +104,35 @@ def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
     return steps / (time.perf_counter() - start)
 
 
+class DeviceOps(TorchDispatchMode):
+    """Counts the operations whose result lives on the meta device (the host's are not counted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        results = out if isinstance(out, (tuple, list)) else [out]
+        self.count += any(isinstance(r, torch.Tensor) and r.device.type == 'meta' for r in results)
+        return out
+
+
+def device_ops_per_step(data) -> tuple:
+    """(views, training step) operations on the device in a steady fast step, on the meta device."""
+    device = torch.device('meta')
+    args = recipe_args(torch.device('cpu'), 'gpu', False, 0)
+    args.channels_last = True
+    run = train.build_training(args, data, device)
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    for _ in range(3):
+        with DeviceOps() as views:
+            batch = next(batches)
+        with DeviceOps() as step:
+            train.train_step(run, *batch, device, args)
+    return views.count, step.count
+
+
 def views_equal_across_devices(data, device) -> bool:
     """A step's views on `device` and on the CPU, from the same seed: identical uint8 pixels?"""
     batches = []
@@ -160,6 +193,8 @@ def main(argv=None):
     print(f"augmentation, images/s: PIL {result['aug_pil_img_per_s']}, tensor on one CPU thread "
           f"{result['aug_tensor_cpu_img_per_s']}, tensor on CUDA {result['aug_tensor_cuda_img_per_s']}", flush=True)
 
+    result['device_ops_per_step'] = dict(zip(('views', 'train_step'), device_ops_per_step(data)))
+    print(f"device operations per step: {result['device_ops_per_step']}", flush=True)
     result['step_per_s_baseline'] = round(steps_per_s(data, device, 'cpu', False, steps, args.workers), 4)
     print(f"baseline (PIL workers, fp32): {result['step_per_s_baseline']} steps/s", flush=True)
     if cuda:
