@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from conftest import ROOT
@@ -21,10 +22,11 @@ def train_command(data_root, out, *extra):
             *map(str, extra)]
 
 
-def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar10_root, tmp_path):
+@pytest.mark.parametrize('aug', ['cpu', 'gpu'])
+def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar10_root, tmp_path, aug):
     out = tmp_path / 'ddp'
     env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
-    args = train_command(small_cifar10_root, out)[2:]
+    args = train_command(small_cifar10_root, out, '--aug', aug)[2:]
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py', *args],
                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
