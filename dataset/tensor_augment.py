@@ -56,9 +56,9 @@ _TABLES = {}
 
 
 def _table(key, make, dtype, device):
-    """A constant tensor computed in Python by make(), cached per device."""
+    """A constant tensor computed on the host by make(), cached per device."""
     if (key, str(device)) not in _TABLES:
-        _TABLES[key, str(device)] = torch.tensor(make(), dtype=dtype, device=device)
+        _TABLES[key, str(device)] = torch.as_tensor(make(), dtype=dtype).to(device)
     return _TABLES[key, str(device)]
 
 
@@ -553,8 +553,11 @@ def strong(images, generator, flip=True, cutout=CUTOUT):
 
 
 def normalize(images, mean, std):
-    """uint8 (N, 3, H, W) -> float32, as torchvision ToTensor then Normalize on this device."""
-    x = images.to(torch.float32).div(255)
-    mean = _table(('mean', tuple(mean)), lambda: mean, torch.float32, x.device).view(-1, 1, 1)
-    std = _table(('std', tuple(std)), lambda: std, torch.float32, x.device).view(-1, 1, 1)
-    return x.sub_(mean).div_(std)   # (constants cached on the device: no copy waits per batch)
+    """uint8 (N, C, H, W) -> float32, exactly torchvision's ToTensor then Normalize on the CPU, on
+    any device: every divisor is a tensor on the device (CUDA divides by a Python or host scalar by
+    multiplying with its reciprocal, which can be off by a bit), cached, so no copy waits."""
+    device = images.device
+    x = images.to(torch.float32).div(_table('255', lambda: 255.0, torch.float32, device))
+    mean = _table(('mean', tuple(mean)), lambda: mean, torch.float32, device).view(-1, 1, 1)
+    std = _table(('std', tuple(std)), lambda: std, torch.float32, device).view(-1, 1, 1)
+    return x.sub_(mean).div_(std)
