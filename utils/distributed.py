@@ -17,6 +17,8 @@ def setup(device_name=None):
     if device_name is None:
         device_name = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
     device = torch.device(device_name)
+    if device.type == 'cuda' and device.index is None:  # --device cuda: this process's own GPU
+        device = torch.device('cuda', local_rank)
     if device.type == 'cuda':
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
