@@ -412,7 +412,8 @@ def _plan_tables(height, width):
                 continue
             value = op_parameter(index, v, sign, height, width)
             if name in MATRICES:
-                rows[index] = fixed_point(MATRICES[name](value, height, width)).double().view(2, 11, 6).transpose(0, 1)
+                coefficients = fixed_point(MATRICES[name](value, height, width)).double()
+                rows[index] = coefficients.view(2, 11, 6).transpose(0, 1)
             else:
                 rows[index, :, :, 0] = value.double().view(2, 11).t()
         return torch.tensor(groups), rows
@@ -480,8 +481,8 @@ class RandAugmentMC:
 
         Everything that depends only on the draws (groups, magnitudes, affine coefficients,
         cutout boxes) is computed on the host and sent in one copy per slot, so the device never
-        has to report back: nothing here waits for the GPU, and a slot costs a few dozen kernel
-        launches whatever the batch size."""
+        has to report back: nothing here waits for the GPU, and a slot costs the same number of
+        kernel launches (a few hundred at most) whatever the batch size."""
         draws = Draws(*(t.cpu() for t in draws))
         h, w = images.shape[2:]
         out = images.clone()

@@ -285,6 +285,24 @@ def test_randaugment_equals_reference(size, count):
         assert set(used.tolist()) == set(range(14))
 
 
+@pytest.mark.parametrize('size', [32, 64])
+def test_randaugment_slot_runs_the_drawn_op_with_its_parameters(size):
+    """RandAugmentMC.apply's host-side plan (table lookups, the geometric ops merged into one
+    affine transform) gives, for every op, magnitude 1..9 and sign, exactly apply_op's pixels."""
+    x = sample_images(size, 18)
+    v = torch.arange(18) % 9 + 1
+    sign = torch.where(torch.arange(18) < 9, -1, 1)
+    ra = T.RandAugmentMC(2, 10, cutout=0)
+    centre = torch.zeros(18, 2, dtype=torch.float64)        # a cutout of side 0: one grey corner pixel
+    for index in range(len(NAMES)):
+        op = torch.full((18, 2), index)
+        draws = T.Draws(op, torch.stack([v, v], 1), torch.tensor([[True, False]] * 18), torch.stack([sign, sign], 1),
+                        centre)
+        expected = T.apply_op(index, x, v, sign)
+        expected[:, :, 0, 0] = 127
+        assert torch.equal(ra.apply(x, draws), expected), NAMES[index]
+
+
 def test_strong_is_weak_then_randaugment():
     x = sample_images(32)
     g = torch.Generator().manual_seed(11)
