@@ -135,7 +135,7 @@ def test_views_per_method(small_cifar10_root):
         (x, y, i), (u, uy, j), (t, ty, k) = labeled[3], unlabeled[5], test[7]
         assert len(x) == views[0] and len(u) == views[1]
         assert all(v.shape == (3, 32, 32) for v in (*x, *u)) and t.shape == (3, 32, 32)
-        assert (i, j, k) == (3, 5, 7) and 0 <= y < 10 and 0 <= uy < 10
+        assert (i, j, k) == (3, 5, 7) and 0 <= y < 10 and 0 <= uy < 10 and 0 <= ty < 10
 
 
 def test_stl10(capsys, tmp_path):

@@ -93,7 +93,7 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three kernel launches."""
+        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations."""
         ema_params = list(self.model.parameters())
         torch._foreach_mul_(ema_params, self.decay)
         torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - self.decay)
