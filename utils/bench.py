@@ -89,11 +89,16 @@ def tensor_images_per_s(data, device, steps) -> float:
     return IMAGES_PER_STEP * steps / (time.perf_counter() - start)
 
 
-def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
+def recipe_run(data, device, aug, amp, workers=0, **options):
+    """(args, training state, batches) of the recipe on `device`, with `options` set in args."""
     args = recipe_args(device, aug, amp, workers)
-    args.compile = compile
+    vars(args).update(options)
     run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    return args, run, train.make_batches(args, data, run.method, 0, device)[0]
+
+
+def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
+    args, run, batches = recipe_run(data, device, aug, amp, workers, compile=compile)
     warmup = 3 if device.type == 'cuda' else 1  # (cuDNN autotuning, loader workers starting)
     for step in range(warmup + steps):
         if step == warmup:
@@ -121,10 +126,7 @@ class DeviceOps(TorchDispatchMode):
 def device_ops_per_step(data) -> tuple:
     """(views, training step) operations on the device in a steady fast step, on the meta device."""
     device = torch.device('meta')
-    args = recipe_args(torch.device('cpu'), 'gpu', False, 0)
-    args.channels_last = True
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    args, run, batches = recipe_run(data, device, 'gpu', False, channels_last=True)
     for _ in range(3):
         with DeviceOps() as views:
             batch = next(batches)
@@ -146,9 +148,7 @@ def views_equal_across_devices(data, device) -> bool:
 def syncs_per_step(data, device, steps=5) -> float:
     """Synchronisations of the host with the GPU per fast step (after warm-up), as reported by
     torch.cuda.set_sync_debug_mode('warn')."""
-    args = recipe_args(device, 'gpu', True, 0)
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    args, run, batches = recipe_run(data, device, 'gpu', True)
     for _ in range(3):
         train.train_step(run, *next(batches), device, args)
     torch.cuda.synchronize(device)
