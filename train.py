@@ -112,7 +112,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument('--aug', choices=('gpu', 'cpu'),
                        help='gpu: the split as one uint8 tensor on the device and batched augmentation there '
                             '(equal to the PIL path); cpu: per-image PIL in loader workers '
-                            '(default: gpu on CUDA, cpu otherwise)')
+                            '(default: gpu on CUDA when the images take at most a quarter of its memory, '
+                            'else cpu)')
     speed.add_argument('--amp', action='store_true', help='bfloat16 autocast on CUDA (ignored on the CPU)')
     speed.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
                        help='channels-last memory format (default: on with CUDA)')
@@ -142,12 +143,16 @@ def make_batches(args, data, method, step: int, device):
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
-        images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
+        try:
+            images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
+            test_images = to_device(data.test_images[share], device)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(f"the split's {data.images.nbytes / 2 ** 30:.1f} GiB of images do not fit on {device}; "
+                            f"use --aug cpu")
         return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
                               method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
                               flip=data.flip, cutout=data.cutout, **common),
-                EvalBatches(to_device(data.test_images[share], device),
-                            torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
+                EvalBatches(test_images, torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
     def endless(dataset, batch_size, stream, what):
@@ -224,11 +229,13 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
     return loss, terms, mask, pseudo_label
 
 
-def resolve_speed_options(args, device) -> None:
-    """Defaults that depend on the device: batched augmentation and channels-last on CUDA, where
-    cuDNN also times its convolution algorithms once (every training step has the same shapes)."""
+def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
+    """Defaults that depend on the device: on CUDA, batched augmentation on the GPU when the split's
+    images (`image_bytes`) take at most a quarter of its memory, channels-last, and cuDNN timing its
+    convolution algorithms once (every training step has the same shapes)."""
     cuda = device.type == 'cuda'
-    args.aug = args.aug or ('gpu' if cuda else 'cpu')
+    fits = cuda and image_bytes <= torch.cuda.get_device_properties(device).total_memory // 4
+    args.aug = args.aug or ('gpu' if fits else 'cpu')
     args.channels_last = cuda if args.channels_last is None else args.channels_last
     args.amp = args.amp and cuda
     torch.backends.cudnn.benchmark = cuda
@@ -236,7 +243,7 @@ def resolve_speed_options(args, device) -> None:
 
 def train(args, data) -> None:
     device = resolve_device(args.device)
-    resolve_speed_options(args, device)
+    resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
     main_process = distributed.is_main()
     out, checkpoint = resolve_resume(args)
     if checkpoint:
@@ -248,7 +255,8 @@ def train(args, data) -> None:
         set_rng_states(checkpoint['rng'])
         history, step = checkpoint['history'], checkpoint['step']
         meter.load_state_dict(checkpoint['meter'])
-    elif main_process:
+    batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
+    if main_process and not checkpoint:
         prepare_out_dir(out, vars(args))
     progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
     log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
@@ -256,7 +264,6 @@ def train(args, data) -> None:
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
              f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
-    batches, test_batches = make_batches(args, data, run.method, step, device)
     with StopSignal() as stop:  # SIGTERM/SIGINT end the loop cleanly at a step boundary
         started = time.time()
         while step < progress.last_step:

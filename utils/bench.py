@@ -61,7 +61,7 @@ def recipe_args(device, aug, amp, workers):
          '--tau', '2.0', '--threshold', '0.95', '--ema-u', '0.9', '--aug', aug, '--num-workers', str(workers),
          '--device', str(device)] + (['--amp'] if amp else []))
     args.arch, args.img_size = 'wideresnet', 32
-    train.resolve_speed_options(args, device)
+    train.resolve_speed_options(args, device)  # (no image bytes: --aug is always given here)
     return args
 
 
