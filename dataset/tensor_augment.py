@@ -558,7 +558,7 @@ def normalize(images, mean, std):
     any device: every divisor is a tensor on the device (CUDA divides by a Python or host scalar by
     multiplying with its reciprocal, which can be off by a bit), cached, so no copy waits."""
     device = images.device
-    x = images.to(torch.float32).div(_table('255', lambda: 255.0, torch.float32, device))
+    scale = _table('255', lambda: 255.0, torch.float32, device)
     mean = _table(('mean', tuple(mean)), lambda: mean, torch.float32, device).view(-1, 1, 1)
     std = _table(('std', tuple(std)), lambda: std, torch.float32, device).view(-1, 1, 1)
-    return x.sub_(mean).div_(std)
+    return images.to(torch.float32).div_(scale).sub_(mean).div_(std)   # in place: one new tensor
