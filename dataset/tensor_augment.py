@@ -39,6 +39,7 @@ them; per slot, the samples that drew each op are transformed together (the five
 as one affine transform), so no Python loop runs over images and the device is never asked
 for a value: nothing waits for the GPU. The same draws give the same pixels on every device.
 """
+import functools
 import math
 from typing import NamedTuple
 
@@ -398,28 +399,25 @@ _IDENTITY = [p[0] for p in POOL].index('identity')
 _AFFINE, _SKIPPED = _N_OPS, _N_OPS + 1     # slot groups after the pool's own indices
 
 
+@functools.lru_cache(maxsize=None)
 def _plan_tables(height, width):
     """For slot_plan, computed once per image size with the ops' own parameter functions:
     the group of each pool op, (14,) int64, and the parameter row of every (op, magnitude 0..10,
     sign < 0 or > 0), (14, 11, 2, 6) float64: the magnitude in column 0, or the fixed-point
     affine coefficients of a geometric op."""
-    def make():
-        groups, rows = [], torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
-        v, sign = torch.arange(11).repeat(2), torch.tensor([-1] * 11 + [1] * 11)
-        for index, (name, _, param, _, _) in enumerate(POOL):
-            groups.append(_AFFINE if name in MATRICES else index)
-            if param is None:
-                continue
-            value = op_parameter(index, v, sign, height, width)
-            if name in MATRICES:
-                coefficients = fixed_point(MATRICES[name](value, height, width)).double()
-                rows[index] = coefficients.view(2, 11, 6).transpose(0, 1)
-            else:
-                rows[index, :, :, 0] = value.double().view(2, 11).t()
-        return torch.tensor(groups), rows
-    if ('plan', height, width) not in _TABLES:
-        _TABLES['plan', height, width] = make()
-    return _TABLES['plan', height, width]
+    groups, rows = [], torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
+    v, sign = torch.arange(11).repeat(2), torch.tensor([-1] * 11 + [1] * 11)
+    for index, (name, _, param, _, _) in enumerate(POOL):
+        groups.append(_AFFINE if name in MATRICES else index)
+        if param is None:
+            continue
+        value = op_parameter(index, v, sign, height, width)
+        if name in MATRICES:
+            coefficients = fixed_point(MATRICES[name](value, height, width)).double()
+            rows[index] = coefficients.view(2, 11, 6).transpose(0, 1)
+        else:
+            rows[index, :, :, 0] = value.double().view(2, 11).t()
+    return torch.tensor(groups), rows
 
 
 def slot_plan(draws, slot, height, width):
