@@ -9,7 +9,7 @@ views depend only on (--seed, step), on any device: resuming stays exact. A step
 number of kernel launches (one gather, one flip-and-crop, one RandAugmentMC, one normalisation
 for all its 1,664 images at the CIFAR recipe) and never waits for the GPU.
 """
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -44,7 +44,7 @@ class View(NamedTuple):
     side: int             # 0 labeled, 1 unlabeled
     number: int           # its place among the method's views of that side
     weak: torch.Tensor    # (3, N) flip, top, left
-    strong: Draws = None  # RandAugmentMC's draws, for a strong view
+    strong: Optional[Draws] = None  # RandAugmentMC's draws, for a strong view
 
 
 class DeviceBatches:
