@@ -73,6 +73,7 @@ class SimPro(nn.Module):
     labeled_views = ('weak', 'strong')
     unlabeled_views = ('weak', 'strong', 'strong')
     two_heads = False
+    labeled_in_pool = False  # the unlabeled pool holds the unlabeled images only
 
     def __init__(self, args, data):
         super().__init__()
@@ -114,6 +115,7 @@ class ACRd(nn.Module):
     labeled_views = ('weak',)
     unlabeled_views = ('weak', 'strong', 'strong')
     two_heads = True
+    labeled_in_pool = True  # the original's pool also holds the labeled images (CIFAR, ImageNet-1k, digits)
 
     def __init__(self, args, data):
         super().__init__()
@@ -184,6 +186,7 @@ class FixMatch(nn.Module):
     labeled_views = ('weak',)
     unlabeled_views = ('weak', 'strong')
     two_heads = False
+    labeled_in_pool = False
 
     def __init__(self, args, data):
         super().__init__()

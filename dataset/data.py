@@ -134,6 +134,12 @@ def build_data(args) -> SemiSupervisedData:
     return BUILDERS[args.dataset](args)
 
 
+def _labeled_in_pool(args) -> bool:
+    """Whether the method's unlabeled pool also holds the labeled images (ACR_d's, marked)."""
+    from methods import METHODS
+    return METHODS[args.version].labeled_in_pool
+
+
 def _labeled_counts(args, num_classes):
     return long_tail_counts(args.num_max, num_classes, args.imb_ratio_label, ('--num-max', '--imb-ratio-label'))
 
@@ -170,7 +176,7 @@ def _cifar(args, num_classes, mean, std):
     if args.download:
         readers.download_cifar(root, num_classes)
     train_x, train_y, test_x, test_y = readers.read_cifar(root, num_classes)
-    split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d',
+    split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=_labeled_in_pool(args),
                             allow_short=args.allow_short_classes)
     return _from_split(args.dataset, num_classes, args, train_x, train_y, split, test_x, test_y, mean, std,
                        UNLABELED_MODES[args.flag_reverse_LT])
@@ -204,7 +210,7 @@ def build_stl10(args):
 
 
 def build_imagenet127(args):
-    """10% of each class labeled (rounded half up), the rest unlabeled; classes re-indexed so
+    """10% of each class labeled (rounded half to even, as NumPy), the rest unlabeled; classes re-indexed so
     class 0 has the most training images; a fixed balanced test subset of <= 50 per class."""
     root = Path(args.data_dir)
     images, labels = readers.read_imagenet_train(root, 127, args.img_size)
@@ -213,9 +219,12 @@ def build_imagenet127(args):
     new_class = np.empty(127, np.int64)
     new_class[by_count] = np.arange(127)
     labels, counts = new_class[labels], counts[by_count]
-    labeled = [int(np.floor(IMAGENET127_LABELED_FRACTION * c + 0.5)) for c in counts]
+    # NumPy's rounding, half to even, as the original: 0.1 * 25 = 2.5 -> 2, 0.1 * 35 = 3.5 -> 4
+    labeled = [int(np.around(IMAGENET127_LABELED_FRACTION * c)) for c in counts]
     unlabeled = [int(c) - n for c, n in zip(counts, labeled)]
-    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d')
+    # every method's pool is the images that are not labeled: the original adds the labeled images
+    # to ACR_d's pool for CIFAR and ImageNet-1k, not for ImageNet-127
+    split = split_per_class(labels, labeled, unlabeled)
     test_x, test_y = readers.read_imagenet_val(root, 127, args.img_size)
     test_y = new_class[test_y]
     test_rows = balanced_subset(test_y, IMAGENET127_TEST_PER_CLASS, 127, seed=TEST_SUBSET_SEED)
@@ -235,7 +244,7 @@ def build_imagenet1k(args):
     labeled = [int(fraction * s) for s in total]
     unlabeled = [s - n for s, n in zip(total, labeled)]
     images, labels = readers.read_imagenet_train(root, 1000, args.img_size, quota=total)
-    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=args.version == 'ACR_d',
+    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=_labeled_in_pool(args),
                             allow_short=args.allow_short_classes)
     test_x, test_y = readers.read_imagenet_val(root, 1000, args.img_size)
     return _from_split('smallimagenet_1k', 1000, args, images, labels, split, test_x, test_y,
@@ -260,7 +269,7 @@ def build_digits(args):
     test = np.concatenate([np.flatnonzero(labels == c)[-DIGITS_TEST_PER_CLASS:] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), test)  # file order
     split = split_per_class(labels[train], _labeled_counts(args, 10), _unlabeled_counts(args, 10),
-                            labeled_in_unlabeled=args.version == 'ACR_d', allow_short=args.allow_short_classes)
+                            labeled_in_unlabeled=_labeled_in_pool(args), allow_short=args.allow_short_classes)
     return _from_split('digits', 10, args, images[train], labels[train], split, images[test], labels[test],
                        DIGITS_MEAN, DIGITS_STD, UNLABELED_MODES[args.flag_reverse_LT],
                        notes=('real handwritten digits from scikit-learn; no horizontal flips',),
