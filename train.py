@@ -1,6 +1,6 @@
 """SimPro (ICML 2024) and its ACR_d baseline for realistic long-tailed semi-supervised learning.
 
-One training loop for every method; a method (methods.py) is the small piece that differs.
+One training loop for every method; a method (one file in methods/) is the small piece that differs.
 
     bash sh/SimPro.sh cifar10 0                 # a row of the paper's tables (see sh/)
     python train.py --dataset cifar10 --imb-ratio-label 150 --imb-ratio-unlabel 150 \\

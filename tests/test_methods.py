@@ -1,7 +1,7 @@
 """SimPro and ACR_d against values worked out by hand from SPEC sections 6 and 7.
 
 Every reference below is written from the formulas (explicit log-softmax sums in float64 over
-tiny hand-made logits, or literal numbers), never by calling methods.py's own helpers. The
+tiny hand-made logits, or literal numbers), never by calling the methods' own helpers. The
 logits are chosen so that the usual slips change the numbers: a flipped adjustment sign, a
 missing mask, hard instead of soft targets, a missing / r, the +1 of the pi_u normaliser, a
 wrong OR of masks, swapped tau's, the wrong head.
