@@ -24,19 +24,20 @@ from typing import Callable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dataset.data import DATASETS, build_data
+from dataset.data import DATASETS, NUM_CLASSES, build_data
 from dataset.device_batches import DeviceBatches, EvalBatches, to_device
 from dataset.splits import UNLABELED_MODES
 from methods import METHODS, symmetric_kl
-from models import ARCHS, build_model, count_parameters
+from models import ARCHS, ModelConfigError, build_model, count_parameters
+from utils.arguments import check_arguments
 from utils.errors import UserError
 from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
 from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
                            resolve_resume, save_checkpoint)
-from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
-                            set_rng_states)
+from utils.training import (ModelEMA, PassBatches, check_fits_batch, cosine_schedule, param_groups, rng_states,
+                            seed_everything, set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
@@ -49,8 +50,23 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """'(default: X)' after a help text, unless X is None or False or the text already says it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+EPILOG = ('The paper\'s recipes are the launchers: bash sh/SimPro.sh <dataset> <row> (also sh/ACR_d.sh, '
+          'sh/FixMatch.sh; a bad row lists the rows). The defaults above are the original parser\'s (FixMatch\'s: '
+          'lr 0.03, 250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first '
+          'log line.')
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=EPILOG)
     data = p.add_argument_group('data and split')
     data.add_argument('--dataset', default='cifar10', choices=DATASETS)
     data.add_argument('--data-dir', default='./data', help='root holding cifar-10/, cifar-100/, stl-10/, small_imagenet_*/')
@@ -78,8 +94,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own, "
                                                           "0.001 for WideResNet)")
     method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
-    method.add_argument('--tau', type=float, default=2.0, help='SimPro: logit-adjustment exponent')
-    method.add_argument('--ema-u', type=float, default=0.99, help='EMA of the class-prior estimate per epoch')
+    method.add_argument('--tau', type=float, default=1.0, help='SimPro: logit-adjustment exponent')
+    method.add_argument('--ema-u', type=float, default=0.9, help='EMA of the class-prior estimate per epoch')
     method.add_argument('--tau1', type=float, default=2.0, help='ACR_d: adjustment of the standard pseudo labels')
     method.add_argument('--tau12', type=float, default=2.0, help='ACR_d: adjustment of the balanced pseudo labels')
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
@@ -125,6 +141,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 def new_model(args, num_classes):
     return build_model(args.arch, num_classes, two_heads=METHODS[args.version].two_heads, depth=args.depth,
                        widen_factor=args.widen_factor, bn_momentum=args.bn_momentum)
+
+
+def check_network(args) -> None:
+    """Build the network on the meta device (no memory, no time): a bad --depth or --widen-factor
+    fails here, before any data is read."""
+    try:
+        with torch.device('meta'):
+            new_model(args, NUM_CLASSES[args.dataset])
+    except ModelConfigError as e:
+        given = ' '.join(f'--{k.replace("_", "-")} {getattr(args, k)}' for k in ('depth', 'widen_factor')
+                         if getattr(args, k) is not None)
+        raise UserError(f'--arch {args.arch}{" " + given if given else ""}: {e}')
 
 
 def resolve_device(name):
@@ -357,8 +385,10 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     try:
+        check_arguments(args)
+        args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+        check_network(args)
         data = build_data(args)
         if args.dry_run:
             model = new_model(args, data.num_classes)
@@ -366,6 +396,9 @@ def main(argv=None) -> int:
                        'config': vars(args)}
             print_split(summary, data.notes)
             return 0
+        for what, size, batch in (('labeled set', len(data.labeled_idx), args.batch_size),
+                                  ('unlabeled pool', len(data.unlabeled_idx), args.batch_size * args.mu)):
+            check_fits_batch(what, size, batch, distributed.launched_processes())  # (SimPro's r divides by it)
         train(args, data)
         return 0
     except UserError as e:

@@ -35,6 +35,8 @@ TEST_SUBSET_SEED = 0  # the balanced ImageNet-127 test subset is the same for ev
 IMAGE_SIZES = {'cifar10': (32,), 'cifar100': (32,), 'stl10': (32,), 'smallimagenet': (32, 64),
                'smallimagenet_1k': (32, 64), 'digits': (16, 8, 32)}  # the first is the default
 DATASETS = tuple(IMAGE_SIZES)
+NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'stl10': 10, 'smallimagenet': 127, 'smallimagenet_1k': 1000,
+               'digits': 10}
 
 
 @dataclass

@@ -55,18 +55,21 @@ def _load_pickle(path: Path) -> dict:
 
 
 def _rows_and_labels(path: Path, label_key: str, side: int, label_offset: int = 0):
-    """The CHW uint8 rows and labels of one pickle, checked for shape."""
+    """The CHW uint8 rows and integer labels of one pickle, checked against the official format:
+    `data` uint8 of shape (N, 3 * side * side), channel-first rows; labels N integers."""
     content = _load_pickle(path)
     if 'data' not in content or label_key not in content:
         raise UserError(f'{path} lacks the "data" or "{label_key}" entry; is it the right file?')
-    rows = np.asarray(content['data'], dtype=np.uint8)
-    labels = np.asarray(content[label_key], dtype=np.int64) - label_offset
-    if rows.ndim == 4:  # some re-packed copies store (N, 3, S, S) already
-        rows = rows.reshape(len(rows), -1)
-    if rows.ndim != 2 or rows.shape[1] != 3 * side * side or len(rows) != len(labels):
-        raise UserError(f'{path} holds data of shape {rows.shape} with {len(labels)} labels; '
-                        f'expected (N, {3 * side * side}) rows of {side}x{side} images, one label each')
-    return rows, labels
+    rows, labels = np.asarray(content['data']), np.asarray(content[label_key])
+    expected = f'uint8 rows of shape (N, {3 * side * side}) (channel-first {side}x{side} images)'
+    if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3 * side * side:
+        raise UserError(f'{path} holds data of dtype {rows.dtype} and shape {rows.shape}; expected {expected}, '
+                        f'as in the official files')
+    if (labels.size and labels.dtype.kind not in 'iu') or labels.shape != (len(rows),):
+        found = f'{labels.dtype} values of shape {labels.shape}'
+        raise UserError(f'{path} holds "{label_key}" as {found}; expected {len(rows)} integer labels, '
+                        f'one per image, as in the official files')
+    return rows, labels.astype(np.int64) - label_offset
 
 
 def _to_hwc(rows: np.ndarray, side: int) -> np.ndarray:

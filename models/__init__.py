@@ -47,7 +47,7 @@ def _build(arch, num_classes, two_heads, depth, widen_factor):
                                 base_width=w if widen_factor is None else widen_factor,
                                 two_heads=two_heads)
         if depth is not None or widen_factor is not None:
-            raise ValueError('resnet50 has a fixed depth and width; do not pass depth or widen_factor')
+            raise ValueError('resnet50 has a fixed depth and width; do not pass --depth or --widen-factor')
         return resnet50(num_classes, two_heads=two_heads)
     except ValueError as e:
         raise ModelConfigError(str(e)) from None

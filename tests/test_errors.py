@@ -64,7 +64,7 @@ def test_wrong_file_contents(capsys, cifar_copy):
     path = cifar_copy / 'cifar-10' / 'cifar-10-batches-py' / 'test_batch'
     path.write_bytes(pickle.dumps({'data': [[1, 2, 3]], 'labels': [0]}))
     code, err = run_main(capsys, '--data-dir', cifar_copy, '--num-max', 20, '--num-max-u', 30)
-    assert_one_line(code, err, str(path), 'expected (N, 3072) rows')
+    assert_one_line(code, err, str(path), 'dtype int64 and shape (1, 3)', 'expected uint8 rows of shape (N, 3072)')
 
 
 def test_truncated_stl10(capsys, tmp_path):
@@ -96,7 +96,7 @@ def test_imagenet_labels_out_of_range(capsys, tmp_path):
 @pytest.mark.parametrize('flag', ['--imb-ratio-label', '--imb-ratio-unlabel'])
 def test_ratio_below_one(capsys, small_cifar10_root, flag):
     code, err = run_main(capsys, '--data-dir', small_cifar10_root, flag, 0.5)
-    assert_one_line(code, err, f'{flag} must be >= 1', '0.5')
+    assert_one_line(code, err, f'{flag} 0.5 is not allowed', 'a finite number >= 1')
 
 
 def test_max_count_too_small_for_ratio(capsys, small_cifar10_root):
@@ -125,3 +125,101 @@ def test_short_class_error_and_opt_in(capsys, tmp_path):
     import json
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary['labeled_per_class'][3] == 12 and summary['unlabeled_per_class'][3] == 0
+
+
+# ---------------------------------------------------------------- every numeric flag, checked where it is parsed
+
+BAD_VALUES = [  # (flag, value, what the line must say is allowed)
+    ('--batch-size', -2, 'an integer >= 1'), ('--batch-size', 0, 'an integer >= 1'), ('--mu', 0, 'an integer >= 1'),
+    ('--eval-step', 0, 'an integer >= 1'), ('--eval-step', -2, 'an integer >= 1'),
+    ('--total-steps', 0, 'an integer >= 1'), ('--num-max', 0, 'an integer >= 1'),
+    ('--num-max-u', -5, 'an integer >= 1'),
+    ('--imb-ratio-label', 'inf', 'a finite number >= 1'), ('--imb-ratio-label', 'nan', 'a finite number >= 1'),
+    ('--imb-ratio-unlabel', 'inf', 'a finite number >= 1'), ('--threshold', 1.5, 'a number in [0, 1]'),
+    ('--threshold', 'nan', 'a number in [0, 1]'), ('--lr', 0, 'a finite number > 0'),
+    ('--lr', 'inf', 'a finite number > 0'), ('--wdecay', -1, 'a finite number >= 0'),
+    ('--ema-decay', 2, 'a number in [0, 1]'), ('--ema-u', 3, 'a number in [0, 1]'),
+    ('--bn-momentum', -0.1, 'a number in [0, 1]'), ('--tau', 'inf', 'a finite number'),
+    ('--tau1', 'nan', 'a finite number'), ('--tau12', '-inf', 'a finite number'), ('--tau2', 'nan', 'a finite number'),
+    ('--est-epoch', -1, 'an integer >= 0'), ('--num-workers', -1, 'an integer >= 0'),
+    ('--seed', -1, 'an integer in 0..2**32-1'), ('--seed', 2 ** 32, 'an integer in 0..2**32-1'),
+    ('--depth', 0, 'an integer >= 1'), ('--widen-factor', 0, 'an integer >= 1'),
+]
+
+
+@pytest.mark.parametrize('flag,value,allowed', BAD_VALUES)
+def test_bad_value_is_one_line_before_anything_is_read_or_written(capsys, tmp_path, flag, value, allowed):
+    out = tmp_path / 'run'
+    code = train.main(['--data-dir', str(tmp_path / 'no-data'), '--out', str(out), f'{flag}={value}'])
+    _, err = capsys.readouterr()
+    shown = value if isinstance(value, str) else f'{value:g}'
+    assert_one_line(code, err, f'{flag} {shown} is not allowed', allowed)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('argv,fragments', [
+    (['--depth', 12], ['--arch wideresnet --depth 12', '6n+4']),
+    (['--arch', 'resnext', '--depth', 5], ['--arch resnext --depth 5', '>= 11']),
+    (['--arch', 'resnet50', '--widen-factor', 2], ['--arch resnet50 --widen-factor 2', 'fixed depth and width']),
+    (['--device', 'meta'], ['--device meta is not a device to train on', 'cpu, cuda']),
+    (['--device', 'gpu0'], ['--device gpu0 is not a device to train on']),
+])
+def test_bad_network_or_device_is_one_line_before_the_data_is_read(capsys, tmp_path, argv, fragments):
+    out = tmp_path / 'run'
+    code = train.main(['--data-dir', str(tmp_path / 'no-data'), '--out', str(out), *map(str, argv)])
+    _, err = capsys.readouterr()
+    assert_one_line(code, err, *fragments)  # not "CIFAR-10 not found": checked before the data
+    assert not out.exists()
+
+
+def test_batch_larger_than_the_labeled_set(capsys, small_cifar10_root, tmp_path):
+    out = tmp_path / 'run'
+    code = train.main(['--data-dir', str(small_cifar10_root), '--num-max', '20', '--num-max-u', '30',
+                       '--batch-size', '5000', '--out', str(out), '--device', 'cpu'])
+    _, err = capsys.readouterr()
+    assert_one_line(code, err, 'the labeled set has', 'fewer than one batch of 5000', '--batch-size')
+    assert not out.exists()
+
+
+def test_arguments_from_the_shell_never_trace_back(tmp_path):
+    result = run_cli('--data-dir', tmp_path, '--batch-size', '-2', '--out', tmp_path / 'run')
+    assert result.returncode == 2 and 'Traceback' not in result.stderr and result.stdout == ''
+    assert result.stderr.strip() == 'error: --batch-size -2 is not allowed; use an integer >= 1'
+    assert not (tmp_path / 'run').exists()
+
+
+# ---------------------------------------------------------------- files that are not in the official format
+
+def _rewrite(path, change):
+    import pickle
+    with open(path, 'rb') as f:
+        content = pickle.load(f, encoding='latin1')
+    change(content)
+    path.write_bytes(pickle.dumps(content))
+
+
+@pytest.mark.parametrize('change,fragments', [
+    (lambda c: c.update(labels=[str(v) for v in c['labels']]), ['"labels" as <U1 values', 'integer labels']),
+    (lambda c: c.update(labels=[v + 0.5 for v in c['labels']]), ['"labels" as float64 values', 'integer labels']),
+    (lambda c: c.update(data=c['data'].astype('float32')), ['dtype float32 and shape (120, 3072)', 'expected uint8']),
+    (lambda c: c.update(data=c['data'].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)),
+     ['dtype uint8 and shape (120, 32, 32, 3)', 'expected uint8 rows of shape (N, 3072)']),
+])
+def test_cifar_pickle_not_in_the_official_format(capsys, cifar_copy, change, fragments):
+    path = cifar_copy / 'cifar-10' / 'cifar-10-batches-py' / 'data_batch_2'
+    _rewrite(path, change)
+    before = path.read_bytes()
+    code, err = run_main(capsys, '--data-dir', cifar_copy, '--num-max', 20, '--num-max-u', 30)
+    assert_one_line(code, err, str(path), *fragments)
+    assert path.read_bytes() == before
+
+
+def test_imagenet_pickle_not_in_the_official_format(capsys, tmp_path):
+    fake_data.write_small_imagenet(tmp_path, 127, 32, 3, 1)
+    path = tmp_path / 'small_imagenet_127_32' / 'train_data_batch_4'
+    _rewrite(path, lambda c: c.update(data=c['data'].astype('float64') / 255))
+    code, err = run_main(capsys, '--dataset', 'smallimagenet', '--data-dir', tmp_path)
+    assert_one_line(code, err, str(path), 'dtype float64', 'expected uint8 rows of shape (N, 3072)')
+    _rewrite(path, lambda c: c.update(data=(c['data'] * 255).astype('uint8').reshape(-1, 3, 32, 32)))
+    code, err = run_main(capsys, '--dataset', 'smallimagenet', '--data-dir', tmp_path)
+    assert_one_line(code, err, str(path), 'shape (', ', 3, 32, 32)', 'expected uint8 rows of shape (N, 3072)')

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 def setup(device_name=None):
     """Join the process group when torchrun started several processes; return the device."""
-    world = int(os.environ.get('WORLD_SIZE', 1))
+    world = launched_processes()
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if device_name is None:
         device_name = f'cuda:{local_rank}' if torch.cuda.is_available() else 'cpu'
@@ -24,6 +24,11 @@ def setup(device_name=None):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return device
+
+
+def launched_processes() -> int:
+    """How many processes torchrun started (1 without torchrun), known before the group is joined."""
+    return int(os.environ.get('WORLD_SIZE', 1))
 
 
 def rank() -> int:

@@ -31,6 +31,13 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states['cuda'])
 
 
+def check_fits_batch(what: str, n: int, batch_size: int, world_size: int = 1) -> None:
+    """A pass over `n` items must hold at least one whole batch per process (drop_last)."""
+    if n // world_size < batch_size:
+        raise UserError(f'the {what} has {n} images, fewer than one batch of {batch_size} per process; '
+                        f'lower --batch-size (or --mu) or enlarge the split')
+
+
 class PassBatches(torch.utils.data.Sampler):
     """Endless batches of (index, augmentation seed) over a dataset of `n` items.
 
@@ -43,9 +50,7 @@ class PassBatches(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch_size: int, seed: int, stream: int, start: int = 0, what: str = 'dataset',
                  rank: int = 0, world_size: int = 1):
-        if n // world_size < batch_size:
-            raise UserError(f'the {what} has {n} images, fewer than one batch of {batch_size} per process; '
-                            f'lower --batch-size (or --mu) or enlarge the split')
+        check_fits_batch(what, n, batch_size, world_size)
         self.n, self.batch_size, self.seed, self.stream, self.start = n, batch_size, seed, stream, start
         self.rank, self.world_size = rank, world_size
         self.per_pass = n // world_size // batch_size
