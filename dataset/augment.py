@@ -166,6 +166,13 @@ def weak(image_size, flip=True):
     return transforms.Compose(([transforms.RandomHorizontalFlip()] if flip else []) + [crop])
 
 
+def crop_flip(image_size):
+    """The original ACR_d's labeled view on the ImageNet variants: a random crop with zero padding
+    of int(S / 8) (a black border), then a random horizontal flip."""
+    return transforms.Compose([transforms.RandomCrop(image_size, padding=int(image_size / 8)),
+                               transforms.RandomHorizontalFlip()])
+
+
 def strong(image_size, flip=True, cutout=CUTOUT):
     """The weak transform followed by RandAugmentMC(2, 10) with a `cutout`-pixel square."""
     return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10, cutout=cutout)])
@@ -196,10 +203,11 @@ class Views:
 
 
 def views(kinds, image_size, mean, std, flip=True, cutout=CUTOUT):
-    """Views of the given kinds ('weak' or 'strong'), in order, e.g. a method's
+    """Views of the given kinds ('weak', 'strong' or 'crop_flip'), in order, e.g. a method's
     `unlabeled_views` = ('weak', 'strong', 'strong'); ValueError for an unknown kind."""
-    make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout)}
+    make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout),
+            'crop_flip': lambda: crop_flip(image_size)}
     unknown = set(kinds) - set(make)
     if unknown:
-        raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected weak or strong')
+        raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected weak, strong or crop_flip')
     return Views([make[k]() for k in kinds], test_transform(mean, std))

@@ -43,7 +43,7 @@ class Stream:
 class View(NamedTuple):
     side: int             # 0 labeled, 1 unlabeled
     number: int           # its place among the method's views of that side
-    weak: torch.Tensor    # (3, N) flip, top, left
+    weak: torch.Tensor    # (4, N) flip, top, left, zero padding (a 'crop_flip' view)
     strong: Optional[Draws] = None  # RandAugmentMC's draws, for a strong view
 
 
@@ -71,9 +71,12 @@ class DeviceBatches:
         for side, (stream, batch) in enumerate(zip(self.sides, keys)):
             stream.generator.manual_seed(batch[0][1])
             for number, kind in enumerate(stream.views):
-                flips, top, left = draw_weak(len(batch), height, stream.generator, self.flip)
+                # 'crop_flip' (zero-padded crop, then flip) is drawn as a flip, then a zero-padded crop:
+                # the same distribution (tensor_augment.flip_crop); it always flips at random
+                flips, top, left = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
                 strong = self.randaugment.draw(len(batch), stream.generator) if kind == 'strong' else None
-                views.append(View(side, number, torch.stack([flips.long(), top, left]), strong))
+                zero_pad = torch.full_like(top, kind == 'crop_flip')
+                views.append(View(side, number, torch.stack([flips.long(), top, left, zero_pad]), strong))
         return views
 
     def __next__(self):
@@ -84,7 +87,8 @@ class DeviceBatches:
         views = sorted(self.draw(keys), key=lambda view: view.strong is not None)  # the strong ones last
         weak = send(torch.cat([view.weak for view in views], 1), self.images)
         images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
-        images = flip_crop(images, weak[0].bool(), weak[1], weak[2], crop_padding(images.shape[2]))
+        zero_pad = weak[3].bool() if any('crop_flip' in stream.views for stream in self.sides) else None
+        images = flip_crop(images, weak[0].bool(), weak[1], weak[2], crop_padding(images.shape[2]), zero_pad)
         strong = [view.strong for view in views if view.strong is not None]
         if strong:
             tail = len(images) - sum(len(draws.op) for draws in strong)

@@ -523,20 +523,32 @@ def draw_weak(n_images, height, generator, flip=True):
     return flips, top, left
 
 
-def flip_crop(images, flips, top, left, pad):
-    """Horizontal flip where `flips`, then reflect-pad by `pad` (edge not repeated, as
-    np.pad 'reflect') and crop HxW at (top, left) of the padded image, in one gather."""
+def flip_crop(images, flips, top, left, pad, zero_pad=None):
+    """Horizontal flip where `flips`, then pad by `pad` and crop HxW at (top, left) of the padded
+    image, in one gather. The padding reflects (edge not repeated, as np.pad 'reflect'), or is
+    black where `zero_pad` (N,) is true.
+
+    A zero-padded crop at (top, left) followed by a flip, the original ACR_d's labeled view on the
+    ImageNet variants, is the flip followed by the zero-padded crop at (top, 2 * pad - left)."""
     _, _, h, w = images.shape
 
-    def reflect(p, size):                      # padded coordinate -> source coordinate
+    def source(p, size):                       # padded coordinate -> source coordinate
         p = p - pad
-        p = torch.where(p < 0, -p, p)
-        return torch.where(p >= size, 2 * (size - 1) - p, p)
+        reflected = torch.where(p < 0, -p, p)
+        reflected = torch.where(reflected >= size, 2 * (size - 1) - reflected, reflected)
+        return reflected if zero_pad is None else torch.where(zero_pad.view(-1, 1), p.clamp(0, size - 1), reflected)
 
-    rows = reflect(top.view(-1, 1) + torch.arange(h, device=images.device), h)
-    cols = reflect(left.view(-1, 1) + torch.arange(w, device=images.device), w)
+    rows = source(top.view(-1, 1) + torch.arange(h, device=images.device), h)
+    cols = source(left.view(-1, 1) + torch.arange(w, device=images.device), w)
     cols = torch.where(flips.view(-1, 1), w - 1 - cols, cols)
-    return _gather_pixels(images, rows.unsqueeze(2) * w + cols.unsqueeze(1))
+    out = _gather_pixels(images, rows.unsqueeze(2) * w + cols.unsqueeze(1))
+    if zero_pad is None:
+        return out
+    inside = lambda p, size: ((p >= pad) & (p < size + pad)) | ~zero_pad.view(-1, 1)  # noqa: E731
+    rows_inside = inside(top.view(-1, 1) + torch.arange(h, device=images.device), h)
+    cols_inside = inside(left.view(-1, 1) + torch.arange(w, device=images.device), w)
+    black_border = ~(rows_inside.unsqueeze(2) & cols_inside.unsqueeze(1))  # (N, H, W)
+    return out.masked_fill(black_border.unsqueeze(1), 0)
 
 
 def weak(images, generator, flip=True):

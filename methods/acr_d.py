@@ -17,6 +17,8 @@ class ACRd(nn.Module):
 
     def __init__(self, args, data):
         super().__init__()
+        if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's labeled view there:
+            self.labeled_views = ('crop_flip',)                    # a zero-padded crop, then a flip
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
         p_l = counts / counts.sum()
         self.threshold = args.threshold

@@ -437,3 +437,33 @@ def test_views_normalise_and_flip_option(monkeypatch):
 def test_unknown_view_kind():
     with pytest.raises(ValueError, match='medium'):
         A.views(['weak', 'medium'], 32, MEAN, STD)
+
+
+def _has_black_border(views: torch.Tensor, mean, std) -> torch.Tensor:
+    """Per normalised view (N, 3, S, S): is a whole border row or column black (0 before Normalize)?"""
+    black = -torch.tensor(mean).view(1, 3, 1) / torch.tensor(std).view(1, 3, 1)
+    edges = [views[:, :, 0, :], views[:, :, -1, :], views[:, :, :, 0], views[:, :, :, -1]]
+    return torch.stack([torch.isclose(e, black, atol=1e-5).all(2).all(1) for e in edges]).any(0)
+
+
+@pytest.mark.parametrize('aug', ['cpu', 'gpu'])
+def test_acr_d_labeled_view_on_imagenet_is_the_originals_zero_padded_crop(tmp_path, aug):
+    """The original ACR_d crops its labeled ImageNet images with zero padding: at 64x64 all but
+    1 in 17 * 17 carry a black border; reflect padding (its CIFAR view, and SimPro's) never does."""
+    import train
+    from dataset.data import build_data
+    from utils import fake_data
+    fake_data.write_small_imagenet(tmp_path, 127, 64, 30, 1)
+    seen = {}
+    for method in ('ACR_d', 'SimPro'):
+        args = train.get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
+                                                   '--img-size', '64', '--version', method, '--batch-size', '16',
+                                                   '--mu', '1', '--num-workers', '0', '--aug', aug])
+        args.arch = 'resnet50'
+        data = build_data(args)
+        instance = train.METHODS[method](args, data)
+        batches, _ = train.make_batches(args, data, instance, 0, torch.device('cpu'))
+        (views, _, _), _ = next(batches)
+        seen[method] = _has_black_border(views[0], data.mean, data.std).float().mean().item()
+        assert instance.labeled_views == (('crop_flip',) if method == 'ACR_d' else ('weak', 'strong'))
+    assert seen['ACR_d'] >= 0.8 and seen['SimPro'] == 0.0, seen

@@ -231,6 +231,30 @@ def test_flip_crop_equals_torchvision(monkeypatch, size):
         assert_images_equal(out[i], arr(crop(img)), f'crop {int(top[i]), int(left[i])} flip {bool(flips[i])}')
 
 
+@pytest.mark.parametrize('size', [32, 64])
+def test_zero_padded_crop_then_flip_equals_torchvision(monkeypatch, size):
+    """ACR_d's labeled view on the ImageNet variants: RandomCrop(S, padding=S/8) (black border), then
+    RandomHorizontalFlip; the batched path runs it as a flip, then the crop at (top, 2 * pad - left)."""
+    pad = T.crop_padding(size)
+    x = sample_images(size)
+    n = len(x)
+    top = torch.tensor([0, 2 * pad, pad, 1, 2 * pad, 0, 3, pad][:n]) % (2 * pad + 1)
+    left = torch.tensor([2 * pad, 0, pad, 2 * pad, 1, 0, 0, 2][:n]) % (2 * pad + 1)
+    flips = torch.tensor([True, False, True, True, False, False, True, False][:n])
+    mirrored_left = torch.where(flips, 2 * pad - left, left)
+    out = T.flip_crop(x, flips, top, mirrored_left, pad, zero_pad=torch.ones(n, dtype=torch.bool))
+    view = A.crop_flip(size)
+    for i in range(n):
+        monkeypatch.setattr(transforms.RandomCrop, 'get_params',
+                            staticmethod(lambda img, output_size, i=i: (int(top[i]), int(left[i]), size, size)))
+        monkeypatch.setattr(torch, 'rand', lambda *a, i=i, **k: torch.tensor([0.0 if flips[i] else 1.0]))
+        assert_images_equal(out[i], arr(view(pil(x[i]))), f'crop {int(top[i]), int(left[i])} flip {bool(flips[i])}')
+    assert (out[0, :, :, :pad] == 0).all() and (out[1, :, -pad:] == 0).all()  # the black borders
+    mixed = T.flip_crop(x, flips, top, mirrored_left, pad, zero_pad=torch.arange(n) % 2 == 0)
+    reflect = T.flip_crop(x, flips, top, mirrored_left, pad)
+    assert torch.equal(mixed[::2], out[::2]) and torch.equal(mixed[1::2], reflect[1::2])
+
+
 def test_weak_uses_drawn_flip_and_offsets():
     x = sample_images(32)
     g = torch.Generator().manual_seed(5)
