@@ -31,6 +31,7 @@ from methods import METHODS, symmetric_kl
 from models import ARCHS, ModelConfigError, build_model, count_parameters
 from utils.arguments import check_arguments
 from utils.errors import UserError
+from utils.recipes import off_recipe
 from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
@@ -289,6 +290,10 @@ def train(args, data) -> None:
     progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
     log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
     log.forget_metrics_after(step)
+    off = off_recipe(vars(args))
+    if off:
+        log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
+                 f'{", ".join(off)}')
     log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
              f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
              f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')

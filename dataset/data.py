@@ -17,7 +17,7 @@ from PIL import Image
 from dataset import readers
 from dataset.augment import CUTOUT, test_transform, views
 from dataset.splits import (UNLABELED_MODES, Split, balanced_subset, long_tail_counts, order_unlabeled,
-                            split_per_class)
+                            setting_name, split_per_class)
 from utils.errors import UserError
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
@@ -181,7 +181,7 @@ def _cifar(args, num_classes, mean, std):
     split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=_labeled_in_pool(args),
                             allow_short=args.allow_short_classes)
     return _from_split(args.dataset, num_classes, args, train_x, train_y, split, test_x, test_y, mean, std,
-                       UNLABELED_MODES[args.flag_reverse_LT])
+                       setting_name(args.imb_ratio_unlabel, args.flag_reverse_LT))
 
 
 def build_cifar10(args):
@@ -273,7 +273,7 @@ def build_digits(args):
     split = split_per_class(labels[train], _labeled_counts(args, 10), _unlabeled_counts(args, 10),
                             labeled_in_unlabeled=_labeled_in_pool(args), allow_short=args.allow_short_classes)
     return _from_split('digits', 10, args, images[train], labels[train], split, images[test], labels[test],
-                       DIGITS_MEAN, DIGITS_STD, UNLABELED_MODES[args.flag_reverse_LT],
+                       DIGITS_MEAN, DIGITS_STD, setting_name(args.imb_ratio_unlabel, args.flag_reverse_LT),
                        notes=('real handwritten digits from scikit-learn; no horizontal flips',),
                        flip=False, cutout=args.img_size // 2)
 

@@ -14,6 +14,14 @@ from utils.errors import UserError
 # --flag-reverse-LT: how the unlabeled counts are ordered over the classes.
 UNLABELED_MODES = {0: 'consistent', 1: 'reversed', 2: 'shuffled', 3: 'middle', 4: 'head-tail'}
 
+
+
+def setting_name(gamma_u: float, mode: int) -> str:
+    """The paper's name of an unlabeled distribution: 'uniform' when gamma_u is 1 (equal counts in
+    any order), else the mode's: consistent, reversed, shuffled, middle or head-tail."""
+    return 'uniform' if gamma_u == 1 else UNLABELED_MODES[mode]
+
+
 # Mode 2 shuffles with a fixed seed so the split does not depend on --seed
 # (the original shuffled with Python's global `random`, seeded with the run seed).
 SHUFFLE_SEED = 0

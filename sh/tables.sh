@@ -2,53 +2,111 @@
 # `table_row DATASET INDEX` sets ROW (an array of train.py arguments for that row) and
 # DATASET, or prints the valid choices and exits non-zero.
 
-MODES=(consistent reversed shuffled middle head-tail)
+MODES=(consistent reversed shuffled middle head-tail)   # --flag-reverse-LT 0..4
 
+# One row per line, its index is its place in the list (0, 1, ...):
+#   row gamma_l gamma_u mode [image size]    (gamma_u 1 is the uniform setting, whatever the mode)
+# To add a setting, append a line to its dataset and run it by its new index.
 table_row() {
   DATASET=${1:-}
-  local index=${2:-} gl gu md n m sizes=()
+  local index=${2:-} n m
+  ROWS=()
   case $DATASET in
-    cifar10)
+    cifar10)  # N1=500, M1=4000
       n=500; m=4000
-      gl=(150 150 150 150 150 100 100 100 100 100 150 150 150 150 150 150 150 150 150 100)
-      gu=(150 1 150 150 150 100 1 100 100 100 120 90 60 30 120 90 60 30 150 100)
-      md=(0 0 1 3 4 0 0 1 3 4 0 0 0 0 1 1 1 1 2 2) ;;
-    cifar100)
+      row 150 150 0   # 0: consistent, gamma 150
+      row 150 1   0   # 1: uniform
+      row 150 150 1   # 2: reversed
+      row 150 150 3   # 3: middle
+      row 150 150 4   # 4: head-tail
+      row 100 100 0   # 5: consistent, gamma 100
+      row 100 1   0   # 6: uniform
+      row 100 100 1   # 7: reversed
+      row 100 100 3   # 8: middle
+      row 100 100 4   # 9: head-tail
+      row 150 120 0   # 10: consistent, gamma_u 120
+      row 150 90  0   # 11: consistent, gamma_u 90
+      row 150 60  0   # 12: consistent, gamma_u 60
+      row 150 30  0   # 13: consistent, gamma_u 30
+      row 150 120 1   # 14: reversed, gamma_u 120
+      row 150 90  1   # 15: reversed, gamma_u 90
+      row 150 60  1   # 16: reversed, gamma_u 60
+      row 150 30  1   # 17: reversed, gamma_u 30
+      row 150 150 2   # 18: shuffled, gamma 150
+      row 100 100 2   # 19: shuffled, gamma 100
+      ;;
+    cifar100)  # N1=50, M1=400
       n=50; m=400
-      gl=(20 20 20 20 20 10 10 10 10 10 20)
-      gu=(20 1 20 20 20 10 1 10 10 10 20)
-      md=(0 0 1 3 4 0 0 1 3 4 2) ;;
-    stl10)
-      n=450; m=100000; gl=(10 20); gu=(1 1); md=(0 0) ;;
-    smallimagenet)
-      n=28000; m=250000; gl=(286 286); gu=(286 286); md=(0 0); sizes=(32 64) ;;
-    smallimagenet_1k)
-      n=256; m=1024; gl=(256 256); gu=(256 256); md=(0 0); sizes=(32 64) ;;
+      row 20 20 0   # 0: consistent, gamma 20
+      row 20 1  0   # 1: uniform
+      row 20 20 1   # 2: reversed
+      row 20 20 3   # 3: middle
+      row 20 20 4   # 4: head-tail
+      row 10 10 0   # 5: consistent, gamma 10
+      row 10 1  0   # 6: uniform
+      row 10 10 1   # 7: reversed
+      row 10 10 3   # 8: middle
+      row 10 10 4   # 9: head-tail
+      row 20 20 2   # 10: shuffled, gamma 20
+      ;;
+    stl10)  # N1=450; the unlabeled set is all of unlabeled_X.bin (gamma_u and mode unused)
+      n=450; m=100000
+      row 10 1 0   # 0: gamma_l 10
+      row 20 1 0   # 1: gamma_l 20
+      ;;
+    smallimagenet)  # ImageNet-127: 10% of each class labeled (N1, M1 and the ratios unused)
+      n=28000; m=250000
+      row 286 286 0 32   # 0: 32x32
+      row 286 286 0 64   # 1: 64x64
+      ;;
+    smallimagenet_1k)  # s_i long-tailed from N1 + M1 = 1280 with gamma 256, 20% of each labeled
+      n=256; m=1024
+      row 256 256 0 32   # 0: 32x32
+      row 256 256 0 64   # 1: 64x64
+      ;;
     digits)  # real handwritten digits (scikit-learn), for CPU runs of a minute or two
-      n=20; m=120; gl=(20 20 20 20 20); gu=(20 1 20 20 20); md=(0 0 1 3 4) ;;
+      n=20; m=120
+      row 20 20 0   # 0: consistent
+      row 20 1  0   # 1: uniform
+      row 20 20 1   # 2: reversed
+      row 20 20 3   # 3: middle
+      row 20 20 4   # 4: head-tail
+      ;;
     *)
       echo "error: unknown dataset '${DATASET}'; choose one of: cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits" >&2
       echo "usage: bash $0 <dataset> <index> [extra train.py arguments]" >&2
       exit 2 ;;
   esac
-  if ! [[ $index =~ ^[0-9]+$ ]] || (( index >= ${#gl[@]} )); then
+  if ! [[ $index =~ ^[0-9]+$ ]] || (( index >= ${#ROWS[@]} )); then
     echo "error: index '${index}' is not a row of ${DATASET}; choose one of:" >&2
     local i
-    for i in "${!gl[@]}"; do
-      if (( ${#sizes[@]} )); then
-        echo "  $i: ${sizes[$i]}x${sizes[$i]}" >&2
-      elif [[ $DATASET == stl10 ]]; then
-        echo "  $i: gamma_l=${gl[$i]}" >&2
-      else
-        echo "  $i: gamma_l=${gl[$i]} gamma_u=${gu[$i]} ${MODES[${md[$i]}]}" >&2
-      fi
+    for i in "${!ROWS[@]}"; do
+      echo "  $i: $(describe_row ${ROWS[$i]})" >&2
     done
     exit 2
   fi
-  ROW=(--dataset "$DATASET" --num-max "$n" --num-max-u "$m" --imb-ratio-label "${gl[$index]}"
-       --imb-ratio-unlabel "${gu[$index]}" --flag-reverse-LT "${md[$index]}")
-  if (( ${#sizes[@]} )); then
-    ROW+=(--img-size "${sizes[$index]}")
+  local gl gu md size
+  read -r gl gu md size <<< "${ROWS[$index]}"
+  ROW=(--dataset "$DATASET" --num-max "$n" --num-max-u "$m" --imb-ratio-label "$gl" --imb-ratio-unlabel "$gu"
+       --flag-reverse-LT "$md")
+  if [[ -n $size ]]; then
+    ROW+=(--img-size "$size")
+  fi
+}
+
+row() { ROWS+=("$*"); }
+
+# A row in words, with the paper's setting names: "gamma_l=150 gamma_u=1 uniform", "64x64", ...
+describe_row() {
+  local gl=$1 gu=$2 md=$3 size=${4:-}
+  if [[ -n $size ]]; then
+    echo "${size}x${size}"
+  elif [[ $DATASET == stl10 ]]; then
+    echo "gamma_l=$gl"
+  elif [[ $gu == 1 ]]; then
+    echo "gamma_l=$gl gamma_u=1 uniform"
+  else
+    echo "gamma_l=$gl gamma_u=$gu ${MODES[$md]}"
   fi
 }
 

@@ -127,3 +127,34 @@ def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_pat
     assert (out / 'checkpoint.pt').is_file() and (out / 'best.pt').is_file()
     assert json.loads((out / 'args.json').read_text())['version'] == script[:-3]
     assert 'epoch 2 step 40' in (out / 'log.txt').read_text()
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+@pytest.mark.parametrize('dataset', list(ROWS))
+def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, script, dataset):
+    """utils/recipes.py (what utils.report and a run's first log line compare with) equals the launchers."""
+    from utils.recipes import off_recipe
+    args = launched_args(echo_python, script, dataset, 0)
+    args.arch = args.arch or train.DEFAULT_ARCH[dataset]
+    assert off_recipe(vars(args)) == []
+    args.lr, args.depth = args.lr * 2, 16
+    assert off_recipe(vars(args)) == [f'--depth 16 (recipe: {10 if dataset == "digits" else None})',
+                                      f'--lr {args.lr} (recipe: {args.lr / 2})']
+
+
+def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
+    """README, "Add a setting": one appended line in sh/tables.sh is a new row."""
+    import shutil
+    shutil.copytree(ROOT / 'sh', tmp_path / 'sh')
+    tables = tmp_path / 'sh' / 'tables.sh'
+    text = tables.read_text()
+    anchor = '      row 100 100 2   # 19: shuffled, gamma 100\n'
+    assert anchor in text
+    tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 20: reversed, gamma_l 200, gamma_u 50\n'))
+    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '20'], capture_output=True,
+                            text=True, env={'PYTHON': str(echo_python), 'PATH': '/usr/bin:/bin'})
+    args = train.get_args_parser().parse_args(result.stdout.splitlines()[2:])
+    assert (args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT, args.lr) == (200, 50, 1, 0.17)
+    listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '21'], capture_output=True,
+                             text=True).stderr
+    assert '20: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing

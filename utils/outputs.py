@@ -4,6 +4,7 @@ Logs and metrics are appended, never truncated, so a resumed run continues the s
 Checkpoints are written to a temporary file, flushed to disk and renamed over the old one,
 so a crash mid-write never replaces a good checkpoint with a broken one.
 """
+import hashlib
 import json
 import os
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-from dataset.splits import UNLABELED_MODES
+from dataset.splits import setting_name
 from utils.errors import UserError
+from utils.recipes import off_recipe
 
 CHECKPOINT, PREVIOUS, BEST = 'checkpoint.pt', 'checkpoint.prev.pt', 'best.pt'
 # Arguments that do not change what is learned: they may differ when a run is resumed.
@@ -21,22 +23,29 @@ RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', '
             'channels_last', 'compile', 'tensorboard'}
 
 
+def setting_folder(args) -> str:
+    """The split's part of a run folder: the paper's setting name and ratios, e.g. reversed_gl150,
+    consistent_gl150_gu120, uniform_gl100; STL-10 gl10; the ImageNet variants their image size."""
+    if args.dataset == 'stl10':
+        return f'gl{args.imb_ratio_label:g}'
+    if args.dataset == 'smallimagenet':
+        return f'{args.img_size}px'
+    if args.dataset == 'smallimagenet_1k':
+        return f'gl{args.imb_ratio_label:g}_{args.img_size}px'
+    name = setting_name(args.imb_ratio_unlabel, args.flag_reverse_LT)
+    same_ratio = name == 'uniform' or args.imb_ratio_unlabel == args.imb_ratio_label
+    return f'{name}_gl{args.imb_ratio_label:g}' + ('' if same_ratio else f'_gu{args.imb_ratio_unlabel:g}')
+
+
 def default_out_dir(args) -> Path:
-    """result/<dataset>/<method>@<every setting that changes what is learned>."""
-    mode = UNLABELED_MODES[args.flag_reverse_LT]
-    arch = args.arch + ''.join(f'-{v}' for v in (args.depth, args.widen_factor) if v is not None)
-    if args.bn_momentum is not None:
-        arch += f'_bn{args.bn_momentum:g}'
-    name = (f'{args.version}@N{args.num_max}_M{args.num_max_u}_gl{args.imb_ratio_label:g}'
-            f'_gu{args.imb_ratio_unlabel:g}_{mode}_{arch}_s{args.img_size}_lr{args.lr:g}_wd{args.wdecay:g}'
-            f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}'
-            f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}'
-            f'{"_bf16" if args.amp else ""}')
-    if args.version == 'SimPro':
-        name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
-    elif args.version == 'ACR_d':
-        name += f'_tau{args.tau1:g}-{args.tau12:g}-{args.tau2:g}_emau{args.ema_u:g}_est{args.est_epoch}'
-    return Path('result') / args.dataset / f'{name}_seed{args.seed}'
+    """result/<dataset>/<setting>/<method>_seed<seed>, e.g. result/cifar10/reversed_gl150/SimPro_seed0.
+    A run off its method's paper recipe (utils/recipes.py) adds a digest of every setting that
+    changes what is learned (all of them are in the run's args.json), so no two differ only there."""
+    name = args.version
+    if off_recipe(vars(args)) != []:
+        learned = {k: v for k, v in sorted(vars(args).items()) if k not in RUN_ONLY | {'seed'}}
+        name += '-' + hashlib.sha1(json.dumps(learned, sort_keys=True).encode()).hexdigest()[:8]
+    return Path('result') / args.dataset / setting_folder(args) / f'{name}_seed{args.seed}'
 
 
 class RunLog:
