@@ -19,9 +19,10 @@ from dataset.splits import long_tail_counts, order_unlabeled
 from methods import symmetric_kl
 from utils import report
 
-STEPS, EVAL_STEP = 40, 10  # 4 evaluations per finished run
+EVALUATIONS = 4  # per finished run, evenly spread over its steps
 
-# (method, setting, extra arguments) -> {seed: top-1 at steps 10, 20, ...}; a shorter list: unfinished.
+# (method, setting, extra arguments) -> {seed: top-1 at each evaluation}; a shorter list: unfinished.
+# Every run follows its method's paper recipe (utils/recipes.py) but for the extra arguments.
 SETTINGS = {'consistent': ('150', '0'), 'reversed': ('150', '1'), 'uniform': ('1', '0')}
 RUNS = {
     ('SimPro', 'consistent', ('--lr', '0.17')): {0: [50, 70, 76, 75], 1: [52, 68, 73, 74], 2: [48, 71, 72, 73.6]},
@@ -35,10 +36,12 @@ RUNS = {
 
 
 def run_args(method, setting, extra, seed, out):
+    from utils.recipes import recipe
     gamma_u, mode = SETTINGS[setting]
-    argv = ['--dataset', 'cifar10', '--num-max', '500', '--num-max-u', '4000', '--imb-ratio-label', '150',
-            '--imb-ratio-unlabel', gamma_u, '--flag-reverse-LT', mode, '--version', method, '--seed', str(seed),
-            '--total-steps', str(STEPS), '--eval-step', str(EVAL_STEP), '--mu', '8', '--out', str(out), *extra]
+    hyper = [f'--{k.replace("_", "-")}={v}' for k, v in recipe(method, 'cifar10').items()
+             if k not in ('arch', 'depth', 'widen_factor', 'bn_momentum', 'nesterov', 'use_ema')]
+    argv = ['--dataset', 'cifar10', '--imb-ratio-label', '150', '--imb-ratio-unlabel', gamma_u,
+            '--flag-reverse-LT', mode, '--version', method, '--seed', str(seed), *hyper, '--out', str(out), *extra]
     if seed == 1:
         argv += ['--device', 'cpu', '--num-workers', '0']  # run-only: must not split the group
     args = vars(train.get_args_parser().parse_args(argv))
@@ -58,16 +61,16 @@ def write_run(directory, args, top1s):
     (directory / 'args.json').write_text(json.dumps(args, indent=2) + '\n')
     truth, lines = true_prior(args), []
     for i, top1 in enumerate(top1s):
-        step = (i + 1) * EVAL_STEP
+        step = (i + 1) * args['total_steps'] // EVALUATIONS
         history = top1s[:i + 1]
         pi_u = kl = None
         if args['version'] != 'FixMatch':
-            share = 0.8 * step / STEPS  # the estimate moves from uniform toward the truth
+            share = 0.8 * step / args['total_steps']  # the estimate moves from uniform toward the truth
             pi_u = ((1 - share) * np.full(10, 0.1) + share * truth).astype(np.float32)
             kl = symmetric_kl(torch.from_numpy(pi_u), torch.as_tensor(truth))
             pi_u = pi_u.tolist()
         lines.append(json.dumps({
-            'step': step, 'epoch': step // EVAL_STEP, 'top1': top1, 'top5': 99.0, 'best_top1': max(history),
+            'step': step, 'epoch': step // args['eval_step'], 'top1': top1, 'top5': 99.0, 'best_top1': max(history),
             'mean20_top1': sum(history[-20:]) / len(history[-20:]),
             'per_class_acc': np.clip(np.linspace(top1 + 15, top1 - 15, 10), 0, 100).tolist(),
             'group_acc': {'many': top1 + 10, 'medium': top1, 'few': top1 - 10}, 'pi_u': pi_u, 'kl_pi_u': kl,
@@ -120,29 +123,38 @@ def test_results_csv_holds_the_numbers_computed_by_hand(synthetic):
         'mean20_top1_mean': mean20_mean,
         'mean20_top1_std': math.sqrt(((67.75 - mean20_mean) ** 2 + (66.75 - mean20_mean) ** 2
                                       + (66.15 - mean20_mean) ** 2) / 2),
-        'paper_top1': 74.2, 'paper_top1_std': 0.9, 'diff_vs_paper': final_mean - 74.2}
+        'paper_top1': 74.2, 'paper_top1_std': 0.9, 'diff_vs_paper': mean20_mean - 74.2}  # the paper's summary
     assert {k: float(row[k]) for k in expected} == {k: round(v, 4) for k, v in expected.items()}
     assert float(row['final_top1_std']) == 0.7211 and float(row['best_top1_mean']) == 74.5333
+    assert row['paper_recipe'] == 'True'
 
     acr = find_row(rows, 'ACR_d', 'reversed')  # ACR_d's groups share their lr: no variant
-    assert (acr['n_finished'], acr['final_top1_mean'], acr['final_top1_std'], acr['paper_top1'],
-            acr['diff_vs_paper']) == ('3', '83.0', '1.0', '83.2', '-0.2')
-    assert float(find_row(rows, 'ACR_d', 'consistent')['diff_vs_paper']) == 0.1  # 71 - 70.9
+    # last-20 means 71, 71.75, 71 -> 71.25
+    assert (acr['n_finished'], acr['mean20_top1_mean'], acr['final_top1_mean'], acr['final_top1_std'],
+            acr['paper_top1'], acr['diff_vs_paper']) == ('3', '71.25', '83.0', '1.0', '83.2', '-11.95')
+    assert float(find_row(rows, 'ACR_d', 'consistent')['diff_vs_paper']) == -10.4  # (60.25 + 60.5 + 60.75) / 3 - 70.9
 
-    uniform = find_row(rows, 'SimPro', 'uniform', 'lr=0.17')  # one seed: no std
-    assert (uniform['gamma_u'], uniform['n_finished'], uniform['final_top1_mean'], uniform['final_top1_std'],
-            uniform['paper_top1'], uniform['diff_vs_paper']) == ('1.0', '1', '93.0', '', '93.6', '-0.6')
-    fixmatch = find_row(rows, 'FixMatch', 'reversed')
-    assert (fixmatch['paper_top1'], fixmatch['diff_vs_paper']) == ('59.9', '1.1')
+    uniform = find_row(rows, 'SimPro', 'uniform', 'lr=0.17')  # one seed: no std; last-20 mean 85
+    assert (uniform['gamma_u'], uniform['n_finished'], uniform['mean20_top1_mean'], uniform['mean20_top1_std'],
+            uniform['paper_top1'], uniform['diff_vs_paper']) == ('1.0', '1', '85.0', '', '93.6', '-8.6')
+    fixmatch = find_row(rows, 'FixMatch', 'reversed')  # last-20 mean 50.25
+    assert (fixmatch['paper_top1'], fixmatch['diff_vs_paper']) == ('59.9', '-9.65')
+
+
+def test_paper_number_only_beside_runs_of_the_papers_recipe(synthetic):
+    _, rows, _ = synthetic
+    other_lr = find_row(rows, 'SimPro', 'consistent', 'lr=0.03')  # the paper's split, not its recipe
+    assert (other_lr['paper_recipe'], other_lr['paper_top1'], other_lr['diff_vs_paper']) == ('False', '', '')
 
 
 def test_unfinished_run_is_counted_and_not_averaged(synthetic):
     _, rows, _ = synthetic
     row = find_row(rows, 'SimPro', 'reversed', 'lr=0.17')
     assert (row['n_finished'], row['n_unfinished']) == ('2', '1')
-    # seeds 0 and 1 only (final 84 and 82; best 85 and 82): the unfinished seed's 95 is left out
+    # seeds 0 and 1 only (final 84 and 82; best 85 and 82; last-20 means 77.25, 74.75): the unfinished seed's 95 is left out
     assert (row['final_top1_mean'], row['final_top1_std']) == ('83.0', str(round(math.sqrt(2), 4)))
-    assert (row['best_top1_mean'], row['paper_top1'], row['diff_vs_paper']) == ('83.5', '83.5', '-0.5')
+    assert (row['best_top1_mean'], row['mean20_top1_mean'], row['paper_top1'], row['diff_vs_paper']) == \
+        ('83.5', '76.0', '83.5', '-7.5')
 
 
 def test_seeds_are_grouped_and_a_different_lr_is_not(synthetic):
@@ -151,9 +163,9 @@ def test_seeds_are_grouped_and_a_different_lr_is_not(synthetic):
     other_lr = find_row(rows, 'SimPro', 'consistent', 'lr=0.03')
     assert (other_lr['n_finished'], other_lr['final_top1_mean']) == ('1', '60.0')
     assert [(r['method'], r['variant'], r['setting']) for r in rows] == [  # the paper's order
+        ('FixMatch', '', 'reversed'), ('ACR_d', '', 'consistent'), ('ACR_d', '', 'reversed'),
         ('SimPro', 'lr=0.03', 'consistent'), ('SimPro', 'lr=0.17', 'consistent'), ('SimPro', 'lr=0.17', 'uniform'),
-        ('SimPro', 'lr=0.17', 'reversed'), ('ACR_d', '', 'consistent'), ('ACR_d', '', 'reversed'),
-        ('FixMatch', '', 'reversed')]
+        ('SimPro', 'lr=0.17', 'reversed')]
 
 
 def test_markdown_has_the_paper_columns_and_cells(synthetic):
@@ -162,13 +174,16 @@ def test_markdown_has_the_paper_columns_and_cells(synthetic):
     assert '## cifar10, gamma_l = 150' in text
     header = ('| method | consistent (gamma_l=150, gamma_u=150) | uniform (gamma_l=150, gamma_u=1) '
               '| reversed (gamma_l=150, gamma_u=150) |')
-    assert text.count(header) == 3  # final (against the paper), best, mean of the last 20
-    assert ('| SimPro (lr=0.17) | 74.2 ± 0.72 (n=3) [paper 74.2, +0.0] | 93.0 (n=1) [paper 93.6, -0.6] '
-            '| 83.0 ± 1.41 (n=2) [paper 83.5, -0.5]; incomplete: 2 of 3 seeds finished |') in text
-    assert '| ACR_d | 71.0 ± 1.00 (n=3) [paper 70.9, +0.1] |  | 83.0 ± 1.00 (n=3) [paper 83.2, -0.2] |' in text
-    assert '| SimPro (lr=0.03) | 60.0 (n=1) [paper 74.2, -14.2] |  |  |' in text
+    assert text.count(header) == 3  # mean of the last 20 (against the paper), best, final
+    assert text.index('### mean top-1 of the last 20 evaluations, against the paper') < text.index('### best top-1') \
+        < text.index('### final top-1')
+    # last-20 means: consistent 67.75, 66.75, 66.15; uniform 85; reversed 77.25, 74.75 (seed 2 unfinished)
+    assert ('| SimPro (lr=0.17) | 66.9 ± 0.81 (n=3) [paper 74.2, -7.3] | 85.0 (n=1) [paper 93.6, -8.6] '
+            '| 76.0 ± 1.77 (n=2) [paper 83.5, -7.5]; incomplete: 2 of 3 seeds finished |') in text
+    assert '| SimPro (lr=0.03) | 45.0 (n=1) [off-recipe] |  |  |' in text
     assert '| SimPro (lr=0.17) | 74.5 ± 1.29 (n=3) |' in text  # best top-1
-    assert 'seed 2: step 20 of 40' in text  # the unfinished run is listed
+    assert '| SimPro (lr=0.17) | 74.2 ± 0.72 (n=3) |' in text  # final top-1
+    assert 'seed 2: step 21500 of 43000' in text  # the unfinished run is listed
 
 
 def test_plots_are_real_images(synthetic):
@@ -215,9 +230,17 @@ def test_paper_numbers_apply_only_to_the_paper_split():
     assert paper('cifar100', 'ACR_d', num_max=50, num_max_u=400, imb_ratio_label=20.0, imb_ratio_unlabel=20.0,
                  flag_reverse_LT=4) == (41.1, 0.09)
     assert paper('cifar100', 'FixMatch', num_max=50, num_max_u=400, imb_ratio_label=20.0,
-                 imb_ratio_unlabel=20.0) is None
+                 imb_ratio_unlabel=20.0) == (36.2, 0.63)  # Table 2, reversed
+    assert paper('cifar100', 'DASO', num_max=50, num_max_u=400, imb_ratio_label=20.0, imb_ratio_unlabel=1.0,
+                 flag_reverse_LT=0) == (49.4, 0.93)
+    assert paper('cifar10', 'CReST+', flag_reverse_LT=3) == (58.5, 0.68) and paper('cifar10', 'ACR') is None
     assert paper('stl10', num_max=450, imb_ratio_label=20.0, imb_ratio_unlabel=1.0, flag_reverse_LT=0) == (82.5, 0.25)
+    # STL-10's and ImageNet's "ACR" rows are the full ACR, not ACR-dagger
+    assert paper('stl10', 'ACR', num_max=450, imb_ratio_label=10.0) == (83.0, 0.32)
+    assert paper('stl10', 'ACR_d', num_max=450, imb_ratio_label=10.0) is None
     assert paper('smallimagenet', 'ACR_d', img_size=64) == (56.1, None)
+    assert paper('smallimagenet', 'ACR', img_size=32) == (50.6, None)
+    assert paper('smallimagenet', 'CReST+', img_size=32) is None  # only on an imbalanced test set
     assert paper('smallimagenet_1k', num_max=256, num_max_u=1024, imb_ratio_label=256.0, img_size=32) == (19.7, None)
     assert report.setting_of({'dataset': 'stl10', 'imb_ratio_label': 10.0}).label == 'natural (gamma_l=10)'
 

@@ -13,9 +13,12 @@ Writes into --out (default ./report):
 
 - results.csv: one line per group: dataset, method, variant (the other settings, when they differ
   between groups of the same dataset and method), setting, gamma_l, gamma_u, img_size, the number
-  of finished and unfinished runs, final top-1 (the last evaluation), best top-1 and the mean of
-  the last 20 evaluations, each as mean and sample standard deviation (ddof=1; empty with a single
-  finished run) over the finished runs, and the paper's number with our final top-1 minus it;
+  of finished and unfinished runs, the mean of the last 20 evaluations (what the paper's tables
+  report: the original's summary), best top-1 and final top-1 (the last evaluation), each as mean
+  and sample standard deviation (ddof=1; empty with a single finished run) over the finished runs,
+  whether the runs follow the paper's recipe (utils/recipes.py: the launchers' network, steps,
+  batch, lr and method settings), and, for those that do, the paper's number and our mean of the
+  last 20 minus it;
 - results.md: the paper's tables, one per dataset and gamma_l, methods as rows and the settings
   ("reversed (gamma_l=150, gamma_u=150)", ...) as columns; STL-10 and ImageNet-127 keep their own
   unlabeled distribution, named "natural"; the ImageNet columns name the image size;
@@ -50,15 +53,16 @@ import torch  # noqa: E402
 
 import methods  # noqa: E402
 
-from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled  # noqa: E402
+from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled, setting_name  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.outputs import RUN_ONLY  # noqa: E402
+from utils.recipes import off_recipe  # noqa: E402
 
 # Arguments that do not change what is learned (--out, --device, ...) and the seed: ignored when grouping.
 NOT_GROUPED = RUN_ONLY | {'seed'}
 
 DATASET_ORDER = ('cifar10', 'cifar100', 'stl10', 'smallimagenet', 'smallimagenet_1k', 'digits')
-METHOD_ORDER = ('SimPro', 'ACR_d', 'FixMatch')
+METHOD_ORDER = ('FixMatch', 'CReST+', 'DASO', 'ACR_d', 'ACR', 'SimPro')  # the paper's row order
 SETTING_ORDER = ('consistent', 'uniform', 'reversed', 'middle', 'head-tail', 'shuffled', 'natural')
 NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'digits': 10}  # datasets whose unlabeled prior the args fix
 
@@ -69,33 +73,40 @@ SPLIT_KEYS = ('imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')  # ever
 
 FIGURE_SIZE, DPI = (6.4, 4.8), 100
 CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'n_finished',
-               'n_unfinished', 'final_top1_mean', 'final_top1_std', 'best_top1_mean', 'best_top1_std',
-               'mean20_top1_mean', 'mean20_top1_std', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
+               'n_unfinished', 'mean20_top1_mean', 'mean20_top1_std', 'best_top1_mean', 'best_top1_std',
+               'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
 
 # ------------------------------------------------------------------ the paper's numbers (top-1 %)
-# (mean, std over 3 seeds); std None where the paper gives none.
-_CIFAR10 = {  # (setting, gamma_l): SimPro, ACR_d, FixMatch; gamma_u = gamma_l (uniform: 1)
-    ('consistent', 150): ((74.2, 0.90), (70.9, 0.37), (62.9, 0.36)),
-    ('consistent', 100): ((80.7, 0.30), (76.1, 0.42), (67.8, 1.13)),
-    ('uniform', 150): ((93.6, 0.08), (91.9, 0.02), (67.6, 2.56)),
-    ('uniform', 100): ((93.8, 0.10), (92.5, 0.19), (73.0, 3.81)),
-    ('reversed', 150): ((83.5, 0.95), (83.2, 0.39), (59.9, 0.82)),
-    ('reversed', 100): ((85.8, 0.48), (85.2, 0.12), (62.5, 0.94)),
-    ('middle', 150): ((82.6, 0.38), (73.8, 0.83), (64.3, 0.63)),
-    ('middle', 100): ((84.8, 0.54), (79.3, 0.30), (71.7, 0.46)),
-    ('head-tail', 150): ((81.0, 0.27), (77.6, 0.20), (58.3, 1.46)),
-    ('head-tail', 100): ((83.0, 0.36), (79.3, 0.48), (66.6, 0.87)),
+# Tables 1-3 of the SimPro paper: (mean, std over 3 seeds), std None where the paper gives none.
+# Its ACR-dagger rows are our ACR_d; its STL-10 and ImageNet "ACR" rows are the full ACR.
+_C10 = ('FixMatch', 'CReST+', 'DASO', 'ACR_d', 'SimPro')  # Table 1's rows, the order of each tuple below
+_CIFAR10 = {  # (setting, gamma_l); gamma_u = gamma_l (uniform: 1)
+    ('consistent', 150): ((62.9, 0.36), (67.5, 0.45), (70.1, 1.81), (70.9, 0.37), (74.2, 0.90)),
+    ('consistent', 100): ((67.8, 1.13), (76.3, 0.86), (76.0, 0.37), (76.1, 0.42), (80.7, 0.30)),
+    ('uniform', 150): ((67.6, 2.56), (74.9, 0.80), (83.1, 0.47), (91.9, 0.02), (93.6, 0.08)),
+    ('uniform', 100): ((73.0, 3.81), (82.2, 1.53), (86.6, 0.84), (92.5, 0.19), (93.8, 0.10)),
+    ('reversed', 150): ((59.9, 0.82), (62.0, 1.18), (64.0, 0.11), (83.2, 0.39), (83.5, 0.95)),
+    ('reversed', 100): ((62.5, 0.94), (62.9, 1.39), (71.0, 0.95), (85.2, 0.12), (85.8, 0.48)),
+    ('middle', 150): ((64.3, 0.63), (58.5, 0.68), (69.0, 0.31), (73.8, 0.83), (82.6, 0.38)),
+    ('middle', 100): ((71.7, 0.46), (71.4, 0.60), (73.1, 0.68), (79.3, 0.30), (84.8, 0.54)),
+    ('head-tail', 150): ((58.3, 1.46), (59.3, 0.72), (70.5, 0.59), (77.6, 0.20), (81.0, 0.27)),
+    ('head-tail', 100): ((66.6, 0.87), (67.2, 0.48), (71.1, 0.32), (79.3, 0.48), (83.0, 0.36)),
 }
-_CIFAR100 = {  # gamma_l = 20: SimPro, ACR_d
-    ('consistent', 20): ((43.1, 0.40), (40.7, 0.57)),
-    ('uniform', 20): ((52.2, 0.16), (50.2, 0.82)),
-    ('reversed', 20): ((45.5, 0.34), (44.1, 0.14)),
-    ('middle', 20): ((43.6, 0.35), (42.4, 0.47)),
-    ('head-tail', 20): ((44.8, 0.56), (41.1, 0.09)),
+_CIFAR100 = {  # Table 2, gamma_l = 20; rows as _C10
+    ('consistent', 20): ((40.0, 0.96), (40.1, 1.28), (43.0, 0.15), (40.7, 0.57), (43.1, 0.40)),
+    ('uniform', 20): ((39.6, 1.16), (37.6, 0.88), (49.4, 0.93), (50.2, 0.82), (52.2, 0.16)),
+    ('reversed', 20): ((36.2, 0.63), (32.4, 0.08), (44.1, 0.25), (44.1, 0.14), (45.5, 0.34)),
+    ('middle', 20): ((39.7, 0.61), (36.9, 0.57), (43.1, 1.20), (42.4, 0.47), (43.6, 0.35)),
+    ('head-tail', 20): ((38.2, 0.82), (35.1, 1.10), (43.8, 0.43), (41.1, 0.09), (44.8, 0.56)),
 }
-_STL10 = {10: ((84.5, 0.39), (83.0, 0.32)), 20: ((82.5, 0.25), (81.5, 0.25))}  # gamma_l: SimPro, ACR_d
-_IMAGENET = {'smallimagenet': {32: ((55.7, None), (49.5, None)), 64: ((63.8, None), (56.1, None))},
-             'smallimagenet_1k': {32: ((19.7, None), (13.2, None)), 64: ((25.0, None), (23.4, None))}}
+_STL10_ROWS = ('FixMatch', 'CReST+', 'DASO', 'ACR', 'SimPro')  # Table 2: the full ACR
+_STL10 = {10: ((72.4, 0.71), (71.5, 0.96), (78.4, 0.80), (83.0, 0.32), (84.5, 0.39)),
+          20: ((64.0, 2.27), (68.5, 1.88), (75.3, 0.44), (81.5, 0.25), (82.5, 0.25))}
+_IMAGENET = {  # Table 3, balanced test set (gamma_t = 1, as ours): image size -> {method: (mean, None)}
+    'smallimagenet': {32: {'FixMatch': 38.7, 'ACR_d': 49.5, 'ACR': 50.6, 'SimPro': 55.7},
+                      64: {'FixMatch': 46.7, 'ACR_d': 56.1, 'ACR': 57.3, 'SimPro': 63.8}},
+    'smallimagenet_1k': {32: {'ACR_d': 13.2, 'ACR': 13.8, 'SimPro': 19.7},
+                         64: {'ACR_d': 23.4, 'ACR': 23.3, 'SimPro': 25.0}}}
 # The split the paper's numbers were measured on (arguments that must match).
 PAPER_SPLIT = {'cifar10': {'num_max': 500, 'num_max_u': 4000}, 'cifar100': {'num_max': 50, 'num_max_u': 400},
                'stl10': {'num_max': 450}, 'smallimagenet': {},
@@ -103,21 +114,23 @@ PAPER_SPLIT = {'cifar10': {'num_max': 500, 'num_max_u': 4000}, 'cifar100': {'num
 
 
 def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
-    """(mean, std) the paper reports for this dataset, split, setting and method; None if it reports none."""
+    """(mean, std) the paper reports for this dataset, split, setting and method, however the run
+    was trained; None if it reports none. (`compared_with_paper` says whether the recipe was the paper's.)"""
     dataset = args.get('dataset')
     if dataset not in PAPER_SPLIT or any(args.get(k) != v for k, v in PAPER_SPLIT[dataset].items()):
         return None
     if dataset in ('cifar10', 'cifar100'):
-        table, methods = (_CIFAR10, METHOD_ORDER) if dataset == 'cifar10' else (_CIFAR100, METHOD_ORDER[:2])
+        table = _CIFAR10 if dataset == 'cifar10' else _CIFAR100
         expected_gu = 1 if setting.name == 'uniform' else setting.gamma_l
         row = table.get((setting.name, setting.gamma_l))
-        if row is None or setting.gamma_u != expected_gu or method not in methods:
+        if row is None or setting.gamma_u != expected_gu or method not in _C10:
             return None
-        return row[methods.index(method)]
-    if method not in METHOD_ORDER[:2]:
-        return None
-    row = _STL10.get(setting.gamma_l) if dataset == 'stl10' else _IMAGENET[dataset].get(setting.img_size)
-    return None if row is None else row[METHOD_ORDER.index(method)]
+        return row[_C10.index(method)]
+    if dataset == 'stl10':
+        row = _STL10.get(setting.gamma_l)
+        return None if row is None or method not in _STL10_ROWS else row[_STL10_ROWS.index(method)]
+    mean = _IMAGENET[dataset].get(setting.img_size, {}).get(method)
+    return None if mean is None else (mean, None)
 
 
 # ------------------------------------------------------------------ runs and groups
@@ -181,7 +194,7 @@ def setting_of(args: dict) -> Setting:
     if dataset == 'smallimagenet_1k':
         return Setting('consistent', gamma_l, gamma_l, args.get('img_size'))
     mode, gamma_u = args.get('flag_reverse_LT', 0), args.get('imb_ratio_unlabel')
-    name = 'uniform' if gamma_u == 1 and mode == 0 else UNLABELED_MODES.get(mode, f'mode{mode}')
+    name = setting_name(gamma_u, mode) if mode in UNLABELED_MODES else f'mode{mode}'
     return Setting(name, gamma_l, gamma_u)
 
 
@@ -306,10 +319,13 @@ def summarize(group: Group) -> dict:
     for name in ('final_top1', 'best_top1', 'mean20_top1'):
         metric = 'top1' if name == 'final_top1' else name
         row[f'{name}_mean'], row[f'{name}_std'] = mean_std([r.records[-1][metric] for r in finished])
+    # the paper's number only beside a run of the paper's recipe; its tables report the mean of
+    # the last 20 evaluations (the original's summary), so that is what is compared
     paper = paper_top1(group.args, group.method, setting)
-    row['paper_top1'], row['paper_top1_std'] = paper if paper else (None, None)
-    row['diff_vs_paper'] = (row['final_top1_mean'] - row['paper_top1']
-                            if paper and row['final_top1_mean'] is not None else None)
+    row['paper_recipe'] = off_recipe(group.args) == [] if paper else None
+    row['paper_top1'], row['paper_top1_std'] = paper if paper and row['paper_recipe'] else (None, None)
+    row['diff_vs_paper'] = (row['mean20_top1_mean'] - row['paper_top1']
+                            if row['paper_top1'] is not None and row['mean20_top1_mean'] is not None else None)
     return row
 
 
@@ -354,13 +370,16 @@ def _signed(value: float) -> str:
 
 
 def cell(row: dict, metric: str, with_paper: bool) -> str:
-    """'83.5 ± 0.95 (n=3) [paper 83.5, +0.0]', and '; incomplete: 2 of 3 seeds finished' when runs
-    are unfinished. One finished run: no ±."""
+    """'83.5 ± 0.95 (n=3) [paper 83.5, +0.0]', '[off-recipe]' where the paper has a number but the
+    run's recipe is not the paper's, and '; incomplete: 2 of 3 seeds finished' when runs are
+    unfinished. One finished run: no ±."""
     mean, std, n, unfinished = row[f'{metric}_mean'], row[f'{metric}_std'], row['n_finished'], row['n_unfinished']
     text = 'no finished run' if mean is None else f'{mean:.1f}{f" ± {std:.2f}" if std is not None else ""} (n={n})'
     if with_paper and row['paper_top1'] is not None:
         diff = f', {_signed(row["diff_vs_paper"])}' if row['diff_vs_paper'] is not None else ''
         text += f' [paper {row["paper_top1"]:.1f}{diff}]'
+    elif with_paper and row['paper_recipe'] is False:
+        text += ' [off-recipe]'
     if unfinished:
         text += f'; incomplete: {n} of {n + unfinished} seeds finished'
     return text
@@ -371,18 +390,20 @@ def _table_title(dataset: str, gamma_l) -> str:
 
 
 def write_markdown(groups, rows, path: Path) -> None:
-    """One section per dataset and gamma_l: final top-1 against the paper, best top-1, mean of
-    the last 20 evaluations; methods as rows, settings as columns. Then the unfinished runs."""
+    """One section per dataset and gamma_l: the mean of the last 20 evaluations against the paper,
+    best top-1, final top-1; methods as rows, settings as columns. Then the unfinished runs."""
     lines = ['# Results', '',
              'Top-1 accuracy (%) on the test set: mean ± sample standard deviation (ddof=1) over the finished '
-             'seeds, their number in brackets (no ± with a single seed). "final" is the last evaluation; '
-             '[paper X, +d]: the paper\'s mean and ours minus it. Unfinished runs are not averaged; a cell '
-             'with some says "incomplete: k of n seeds finished".', '']
+             'seeds, their number in brackets (no ± with a single seed). The paper\'s tables report the mean '
+             'of the last 20 evaluations; [paper X, +d]: the paper\'s mean and ours minus it, shown for runs '
+             'of the paper\'s recipe only ([off-recipe]: the paper has a number for this split and method, '
+             'but the run was trained otherwise). "final" is the last evaluation. Unfinished runs are not '
+             'averaged; a cell with some says "incomplete: k of n seeds finished".', '']
     tables = {}
     for group, row in zip(groups, rows):
         tables.setdefault((group.dataset, group.setting.gamma_l), []).append((group, row))
-    sections = (('final top-1, against the paper', 'final_top1', True), ('best top-1', 'best_top1', False),
-                ('mean top-1 of the last 20 evaluations', 'mean20_top1', False))
+    sections = (('mean top-1 of the last 20 evaluations, against the paper', 'mean20_top1', True),
+                ('best top-1', 'best_top1', False), ('final top-1', 'final_top1', False))
     for (dataset, gamma_l), members in tables.items():
         columns = sorted({g.setting for g, _ in members}, key=Setting.order)
         methods = list(dict.fromkeys(g.row for g, _ in members))
@@ -574,7 +595,8 @@ def write_plots(groups, out: Path) -> tuple:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m utils.report', description=__doc__.split('\n')[0])
     p.add_argument('paths', nargs='+', help='run directories or folders holding them (searched recursively)')
-    p.add_argument('--out', default='report', help='where to write results.csv, results.md and the plots')
+    p.add_argument('--out', default='report', help='folder to write results.csv, results.md and the plots into '
+                                                   '(created if missing; default: ./report)')
     return p
 
 
