@@ -138,7 +138,7 @@ def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, 
     args.arch = args.arch or train.DEFAULT_ARCH[dataset]
     assert off_recipe(vars(args)) == []
     args.lr, args.depth = args.lr * 2, 16
-    assert off_recipe(vars(args)) == [f'--depth 16 (recipe: {10 if dataset == "digits" else None})',
+    assert off_recipe(vars(args)) == [f'--depth 16 (recipe: {10 if dataset == "digits" else "default"})',
                                       f'--lr {args.lr} (recipe: {args.lr / 2})']
 
 

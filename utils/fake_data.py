@@ -81,21 +81,25 @@ def write_small_imagenet(root, num_classes=127, image_size=32, train_per_class=2
     return Path(root)
 
 
-WRITERS = {
-    'cifar10': lambda root: write_cifar(root, 10),
-    'cifar100': lambda root: write_cifar(root, 100, 500),
-    'stl10': lambda root: write_stl10(root),
-    'smallimagenet': lambda root: write_small_imagenet(root, 127, 32, 60, 50),
-    'smallimagenet_1k': lambda root: write_small_imagenet(root, 1000, 32, 12, 5),
+WRITERS = {  # dataset -> writer(root, small): small keeps the training images and writes a test set of 200
+    'cifar10': lambda root, small: write_cifar(root, 10, test_per_class=20 if small else None),
+    'cifar100': lambda root, small: write_cifar(root, 100, 500, test_per_class=2 if small else None),
+    'stl10': lambda root, small: write_stl10(root, test_per_class=20 if small else 800),
+    'smallimagenet': lambda root, small: write_small_imagenet(root, 127, 32, 60, 2 if small else 50),
+    'smallimagenet_1k': lambda root, small: write_small_imagenet(root, 1000, 32, 12, 1 if small else 5),
 }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Write a fake dataset in the official on-disk format.')
+    parser = argparse.ArgumentParser(prog='python -m utils.fake_data',
+                                     description='Write a fake dataset in the official on-disk format.')
     parser.add_argument('root', help='data directory to write into (then pass it as --data-dir)')
     parser.add_argument('dataset', choices=sorted(WRITERS))
+    parser.add_argument('--small', action='store_true',
+                        help='a test set of a few hundred images (200 for CIFAR and STL-10), so that a trial run '
+                             'evaluates in a second; the training images are the same')
     args = parser.parse_args(argv)
-    WRITERS[args.dataset](args.root)
+    WRITERS[args.dataset](args.root, args.small)
     print(f'wrote a fake {args.dataset} under {args.root}')
 
 

@@ -54,4 +54,6 @@ def off_recipe(args: dict) -> Optional[list]:
     expected = recipe(args.get('version'), args.get('dataset'))
     if expected is None:
         return None
-    return [f'--{k.replace("_", "-")} {args.get(k)} (recipe: {v})' for k, v in expected.items() if args.get(k) != v]
+    shown = lambda value: 'default' if value is None else value  # noqa: E731 (None: the network's own)
+    return [f'--{k.replace("_", "-")} {shown(args.get(k))} (recipe: {shown(v)})' for k, v in expected.items()
+            if args.get(k) != v]
