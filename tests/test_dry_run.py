@@ -168,8 +168,11 @@ def test_imagenet127_reindexes_by_count(capsys, tmp_path, size):
     assert summary['model'] == 'resnet50' and summary['params'] == 23_760_575
     order = sorted(range(127), key=lambda c: (-train_counts[c], c))    # new class k = old class order[k]
     counts = [train_counts[c] for c in order]
-    assert summary['labeled_per_class'] == [int(np.floor(0.1 * n + 0.5)) for n in counts]
-    assert summary['unlabeled_per_class'] == [n - int(np.floor(0.1 * n + 0.5)) for n in counts]
+    # the original's int(np.around(0.1 n)): a half rounds to the even neighbour (25 -> 2, 35 -> 4)
+    half_to_even = [n // 10 + (n % 10 > 5 or (n % 10 == 5 and (n // 10) % 2 == 1)) for n in counts]
+    assert any(n % 20 == 5 for n in counts)  # classes where rounding half up would give one more
+    assert summary['labeled_per_class'] == half_to_even
+    assert summary['unlabeled_per_class'] == [n - k for n, k in zip(counts, half_to_even)]
     assert summary['test_per_class'] == [min(50, val_counts[c]) for c in order]
     # the same map for train and test: the fake writes the old label into the first pixel
     args = train.get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
@@ -181,6 +184,24 @@ def test_imagenet127_reindexes_by_count(capsys, tmp_path, size):
     # the test subset does not depend on --seed
     args.seed = 0
     np.testing.assert_array_equal(build_data(args).test_images, data.test_images)
+
+
+@pytest.mark.parametrize('method', ['ACR_d', 'SimPro'])
+def test_imagenet127_pool_is_the_images_that_are_not_labeled_for_every_method(capsys, tmp_path, method):
+    """The original adds the labeled images to ACR_d's pool on CIFAR and ImageNet-1k, not on ImageNet-127."""
+    fake_data.write_small_imagenet(tmp_path, 127, 32, 30, 1)
+    code, summary, _, _ = dry_run(capsys, '--dataset', 'smallimagenet', '--data-dir', tmp_path, '--version', method)
+    assert code == 0 and summary['labeled_per_class'] == [3] * 127
+    assert summary['unlabeled_pool_per_class'] == summary['unlabeled_per_class'] == [27] * 127
+    assert summary['num_unlabeled'] == 27 * 127
+
+
+def test_imagenet1k_pool_of_acr_d_holds_the_labeled_images(capsys, tmp_path):
+    fake_data.write_small_imagenet(tmp_path, 1000, 32, 22, 1)
+    code, summary, _, _ = dry_run(capsys, '--dataset', 'smallimagenet_1k', '--data-dir', tmp_path, '--version', 'ACR_d',
+                                  '--num-max', 4, '--num-max-u', 16, '--imb-ratio-label', 4)
+    assert code == 0
+    assert summary['unlabeled_pool_per_class'] == reference_counts(20, 1000, 4)  # labeled + unlabeled
 
 
 def test_imagenet1k(capsys, tmp_path):
