@@ -350,8 +350,8 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
                                                                                        torch.as_tensor(true_prior)),
               **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
               'seconds': round(seconds, 2)}
-    if hasattr(run.method, 'anchor_kl'):
-        record['kl_anchors'] = run.method.anchor_kl()
+    if hasattr(run.method, 'metrics'):  # what a method logs of its own state (ACR's anchor KLs and tau1, ...)
+        record.update(run.method.metrics())
     return record
 
 

@@ -45,6 +45,12 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t)
 
 
+def all_reduce_max(tensor: torch.Tensor) -> None:
+    """The elementwise maximum of `tensor` over the processes, in place."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+
+
 def any_process(flag: bool, device) -> bool:
     """True when `flag` is true on any process, so that all stop at the same step."""
     if not dist.is_initialized():

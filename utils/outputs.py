@@ -34,7 +34,7 @@ def default_out_dir(args) -> Path:
             f'{"_bf16" if args.amp else ""}')
     if args.version == 'SimPro':
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
-    elif args.version == 'ACR_d':
+    elif args.version in ('ACR_d', 'ACR'):
         name += f'_tau{args.tau1:g}-{args.tau12:g}-{args.tau2:g}_emau{args.ema_u:g}_est{args.est_epoch}'
     return Path('result') / args.dataset / f'{name}_seed{args.seed}'
 
