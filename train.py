@@ -35,8 +35,8 @@ from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
 from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
                            resolve_resume, save_checkpoint)
-from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
-                            set_rng_states)
+from utils.training import (ModelEMA, PassBatches, constant_schedule, cosine_schedule, param_groups, rng_states,
+                            seed_everything, set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
@@ -85,6 +85,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
     method.add_argument('--est-epoch', type=int, default=5,
                         help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+    # DASO (ytaek-oh/daso), named after its config keys; defaults are its configs' values
+    method.add_argument('--dist-temp', type=float, default=0.3,
+                        help='DASO: T_dist of the blending weights (DIST_TEMP; its configs: 1.5 for CIFAR-10 when the '
+                             'unlabeled distribution is the labeled one, else 0.3; sh/DASO.sh picks per row)')
+    method.add_argument('--proto-temp', type=float, default=0.05,
+                        help='DASO: T_proto of the semantic pseudo labels and the alignment loss (PROTO_TEMP)')
+    method.add_argument('--pretrain-steps', type=int, default=5000,
+                        help='DASO: steps of plain FixMatch before the blending and the alignment loss (PRETRAIN_STEPS)')
+    method.add_argument('--pl-dist-update-period', type=int, default=100,
+                        help='DASO: steps per window of the pseudo-label counts that set the blending '
+                             '(PL_DIST_UPDATE_PERIOD)')
+    method.add_argument('--psa-loss-weight', type=float, default=1.0,
+                        help='DASO: weight of the semantic alignment loss (PSA_LOSS_WEIGHT)')
+    method.add_argument('--queue-max-size', type=int, default=256,
+                        help='DASO: labeled features kept per class for the prototypes (MODEL.QUEUE.MAX_SIZE)')
 
     optim = p.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
@@ -97,6 +112,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=True,
                        help='evaluate an EMA of the weights')
     optim.add_argument('--ema-decay', type=float, default=0.999, help='decay of the weight EMA')
+    optim.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
+                       help="cosine: FixMatch's cos(7 pi t / 16 T); constant: no decay (DASO's recipe)")
+    optim.add_argument('--wdecay-all', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight decay on every parameter, biases and BatchNorm included (DASO's recipe)")
 
     run = p.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
@@ -120,6 +139,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument('--compile', action='store_true', help='torch.compile the network for training')
     run.add_argument('--dry-run', action='store_true', help='build and print the split, then exit without training')
     return p
+
+
+# The numeric flags of the baselines (ACR, DASO): flag -> (test, what is allowed)
+BASELINE_FLAG_LIMITS = {
+    '--dist-temp': (lambda v: v > 0, 'a number > 0'), '--proto-temp': (lambda v: v > 0, 'a number > 0'),
+    '--pretrain-steps': (lambda v: v >= 0, 'an integer >= 0'),
+    '--pl-dist-update-period': (lambda v: v >= 1, 'an integer >= 1'),
+    '--psa-loss-weight': (lambda v: v >= 0, 'a number >= 0'), '--queue-max-size': (lambda v: v >= 1, 'an integer >= 1')}
+
+
+def check_baseline_flags(parser, args) -> None:
+    """One line and exit 2 for a baseline flag out of its range."""
+    for flag, (allowed, what) in BASELINE_FLAG_LIMITS.items():
+        value = getattr(args, flag[2:].replace('-', '_'))
+        if not allowed(value):
+            parser.error(f'argument {flag}: {value} is not allowed; use {what}')
 
 
 def new_model(args, num_classes):
@@ -198,12 +233,14 @@ def build_training(args, data, device) -> Training:
     model = new_model(args, data.num_classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
+    optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
+                                nesterov=args.nesterov)
+    schedule = cosine_schedule(args.total_steps) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
     return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
-                    torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps)),
+                    torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                     torch.compile(forward) if args.compile else forward)
 
 
@@ -216,8 +253,11 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
     run.forward.train()
+    features = getattr(run.method, 'needs_features', False)  # DASO: the network's features too
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
-        output = run.forward(inputs)
+        if features:  # the EMA network's features of the labeled batch, before the forward
+            run.method.push_labeled(ema_features(run, inputs[:len(y)]), y)
+        output = run.forward(inputs, with_features=features)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
     loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
     run.optimizer.zero_grad(set_to_none=True)
@@ -227,6 +267,18 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
     if run.ema:
         run.ema.update(run.model)
     return loss, terms, mask, pseudo_label
+
+
+@torch.no_grad()
+def ema_features(run: Training, images):
+    """The weight EMA's pooled features of `images` (the online network's without an EMA), BatchNorm
+    on the batch's statistics as DASO's EMA network in train mode. The running statistics this moves
+    are replaced by the online network's at the next EMA update."""
+    network = run.ema.model if run.ema else run.model
+    network.train()
+    _, features = network(images, with_features=True)
+    network.train(network is run.model)
+    return features.float()
 
 
 def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
@@ -356,7 +408,9 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
 
 
 def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    check_baseline_flags(parser, args)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     try:
         data = build_data(args)
