@@ -116,6 +116,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="cosine: FixMatch's cos(7 pi t / 16 T); constant: no decay (DASO's recipe)")
     optim.add_argument('--wdecay-all', action=argparse.BooleanOptionalAction, default=False,
                        help="weight decay on every parameter, biases and BatchNorm included (DASO's recipe)")
+    optim.add_argument('--ema-warmup', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight EMA decay min(1 - 1/t, --ema-decay) after step t (DASO's recipe)")
 
     run = p.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
@@ -239,8 +241,8 @@ def build_training(args, data, device) -> Training:
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
-    return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
-                    torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+    ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.use_ema else None
+    return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                     torch.compile(forward) if args.compile else forward)
 
 
@@ -265,7 +267,7 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
     run.optimizer.step()
     run.scheduler.step()
     if run.ema:
-        run.ema.update(run.model)
+        run.ema.update(run.model, step=run.scheduler.last_epoch)  # the schedule counts the steps taken
     return loss, terms, mask, pseudo_label
 
 

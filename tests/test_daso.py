@@ -182,3 +182,29 @@ def test_a_baseline_flag_out_of_range_is_one_line(tmp_path, capsys, flag, value,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f'argument {flag}: {value} is not allowed; use {allowed}' in lines[0]
     assert not (tmp_path / 'run').exists()
+
+
+def test_dasos_recipe_constant_lr_decay_on_all_parameters_and_ema_warmup(small_cifar10_root):
+    """--lr-schedule constant --wdecay-all --ema-warmup: the lr never moves, biases and BatchNorm
+    are decayed too, and the weight EMA after step t has decay min(1 - 1/t, 0.999) (step 1: the weights)."""
+    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root), '--depth', '10',
+                                               '--widen-factor', '1', '--lr-schedule', 'constant', '--wdecay-all',
+                                               '--ema-warmup'])
+    args.arch = 'wideresnet'
+    data = build_data(args)
+    device = torch.device('cpu')
+    train.resolve_speed_options(args, device)
+    run = train.build_training(args, data, device)
+    decayed = [p for group in run.optimizer.param_groups if group['weight_decay'] == 5e-4 for p in group['params']]
+    assert len(decayed) == len(list(run.model.parameters()))
+    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    train.train_step(run, *next(batches), device, args)
+    for ema, weight in zip(run.ema.model.parameters(), run.model.parameters()):
+        assert torch.equal(ema, weight)
+    before = [p.clone() for p in run.ema.model.parameters()]
+    train.train_step(run, *next(batches), device, args)
+    for ema, old, weight in zip(run.ema.model.parameters(), before, run.model.parameters()):
+        torch.testing.assert_close(ema, 0.5 * old + 0.5 * weight)
+    assert run.scheduler.get_last_lr() == [0.1, 0.1]
+    defaults = train.get_args_parser().parse_args([])
+    assert (defaults.lr_schedule, defaults.wdecay_all, defaults.ema_warmup) == ('cosine', False, False)

@@ -31,7 +31,7 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
     extra = ['--version', method, '--est-epoch', 0]
     if method == 'DASO':  # blending and alignment from step 2 on, a new pseudo-label window every 2 steps
         extra = ['--version', method, '--pretrain-steps', 1, '--pl-dist-update-period', 2, '--lr-schedule', 'constant',
-                 '--wdecay-all']
+                 '--wdecay-all', '--ema-warmup']
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
 
     save = train.save_checkpoint

@@ -32,7 +32,7 @@ def default_out_dir(args) -> Path:
             f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}'
             f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}'
             f'{"_bf16" if args.amp else ""}{"" if args.lr_schedule == "cosine" else "_lr" + args.lr_schedule}'
-            f'{"_wdall" if args.wdecay_all else ""}')
+            f'{"_wdall" if args.wdecay_all else ""}{"_emawarmup" if args.ema_warmup else ""}')
     if args.version == 'SimPro':
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
     elif args.version in ('ACR_d', 'ACR'):

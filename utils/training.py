@@ -91,16 +91,18 @@ class ModelEMA:
     """Exponential moving average of the weights (decay 0.999); buffers (BatchNorm statistics)
     are copied, not averaged, as FixMatch-pytorch's ModelEMA."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
         self.model = deepcopy(model).eval()
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations."""
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations.
+        With warm-up (DASO's), the decay after step t (1-based) is min(1 - 1/t, decay)."""
+        decay = min(1 - 1 / step, self.decay) if self.warmup else self.decay
         ema_params = list(self.model.parameters())
-        torch._foreach_mul_(ema_params, self.decay)
-        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - self.decay)
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - decay)
         torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
