@@ -85,6 +85,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
     method.add_argument('--est-epoch', type=int, default=5,
                         help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+    method.add_argument('--anchor-estimate', choices=('presence', 'counts'), default='presence',
+                        help="ACR, ACR_d: a step's evidence per class for the estimate: presence (the official "
+                             "code's update, which overwrites: the last row predicted as the class decides) or counts "
+                             "(the confident rows of the class)")
     # DASO (ytaek-oh/daso), named after its config keys; defaults are its configs' values
     method.add_argument('--dist-temp', type=float, default=0.3,
                         help='DASO: T_dist of the blending weights (DIST_TEMP; its configs: 1.5 for CIFAR-10 when the '

@@ -19,12 +19,15 @@ class AnchorEstimate(nn.Module):
     `n[label] += v` with indexed assignment, which overwrites, so for a class predicted on several
     rows the last of them (in batch order) decides. Here that row is found with a scatter-max of
     row indices, the same on every device; under several processes the rows are those of the
-    global batch in rank order, so every process holds the same u and S.
+    global batch in rank order, so every process holds the same u and S. `counts` (--anchor-estimate
+    counts) counts the rows instead.
     """
 
-    def __init__(self, p_l: torch.Tensor, ema_u: float, est_epoch: int, eval_step: int, tau_max: float):
+    def __init__(self, p_l: torch.Tensor, ema_u: float, est_epoch: int, eval_step: int, tau_max: float,
+                 counts: bool = False):
         super().__init__()
         self.ema_u, self.est_epoch, self.eval_step, self.tau_max = ema_u, est_epoch, eval_step, tau_max
+        self.counts = counts  # count the rows per class instead (the paper's reading, not the code's)
         uniform = torch.full_like(p_l, 1 / len(p_l))
         self.register_buffer('anchors', torch.stack([p_l, uniform, p_l.flip(0)]))  # in ANCHORS' order
         self.register_buffer('u', uniform.clone())
@@ -33,8 +36,13 @@ class AnchorEstimate(nn.Module):
         self.register_buffer('epoch', torch.zeros((), dtype=torch.long))  # the current (0-based) epoch
 
     @torch.no_grad()
-    def presence(self, label: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
-        """n[c] = counted[j] of the last row j (of the global batch) whose label is c, else 0."""
+    def evidence(self, label: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+        """n[c] = counted[j] of the last row j (of the global batch) whose label is c, else 0; with
+        `counts`, the number of counted rows whose label is c."""
+        if self.counts:
+            n = torch.zeros_like(self.u).index_add_(0, label, counted.to(self.u.dtype))
+            distributed.all_reduce_sum(n)
+            return n
         row = torch.arange(len(label), device=label.device) + distributed.rank() * len(label)
         key = 2 * (row + 1) + counted.long()  # the largest key of a class is its last row; its parity is v
         last = torch.zeros(len(self.u), dtype=torch.long, device=label.device).scatter_reduce(0, label, key, 'amax')
@@ -45,7 +53,7 @@ class AnchorEstimate(nn.Module):
     def step(self, label: torch.Tensor, counted: torch.Tensor) -> None:
         """While epoch > est_epoch and some class is present: u <- ema_u u + (1 - ema_u) n / sum(n),
         then S += SKL(u, anchor) for each anchor. Branch-free, so no step reads a device value."""
-        n = self.presence(label, counted)
+        n = self.evidence(label, counted)
         update = (self.epoch > self.est_epoch) & (n.sum() > 0)
         u = self.ema_u * self.u + (1 - self.ema_u) * n / n.sum().clamp_min(1)
         self.u.copy_(torch.where(update, u, self.u))
@@ -92,7 +100,8 @@ class ACRd(nn.Module):
         self.register_buffer('adjust_1', logit_adjustment(self.p_l, args.tau1))
         self.register_buffer('adjust_12', logit_adjustment(self.p_l, args.tau12))
         self.register_buffer('adjust_2', logit_adjustment(self.p_l, args.tau2))
-        self.estimate = AnchorEstimate(self.p_l, args.ema_u, args.est_epoch, args.eval_step, tau_max=args.tau1)
+        self.estimate = AnchorEstimate(self.p_l, args.ema_u, args.est_epoch, args.eval_step, tau_max=args.tau1,
+                                       counts=args.anchor_estimate == 'counts')
         # the tau1 the estimate gives (ACR_d computes it, as the original, and keeps its fixed one)
         self.register_buffer('tau1', torch.tensor(float(args.tau1)))
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),

@@ -36,7 +36,7 @@ def test_a_step_overwrites_per_class_the_last_row_wins():
     from uniform with ema_u 0.99, u = [0.33, 0.33, 0.34]; S gets the KLs of the new u."""
     e = estimate()
     label, counted = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([True, True, False, True, False])
-    close(e.presence(label, counted), [0, 0, 1], 0)
+    close(e.evidence(label, counted), [0, 0, 1], 0)
     e.step(label, counted)
     close(e.u, [0.33, 0.33, 0.34], 1e-6)
     u = [0.33, 0.33, 0.34]
@@ -45,6 +45,16 @@ def test_a_step_overwrites_per_class_the_last_row_wins():
     e.step(torch.tensor([0, 0]), torch.tensor([True, False]))
     close(e.u, [0.33, 0.33, 0.34], 1e-6)
     close(e.kl_sum, [skl(u, P_L), skl(u, [1 / 3] * 3), skl(u, P_L[::-1])], 1e-5)
+
+
+def test_counting_rows_is_the_option():
+    """--anchor-estimate counts: n = [1, 1, 1] on the same step, u = 0.99/3 + 0.01/3 each."""
+    e = estimate()
+    e.counts = True
+    label, counted = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([True, True, False, True, False])
+    close(e.evidence(label, counted), [1, 1, 1], 0)
+    e.step(torch.tensor([0, 0, 2]), torch.tensor([True, True, True]))
+    close(e.u, [0.99 / 3 + 0.01 * 2 / 3, 0.99 / 3, 0.99 / 3 + 0.01 / 3], 1e-6)
 
 
 def test_the_estimate_waits_for_est_epoch():
@@ -97,7 +107,7 @@ def test_tau1_on_cifar10_gamma_100(which, tau1):
 
 def method(cls, est_epoch=1, eval_step=2, ema_u=0.5):
     args = SimpleNamespace(threshold=0.9, tau1=2.0, tau12=2.0, tau2=2.0, est_epoch=est_epoch, ema_u=ema_u,
-                           eval_step=eval_step)
+                           eval_step=eval_step, anchor_estimate='presence')
     data = SimpleNamespace(labeled_per_class=[6, 3, 1], unlabeled_is_labeled=np.array([True, False, False, False]))
     return cls(args, data)
 

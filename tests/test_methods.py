@@ -271,7 +271,7 @@ Y_ACR = [0, 1]
 
 def acrd(est_epoch=2, ema_u=0.8, is_labeled=(True, False, False, True, False, False, True, False)):
     args = SimpleNamespace(threshold=THRESHOLD, tau1=TAU1, tau12=TAU12, tau2=TAU2, est_epoch=est_epoch, ema_u=ema_u,
-                           eval_step=500)
+                           eval_step=500, anchor_estimate='presence')
     data = SimpleNamespace(labeled_per_class=[6, 3, 1], labeled_idx=np.arange(10),
                            unlabeled_idx=np.arange(len(is_labeled)),
                            unlabeled_is_labeled=np.array(is_labeled, dtype=bool))

@@ -37,6 +37,7 @@ def default_out_dir(args) -> Path:
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
     elif args.version in ('ACR_d', 'ACR'):
         name += f'_tau{args.tau1:g}-{args.tau12:g}-{args.tau2:g}_emau{args.ema_u:g}_est{args.est_epoch}'
+        name += '_counts' if args.anchor_estimate == 'counts' else ''
     elif args.version == 'DASO':
         name += (f'_tdist{args.dist_temp:g}_tproto{args.proto_temp:g}_pre{args.pretrain_steps}'
                  f'_pl{args.pl_dist_update_period}_psa{args.psa_loss_weight:g}_q{args.queue_max_size}')
