@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-from test_launchers import ROWS, echo_python, launch, launched_args  # noqa: F401 (a fixture)
+import test_launchers
+from test_launchers import ROWS, launch, launched_args
+
+echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
 SCRIPTS = ('ACR.sh', 'DASO.sh')
 
@@ -31,7 +34,7 @@ def expected_dist_temp(dataset, gamma_l, gamma_u, mode):
 
 
 @pytest.mark.parametrize('dataset', list(ROWS))
-def test_every_row_of_the_baseline_launchers(echo_python, dataset):  # noqa: F811
+def test_every_row_of_the_baseline_launchers(echo_python, dataset):
     for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
         for script in SCRIPTS:
             args = launched_args(echo_python, script, dataset, index)
@@ -43,7 +46,7 @@ def test_every_row_of_the_baseline_launchers(echo_python, dataset):  # noqa: F81
                 assert args.dist_temp == expected_dist_temp(dataset, gl, gu, mode), (dataset, index)
 
 
-def test_dist_temp_is_1_5_only_on_the_consistent_cifar10_rows(echo_python):  # noqa: F811
+def test_dist_temp_is_1_5_only_on_the_consistent_cifar10_rows(echo_python):
     temps = [launched_args(echo_python, 'DASO.sh', 'cifar10', i).dist_temp for i in range(len(ROWS['cifar10']))]
     consistent = [i for i, (_, _, gl, gu, mode, _) in enumerate(ROWS['cifar10']) if mode == 0 and gl == gu]
     assert consistent == [0, 5] and [i for i, t in enumerate(temps) if t == 1.5] == consistent
