@@ -80,11 +80,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
     method.add_argument('--tau', type=float, default=2.0, help='SimPro: logit-adjustment exponent')
     method.add_argument('--ema-u', type=float, default=0.99, help='EMA of the class-prior estimate per epoch')
-    method.add_argument('--tau1', type=float, default=2.0, help='ACR_d: adjustment of the standard pseudo labels')
+    method.add_argument('--tau1', type=float, default=2.0,
+                        help='ACR_d: adjustment of the standard pseudo labels (ACR: its maximum)')
     method.add_argument('--tau12', type=float, default=2.0, help='ACR_d: adjustment of the balanced pseudo labels')
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
     method.add_argument('--est-epoch', type=int, default=5,
-                        help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+                        help='ACR_d, ACR: epochs before the unlabeled-prior estimate starts (logged by ACR_d, '
+                             'setting tau1 in ACR)')
     method.add_argument('--anchor-estimate', choices=('presence', 'counts'), default='presence',
                         help="ACR, ACR_d: a step's evidence per class for the estimate: presence (the official "
                              "code's update, which overwrites: the last row predicted as the class decides) or counts "
@@ -259,11 +261,11 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
     run.forward.train()
-    features = getattr(run.method, 'needs_features', False)  # DASO: the network's features too
+    with_features = getattr(run.method, 'needs_features', False)  # DASO: the network's features too
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
-        if features:  # the EMA network's features of the labeled batch, before the forward
+        if with_features:  # and the EMA network's features of the labeled batch, before the forward
             run.method.push_labeled(ema_features(run, inputs[:len(y)]), y)
-        output = run.forward(inputs, with_features=features)
+        output = run.forward(inputs, with_features=with_features)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
     loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
     run.optimizer.zero_grad(set_to_none=True)
@@ -281,9 +283,10 @@ def ema_features(run: Training, images):
     on the batch's statistics as DASO's EMA network in train mode. The running statistics this moves
     are replaced by the online network's at the next EMA update."""
     network = run.ema.model if run.ema else run.model
+    was_training = network.training
     network.train()
     _, features = network(images, with_features=True)
-    network.train(network is run.model)
+    network.train(was_training)
     return features.float()
 
 
