@@ -1,5 +1,7 @@
 """ACR without anchor distributions, the SimPro paper's ACR-dagger (SPEC section 7), and the
 estimate of the unlabeled class distribution that full ACR adapts to (SPEC-baselines section 2)."""
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -72,7 +74,7 @@ class AnchorEstimate(nn.Module):
             self.kl_mean.copy_(self.kl_sum / self.eval_step)
             e = self.kl_mean.exp()
             tau1 = float(self.tau_max * e[0] / e.sum())  # tau_min = 0
-            tau1 = None if tau1 != tau1 else tau1  # NaN
+            tau1 = None if math.isnan(tau1) else tau1
         self.kl_sum.zero_()
         return tau1
 
