@@ -37,8 +37,8 @@ from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
 from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
                            resolve_resume, save_checkpoint)
-from utils.training import (ModelEMA, PassBatches, check_fits_batch, cosine_schedule, param_groups, rng_states,
-                            seed_everything, set_rng_states)
+from utils.training import (ModelEMA, PassBatches, check_fits_batch, constant_schedule, cosine_schedule, param_groups,
+                            rng_states, seed_everything, set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
@@ -97,11 +97,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
     method.add_argument('--tau', type=float, default=1.0, help='SimPro: logit-adjustment exponent')
     method.add_argument('--ema-u', type=float, default=0.9, help='EMA of the class-prior estimate per epoch')
-    method.add_argument('--tau1', type=float, default=2.0, help='ACR_d: adjustment of the standard pseudo labels')
+    method.add_argument('--tau1', type=float, default=2.0,
+                        help='ACR_d: adjustment of the standard pseudo labels (ACR: its maximum)')
     method.add_argument('--tau12', type=float, default=2.0, help='ACR_d: adjustment of the balanced pseudo labels')
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
     method.add_argument('--est-epoch', type=int, default=5,
-                        help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+                        help='ACR_d, ACR: epochs before the unlabeled-prior estimate starts (logged by ACR_d, '
+                             'setting tau1 in ACR)')
+    method.add_argument('--anchor-estimate', choices=('presence', 'counts'), default='presence',
+                        help="ACR, ACR_d: a step's evidence per class for the estimate: presence (the official "
+                             "code's update, which overwrites: the last row predicted as the class decides) or counts "
+                             "(the confident rows of the class)")
+    # DASO (ytaek-oh/daso), named after its config keys; defaults are its configs' values
+    method.add_argument('--dist-temp', type=float, default=0.3,
+                        help='DASO: T_dist of the blending weights (DIST_TEMP; its configs: 1.5 for CIFAR-10 when the '
+                             'unlabeled distribution is the labeled one, else 0.3; sh/DASO.sh picks per row)')
+    method.add_argument('--proto-temp', type=float, default=0.05,
+                        help='DASO: T_proto of the semantic pseudo labels and the alignment loss (PROTO_TEMP)')
+    method.add_argument('--pretrain-steps', type=int, default=5000,
+                        help='DASO: steps of plain FixMatch before the blending and the alignment loss (PRETRAIN_STEPS)')
+    method.add_argument('--pl-dist-update-period', type=int, default=100,
+                        help='DASO: steps per window of the pseudo-label counts that set the blending '
+                             '(PL_DIST_UPDATE_PERIOD)')
+    method.add_argument('--psa-loss-weight', type=float, default=1.0,
+                        help='DASO: weight of the semantic alignment loss (PSA_LOSS_WEIGHT)')
+    method.add_argument('--queue-max-size', type=int, default=256,
+                        help='DASO: labeled features kept per class for the prototypes (MODEL.QUEUE.MAX_SIZE)')
 
     optim = p.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
@@ -114,6 +135,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=True,
                        help='evaluate an EMA of the weights')
     optim.add_argument('--ema-decay', type=float, default=0.999, help='decay of the weight EMA')
+    optim.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
+                       help="cosine: FixMatch's cos(7 pi t / 16 T); constant: no decay (DASO's recipe)")
+    optim.add_argument('--wdecay-all', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight decay on every parameter, biases and BatchNorm included (DASO's recipe)")
+    optim.add_argument('--ema-warmup', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight EMA decay min(1 - 1/t, --ema-decay) after step t (DASO's recipe)")
 
     run = p.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
@@ -227,12 +254,14 @@ def build_training(args, data, device) -> Training:
     model = new_model(args, data.num_classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
+    optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
+                                nesterov=args.nesterov)
+    schedule = cosine_schedule(args.total_steps) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
-    return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
-                    torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps)),
+    ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.use_ema else None
+    return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                     torch.compile(forward) if args.compile else forward)
 
 
@@ -245,8 +274,11 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
     run.forward.train()
+    with_features = getattr(run.method, 'needs_features', False)  # DASO: the network's features too
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
-        output = run.forward(inputs)
+        if with_features:  # and the EMA network's features of the labeled batch, before the forward
+            run.method.push_labeled(ema_features(run, inputs[:len(y)]), y)
+        output = run.forward(inputs, with_features=with_features)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
     loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
     run.optimizer.zero_grad(set_to_none=True)
@@ -254,8 +286,21 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
     run.optimizer.step()
     run.scheduler.step()
     if run.ema:
-        run.ema.update(run.model)
+        run.ema.update(run.model, step=run.scheduler.last_epoch)  # the schedule counts the steps taken
     return loss, terms, mask, pseudo_label
+
+
+@torch.no_grad()
+def ema_features(run: Training, images):
+    """The weight EMA's pooled features of `images` (the online network's without an EMA), BatchNorm
+    on the batch's statistics as DASO's EMA network in train mode. The running statistics this moves
+    are replaced by the online network's at the next EMA update."""
+    network = run.ema.model if run.ema else run.model
+    was_training = network.training
+    network.train()
+    _, features = network(images, with_features=True)
+    network.train(was_training)
+    return features.float()
 
 
 def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
@@ -383,8 +428,8 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
                                                                                        torch.as_tensor(true_prior)),
               **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
               'seconds': round(seconds, 2)}
-    if hasattr(run.method, 'anchor_kl'):
-        record['kl_anchors'] = run.method.anchor_kl()
+    if hasattr(run.method, 'metrics'):  # what a method logs of its own state (ACR's anchor KLs and tau1, ...)
+        record.update(run.method.metrics())
     return record
 
 

@@ -5,11 +5,13 @@ its loss (doing its E-step on the way), updates its state once per epoch, and sa
 logits are evaluated. One file per method; a new method is one new file and one line in
 METHODS below. What several methods share is in methods/common.py.
 """
+from methods.acr import ACR
 from methods.acr_d import ACRd
 from methods.common import ClassPrior, logit_adjustment, scale_ratio, symmetric_kl
+from methods.daso import DASO
 from methods.fixmatch import FixMatch
 from methods.simpro import SimPro
 
-METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch}
+METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch, 'ACR': ACR, 'DASO': DASO}
 
-__all__ = ['METHODS', 'ACRd', 'ClassPrior', 'FixMatch', 'SimPro', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']
+__all__ = ['METHODS', 'ACR', 'ACRd', 'ClassPrior', 'DASO', 'FixMatch', 'SimPro', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']

@@ -1,15 +1,94 @@
-"""ACR without anchor distributions, the SimPro paper's ACR-dagger: SPEC section 7."""
+"""ACR without anchor distributions, the SimPro paper's ACR-dagger (SPEC section 7), and the
+estimate of the unlabeled class distribution that full ACR adapts to (SPEC-baselines section 2)."""
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.common import logit_adjustment, symmetric_kl
-from utils.distributed import all_reduce_sum
+from methods.common import logit_adjustment
+from utils import distributed
+
+ANCHORS = ('consistent', 'uniform', 'reversed')
+
+
+class AnchorEstimate(nn.Module):
+    """ACR's estimate u of the unlabeled class distribution, updated at every step, and the running
+    sum S of its symmetric KLs to the three anchors (p_l, uniform, p_l reversed) over an epoch,
+    which sets tau1 at the next epoch's start (Gank0078/ACR train.py:467-474, 555-571).
+
+    A step's evidence n is per class a 0/1 presence, not a count: the reference writes
+    `n[label] += v` with indexed assignment, which overwrites, so for a class predicted on several
+    rows the last of them (in batch order) decides. Here that row is found with a scatter-max of
+    row indices, the same on every device; under several processes the rows are those of the
+    global batch in rank order, so every process holds the same u and S. `counts` (--anchor-estimate
+    counts) counts the rows instead.
+    """
+
+    def __init__(self, p_l: torch.Tensor, ema_u: float, est_epoch: int, eval_step: int, tau_max: float,
+                 counts: bool = False):
+        super().__init__()
+        self.ema_u, self.est_epoch, self.eval_step, self.tau_max = ema_u, est_epoch, eval_step, tau_max
+        self.counts = counts  # count the rows per class instead (the paper's reading, not the code's)
+        uniform = torch.full_like(p_l, 1 / len(p_l))
+        self.register_buffer('anchors', torch.stack([p_l, uniform, p_l.flip(0)]))  # in ANCHORS' order
+        self.register_buffer('u', uniform.clone())
+        self.register_buffer('kl_sum', torch.zeros(3))
+        self.register_buffer('kl_mean', torch.zeros(3))  # S / eval_step of the last epoch, as tau1 reads it
+        self.register_buffer('epoch', torch.zeros((), dtype=torch.long))  # the current (0-based) epoch
+
+    @torch.no_grad()
+    def evidence(self, label: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+        """n[c] = counted[j] of the last row j (of the global batch) whose label is c, else 0; with
+        `counts`, the number of counted rows whose label is c."""
+        if self.counts:
+            n = torch.zeros_like(self.u).index_add_(0, label, counted.to(self.u.dtype))
+            distributed.all_reduce_sum(n)
+            return n
+        row = torch.arange(len(label), device=label.device) + distributed.rank() * len(label)
+        key = 2 * (row + 1) + counted.long()  # the largest key of a class is its last row; its parity is v
+        last = torch.zeros(len(self.u), dtype=torch.long, device=label.device).scatter_reduce(0, label, key, 'amax')
+        distributed.all_reduce_max(last)
+        return (last % 2).to(self.u.dtype)
+
+    @torch.no_grad()
+    def step(self, label: torch.Tensor, counted: torch.Tensor) -> None:
+        """While epoch > est_epoch and some class is present: u <- ema_u u + (1 - ema_u) n / sum(n),
+        then S += SKL(u, anchor) for each anchor. Branch-free, so no step reads a device value."""
+        n = self.evidence(label, counted)
+        update = (self.epoch > self.est_epoch) & (n.sum() > 0)
+        u = self.ema_u * self.u + (1 - self.ema_u) * n / n.sum().clamp_min(1)
+        self.u.copy_(torch.where(update, u, self.u))
+        # 0.5 KL(u || a) + 0.5 KL(a || u) = 0.5 sum (u - a)(log u - log a), for the three anchors at once
+        kl = 0.5 * ((u - self.anchors) * (u.log() - self.anchors.log())).sum(1)
+        self.kl_sum += torch.where(update, kl, torch.zeros_like(kl))
+
+    @torch.no_grad()
+    def end_epoch(self):
+        """Start the next epoch; once it is past est_epoch, return its tau1 = tau_max * softmax(S / eval_step)
+        [consistent] (None before, or when the exponentials overflow, which keeps the previous tau1).
+        S is divided by eval_step however many steps added to it, and restarts at zero."""
+        self.epoch += 1
+        tau1 = None
+        if self.epoch > self.est_epoch:
+            self.kl_mean.copy_(self.kl_sum / self.eval_step)
+            e = self.kl_mean.exp()
+            tau1 = float(self.tau_max * e[0] / e.sum())  # tau_min = 0
+            tau1 = None if math.isnan(tau1) else tau1
+        self.kl_sum.zero_()
+        return tau1
+
+    def unlabeled_prior(self) -> torch.Tensor:
+        return self.u / self.u.sum()
+
+    def metrics(self) -> dict:
+        return {'kl_anchors': dict(zip(ANCHORS, self.kl_mean.tolist()))}
 
 
 class ACRd(nn.Module):
     """ACR without anchor distributions (the paper's ACR-dagger): a standard head g and a balanced
-    head h with fixed logit adjustments a_k = log(p_l ** tau_k) from the labeled prior p_l."""
+    head h with fixed logit adjustments a_k = log(p_l ** tau_k) from the labeled prior p_l. ACR's
+    estimate of the unlabeled distribution runs alongside, logged only."""
     labeled_views = ('weak',)
     unlabeled_views = ('weak', 'strong', 'strong')
     two_heads = True
@@ -20,18 +99,15 @@ class ACRd(nn.Module):
         if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's labeled view there:
             self.labeled_views = ('crop_flip',)                    # a zero-padded crop, then a flip
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
-        p_l = counts / counts.sum()
         self.threshold = args.threshold
-        self.register_buffer('adjust_1', logit_adjustment(p_l, args.tau1))
-        self.register_buffer('adjust_12', logit_adjustment(p_l, args.tau12))
-        self.register_buffer('adjust_2', logit_adjustment(p_l, args.tau2))
-        # ACR's estimate of the unlabeled prior, from h's confident predictions on unlabeled
-        # images that are not labeled ones; logged only (with fixed tau it changes nothing).
-        self.est_epoch, self.ema_u = args.est_epoch, args.ema_u
-        self.register_buffer('anchors', torch.stack([torch.full_like(p_l, 1 / len(p_l)), p_l, p_l.flip(0)]))
-        self.register_buffer('pi_u', torch.full_like(p_l, 1 / len(p_l)))
-        self.register_buffer('counts', torch.zeros_like(p_l))
-        self.register_buffer('epoch', torch.zeros((), dtype=torch.long))
+        self.register_buffer('p_l', counts / counts.sum())
+        self.register_buffer('adjust_1', logit_adjustment(self.p_l, args.tau1))
+        self.register_buffer('adjust_12', logit_adjustment(self.p_l, args.tau12))
+        self.register_buffer('adjust_2', logit_adjustment(self.p_l, args.tau2))
+        self.estimate = AnchorEstimate(self.p_l, args.ema_u, args.est_epoch, args.eval_step, tau_max=args.tau1,
+                                       counts=args.anchor_estimate == 'counts')
+        # the tau1 the estimate gives (ACR_d computes it, as the original, and keeps its fixed one)
+        self.register_buffer('tau1', torch.tensor(float(args.tau1)))
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),
                              persistent=False)
 
@@ -52,28 +128,25 @@ class ACRd(nn.Module):
         loss_u = (F.cross_entropy(torch.cat([g_s, g_s2]), label_1.repeat(2), reduction='none') * mask.repeat(2)).mean()
         loss_u_b = (F.cross_entropy(torch.cat([h_s, h_s2]), label_12.repeat(2), reduction='none')
                     * mask_b.repeat(2)).mean()
-        with torch.no_grad():
-            counted = (conf_h >= self.threshold) & ~self.is_labeled[u_index]
-            self.counts.index_add_(0, label_h, counted.to(self.counts.dtype))  # no mask indexing: no sync
+        self.estimate.step(label_h, (conf_h >= self.threshold) & ~self.is_labeled[u_index])
         terms = {'loss_x': loss_x + loss_x_b, 'loss_u': loss_u + loss_u_b, 'loss_x_g': loss_x,
                  'loss_x_h': loss_x_b, 'loss_u_g': loss_u, 'loss_u_h': loss_u_b}
         return loss_x + loss_u + loss_x_b + loss_u_b, terms, mask, label_1
 
-    @torch.no_grad()
     def end_epoch(self) -> None:
-        all_reduce_sum(self.counts)
-        self.epoch += 1
-        if self.epoch > self.est_epoch and self.counts.sum() > 0:
-            self.pi_u.mul_(self.ema_u).add_((1 - self.ema_u) * self.counts / self.counts.sum())
-        self.counts.zero_()
+        tau1 = self.estimate.end_epoch()
+        if tau1 is not None:
+            self.set_tau1(tau1)
+
+    def set_tau1(self, tau1: float) -> None:
+        self.tau1.fill_(tau1)  # logged only: ACR_d's adjustment a_1 keeps the fixed --tau1
 
     def unlabeled_prior(self) -> torch.Tensor:
-        return self.pi_u / self.pi_u.sum()
+        return self.estimate.unlabeled_prior()
 
-    def anchor_kl(self) -> dict:
-        """Symmetric KL of the estimate to ACR's three anchors (uniform, consistent, reversed)."""
-        return {name: symmetric_kl(self.pi_u, a) for name, a in zip(('uniform', 'consistent', 'reversed'),
-                                                                     self.anchors)}
+    def metrics(self) -> dict:
+        """Logged with each evaluation: the last epoch's mean anchor KLs and the tau1 they give."""
+        return {**self.estimate.metrics(), 'tau1': float(self.tau1)}
 
     @staticmethod
     def eval_logits(output):

@@ -16,8 +16,8 @@ def init_weights(model: nn.Module, nonlinearity: str) -> None:
             nn.init.constant_(m.bias, 0.0)
 
 
-def classify(model: nn.Module, features):
-    """Logits of the standard head, and of the balanced head (ACR_d) when the model has one."""
-    if model.fc_balanced is None:
-        return model.fc(features)
-    return model.fc(features), model.fc_balanced(features)
+def classify(model: nn.Module, features, with_features: bool = False):
+    """Logits of the standard head, and of the balanced head (ACR_d) when the model has one; with
+    `with_features`, also the pooled penultimate features they are computed from (DASO)."""
+    logits = model.fc(features) if model.fc_balanced is None else (model.fc(features), model.fc_balanced(features))
+    return (logits, features) if with_features else logits

@@ -64,11 +64,11 @@ class ResNet(nn.Module):
             self.in_planes = planes * Bottleneck.expansion
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x, with_features=False):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         feat = torch.flatten(self.avgpool(out), 1)
-        return classify(self, feat)
+        return classify(self, feat, with_features)
 
 
 def resnet50(num_classes, two_heads=False):

@@ -73,8 +73,8 @@ class CifarResNeXt(nn.Module):
                               stride if i == 0 else 1, *args)
             for i in range(n)])
 
-    def forward(self, x):
+    def forward(self, x, with_features=False):
         out = self.act(self.bn_1(self.conv_1_3x3(x)))
         out = self.stage_3(self.stage_2(self.stage_1(out)))
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return classify(self, feat)
+        return classify(self, feat, with_features)

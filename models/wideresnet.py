@@ -80,9 +80,9 @@ class WideResNet(nn.Module):
 
         init_weights(self, 'leaky_relu')
 
-    def forward(self, x):
+    def forward(self, x, with_features=False):
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
         # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return classify(self, feat)
+        return classify(self, feat, with_features)

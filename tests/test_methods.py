@@ -270,7 +270,8 @@ Y_ACR = [0, 1]
 
 
 def acrd(est_epoch=2, ema_u=0.8, is_labeled=(True, False, False, True, False, False, True, False)):
-    args = SimpleNamespace(threshold=THRESHOLD, tau1=TAU1, tau12=TAU12, tau2=TAU2, est_epoch=est_epoch, ema_u=ema_u)
+    args = SimpleNamespace(threshold=THRESHOLD, tau1=TAU1, tau12=TAU12, tau2=TAU2, est_epoch=est_epoch, ema_u=ema_u,
+                           eval_step=500, anchor_estimate='presence')
     data = SimpleNamespace(name='cifar10', labeled_per_class=[6, 3, 1], labeled_idx=np.arange(10),
                            unlabeled_idx=np.arange(len(is_labeled)),
                            unlabeled_is_labeled=np.array(is_labeled, dtype=bool))
@@ -361,56 +362,27 @@ def test_acrd_gradients_match_reference_and_skip_weak_views():
     close(h.grad, rh.grad)
 
 
-def test_acrd_estimate_counts_confident_unlabeled_rows_of_h_only():
-    method = acrd(est_epoch=2, ema_u=0.8)
-    g_1 = [[0.0, 0.0, 0.0]] * 3 + [[6.0, 0.0, 0.0]]  # g confident (plain and - a_12) on row 3 only
-    g_2 = [[0.0, 0.0, 0.0]] * 4                      # flat g is not confident, even after - a_12
+def test_acrd_estimate_steps_on_confident_unlabeled_rows_of_h_only():
+    """The per-step estimate (SPEC-baselines 2.1): per class, the last row predicted by h decides
+    whether the class is present (confident and not a labeled image); g's confidence plays no part."""
+    method = acrd(est_epoch=0, ema_u=0.8)
+    method.end_epoch()                 # epoch 1 > est_epoch: the estimate runs
+    g_1 = [[0.0, 0.0, 0.0]] * 3 + [[6.0, 0.0, 0.0]]  # g confident on row 3 only
     # pool: is_labeled = [T F F T F F T F]
-    batch_1 = ([[0.0, 6.0, 0.0],   # u_index 3: a labeled image -> not counted
-                [0.0, 0.0, 6.0],   # u_index 1 -> class 2
-                [6.0, 0.0, 0.0],   # u_index 6: labeled -> not counted
-                [0.0, 0.0, 0.0]],  # u_index 2: h not confident (g is: must not count)
-               torch.tensor([3, 1, 6, 2]), g_1)
-    batch_2 = ([[0.0, 0.0, 7.0],   # u_index 4 -> class 2
-                [0.0, 7.0, 0.0],   # u_index 5 -> class 1
-                [7.0, 0.0, 0.0],   # u_index 7 -> class 0
-                [0.0, 0.0, 0.0]],  # u_index 0: labeled and not confident
-               torch.tensor([4, 5, 7, 0]), g_2)
-
-    def run(*batches):
-        for h_weak, u_index, g_weak in batches:
-            method.loss(acrd_output(g_weak, h_weak), torch.tensor(Y_ACR), u_index)
-
-    uniform = [1 / 3] * 3
-    close(method.pi_u, uniform)
-    run(batch_1)
-    close(method.counts, [0, 0, 1])
-    run(batch_2)
-    close(method.counts, [1, 1, 2])
-    method.end_epoch()                 # epoch 1 <= est_epoch: nothing moves, counts reset
-    close(method.pi_u, uniform)
-    close(method.counts, [0, 0, 0])
-    run(batch_1, batch_2)
-    method.end_epoch()                 # epoch 2 <= est_epoch
-    close(method.pi_u, uniform)
-    close(method.counts, [0, 0, 0])
-    run(batch_1, batch_2)
-    method.end_epoch()                 # epoch 3 > est_epoch: 0.8 / 3 + 0.2 [1 1 2] / 4
-    close(method.pi_u, [0.8 / 3 + 0.05, 0.8 / 3 + 0.05, 0.8 / 3 + 0.1], 1e-6)
-    close(method.counts, [0, 0, 0])
-    run(batch_1)                       # this epoch's counts only: [0 0 1]
-    method.end_epoch()
-    close(method.pi_u, [0.8 * (0.8 / 3 + 0.05), 0.8 * (0.8 / 3 + 0.05), 0.8 * (0.8 / 3 + 0.1) + 0.2], 1e-6)
-    close(method.unlabeled_prior(), method.pi_u / method.pi_u.sum())
-
-
-def test_acrd_anchor_kl_by_hand():
-    method = acrd()
-    method.pi_u.copy_(torch.tensor([0.5, 0.3, 0.2]))
-    got = method.anchor_kl()
-    est = [0.5, 0.3, 0.2]
-    for name, anchor in (('uniform', [1 / 3] * 3), ('consistent', P_L), ('reversed', P_L[::-1])):
-        assert got[name] == pytest.approx(0.5 * kl(est, anchor) + 0.5 * kl(anchor, est), rel=1e-6)
+    h_1 = [[0.0, 6.0, 0.0],   # u_index 3: a labeled image -> class 1 absent
+           [0.0, 0.0, 6.0],   # u_index 1 -> class 2 present
+           [6.0, 0.0, 0.0],   # u_index 6: labeled -> class 0 absent so far
+           [0.0, 0.0, 0.0]]   # u_index 2: h flat (argmax 0), not confident; g is: class 0 stays absent
+    method.loss(acrd_output(g_1, h_1), torch.tensor(Y_ACR), torch.tensor([3, 1, 6, 2]))
+    close(method.unlabeled_prior(), [0.8 / 3, 0.8 / 3, 0.8 / 3 + 0.2], 1e-6)
+    h_2 = [[0.0, 0.0, 7.0],   # u_index 4 -> class 2
+           [0.0, 7.0, 0.0],   # u_index 5 -> class 1
+           [7.0, 0.0, 0.0],   # u_index 7 -> class 0
+           [0.0, 0.0, 7.0]]   # u_index 0: labeled, the last row of class 2 -> class 2 absent
+    method.loss(acrd_output([[0.0] * 3] * 4, h_2), torch.tensor(Y_ACR), torch.tensor([4, 5, 7, 0]))
+    u = 0.8 * np.array([0.8 / 3, 0.8 / 3, 0.8 / 3 + 0.2]) + 0.2 * np.array([0.5, 0.5, 0])
+    close(method.unlabeled_prior(), u, 1e-6)
+    close(adjustment(P_L, TAU1), method.adjust_1, 1e-6)  # ACR_d: logged only
 
 
 # --- 7. evaluated logits ---
@@ -469,22 +441,6 @@ def test_simpro_state_dict_restores_priors_and_mid_epoch_sums():
     _, terms, _, _ = restored.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
     close(terms['loss_x'], loss_x)
     close(terms['loss_u'], loss_u)
-
-
-def test_acrd_state_dict_restores_estimate_counts_and_epoch():
-    method = acrd(est_epoch=0, ema_u=0.5)
-    method.pi_u.copy_(torch.tensor([0.5, 0.3, 0.2]))
-    method.counts.copy_(torch.tensor([1.0, 0.0, 3.0]))
-    method.epoch.fill_(4)
-    state = method.state_dict()
-    assert {'pi_u', 'counts', 'epoch'} <= set(state)
-    restored = acrd(est_epoch=0, ema_u=0.5)
-    restored.load_state_dict(state)
-    close(restored.pi_u, [0.5, 0.3, 0.2])
-    close(restored.counts, [1, 0, 3])
-    assert int(restored.epoch) == 4
-    restored.end_epoch()
-    close(restored.pi_u, [0.25 + 0.125, 0.15, 0.1 + 0.375])
 
 
 # ---------------------------------------------------------------- FixMatch

@@ -44,6 +44,24 @@ def test_parameter_counts(arch, num_classes, two_heads, expected):
     assert count_parameters(build_model(arch, num_classes, two_heads=two_heads)) == expected
 
 
+@pytest.mark.parametrize('arch,num_classes,two_heads,width', [
+    ('wideresnet', 10, False, 128), ('wideresnet', 10, True, 128), ('resnet50', 127, False, 2048),
+    ('resnext', 10, False, 1024)])
+def test_penultimate_features_on_request_change_nothing_else(arch, num_classes, two_heads, width):
+    """with_features=True (DASO) also returns the pooled features the heads read: 128-d for
+    WRN-28-2, 2048 for ResNet-50; the logits and the parameters are those of the plain forward."""
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes, two_heads=two_heads).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(x)
+        logits, features = model(x, with_features=True)
+    assert features.shape == (2, width) and model.num_features == width
+    heads = (plain, logits) if two_heads else ((plain,), (logits,))
+    for a, b, fc in zip(*heads, (model.fc, model.fc_balanced)):
+        assert torch.equal(a, b) and torch.allclose(fc(features), a, atol=1e-5)
+
+
 def test_resnet50_1000_way_count(resnet1000):
     assert count_parameters(resnet1000) == 25_549_352
 

@@ -26,9 +26,12 @@ def final_state(out):
     return records, torch.load(out / 'checkpoint.pt', weights_only=False)
 
 
-@pytest.mark.parametrize('method', ['SimPro', 'ACR_d'])
+@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
     extra = ['--version', method, '--est-epoch', 0]
+    if method == 'DASO':  # blending and alignment from step 2 on, a new pseudo-label window every 2 steps
+        extra = ['--version', method, '--pretrain-steps', 1, '--pl-dist-update-period', 2, '--lr-schedule', 'constant',
+                 '--wdecay-all', '--ema-warmup']
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
 
     save = train.save_checkpoint
@@ -54,8 +57,12 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
     assert split_ckpt['history'] == whole_ckpt['history']
     log = (tmp_path / 'split' / 'log.txt').read_text()
     assert 'resuming at step 2' in log and log.count('epoch 1 step 2') == 1
-    if method == 'SimPro':  # the prior moved, so the test compares something that changes
+    if method in ('SimPro', 'ACR'):  # the prior moved, so the test compares something that changes
         assert whole[-1]['pi_u'] != whole[0]['pi_u']
+    if method == 'DASO':
+        assert whole[-1]['pi_u'] != whole[0]['pi_u'] and all(r['loss_align'] > 0 for r in whole)
+    if method == 'ACR':  # and tau1: 2/3 for epoch 1 (nothing estimated in epoch 0), then from the estimate
+        assert whole[0]['tau1'] == pytest.approx(2 / 3) and whole[1]['tau1'] != whole[0]['tau1']
 
 
 def test_resume_auto_starts_fresh_without_checkpoint(small_cifar10_root, tmp_path, capsys):

@@ -41,6 +41,26 @@ def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar1
     assert 'x 2' in (out / 'log.txt').read_text()
 
 
+@pytest.mark.parametrize('version,extra,moving', [
+    ('ACR', ('--est-epoch', 0), ('estimate.u', 'estimate.kl_sum', 'adjust_1')),
+    ('DASO', ('--pretrain-steps', 1, '--pl-dist-update-period', 2), ('queue', 'prototypes', 'pl_dist'))])
+def test_two_processes_hold_the_same_method_state_after_every_step(small_cifar10_root, tmp_path, version, extra,
+                                                                    moving):
+    """ACR's per-step estimate and DASO's queue and pseudo-label window see the global batch, so
+    every buffer is bit-identical on both processes after every step."""
+    env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
+    args = train_command(small_cifar10_root, tmp_path / 'ddp', '--version', version, '--depth', 10,
+                         '--widen-factor', 1, *extra)[2:]
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+                             '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py', *args],
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f'method_rank{r}.json').read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == 6 and ranks[0] == ranks[1]
+    for name in moving:  # and the state moved
+        assert len({state[name] for state in ranks[0]}) > 1, name
+
+
 def kill_when(process, condition, timeout=120):
     """SIGKILL the process as soon as `condition()` holds (or it ends)."""
     deadline = time.time() + timeout

@@ -36,6 +36,13 @@ RULES = {
     'seed': ('an integer in 0..2**32-1', lambda v: 0 <= v < 2 ** 32),
     'depth': ('an integer >= 1', lambda v: v >= 1),
     'widen_factor': ('an integer >= 1', lambda v: v >= 1),
+    # DASO
+    'dist_temp': ('a finite number > 0', lambda v: _number(v) and v > 0),
+    'proto_temp': ('a finite number > 0', lambda v: _number(v) and v > 0),
+    'pretrain_steps': ('an integer >= 0', lambda v: v >= 0),
+    'pl_dist_update_period': ('an integer >= 1', lambda v: v >= 1),
+    'psa_loss_weight': ('a finite number >= 0', lambda v: _number(v) and v >= 0),
+    'queue_max_size': ('an integer >= 1', lambda v: v >= 1),
 }
 DEVICE_TYPES = ('cpu', 'cuda')
 

@@ -3,7 +3,7 @@
 
     bash sh/demo.sh                        # seed 0, about 3 minutes on 2 CPU cores
     bash sh/demo.sh --seeds 0 1 2          # per-seed rows and the mean
-    bash sh/demo.sh --methods SimPro FixMatch ACR_d
+    bash sh/demo.sh --methods SimPro FixMatch ACR_d ACR DASO
 
 Each run is a digits row of the launchers (sh/<method>.sh digits <row>), two at a time with one
 thread each. Runs live in --out (default demo/); a finished run is not trained again (delete it
@@ -111,9 +111,11 @@ def table(out: Path, seeds, settings, methods) -> str:
 
 
 def main(argv=None) -> None:
+    from methods import METHODS  # (after __main__ put the repository on the path)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
-    parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=['SimPro', 'FixMatch', 'ACR_d'])
+    parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=list(METHODS),
+                        help='any registered method (each runs its launcher, sh/<method>.sh)')
     parser.add_argument('--settings', nargs='+', default=['reversed', 'consistent'], choices=list(ROWS))
     parser.add_argument('--out', type=Path, default=Path('demo'), help='where the runs are kept')
     parser.add_argument('--parallel', type=int, default=2, help='runs at a time (one CPU thread each)')

@@ -1,0 +1,113 @@
+"""FixMatch w/ DASO (Oh et al., CVPR 2022; ytaek-oh/daso): semantic pseudo labels from class
+prototypes of a queue of labeled features, blended with the linear ones according to the
+current pseudo-label distribution, and a semantic alignment loss (SPEC-baselines section 3)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils import distributed
+from utils.errors import UserError
+
+
+def feature_dim(args, num_classes: int) -> int:
+    """The width of the network's pooled features (128 for WRN-28-2, 2048 for ResNet-50)."""
+    from models import build_model
+    with torch.device('meta'):  # shapes only: no memory, no initialisation drawn
+        return build_model(args.arch, num_classes, depth=args.depth, widen_factor=args.widen_factor).num_features
+
+
+class DASO(nn.Module):
+    """FixMatch whose pseudo label, after --pretrain-steps, is p^ = (1 - w) p + w q: p the linear
+    head's softmax, q = softmax(cos(feature, prototypes) / T_proto) the semantic one, and
+    w = r[argmax p] with r the pseudo-label counts of the last window ** (1 / T_dist), scaled to
+    max 1 (a class predicted often leans on q). The mask and the hard label come from p^; an
+    alignment loss pulls the strong view's similarities towards q. Every piece of state is a buffer."""
+    labeled_views = ('weak',)
+    unlabeled_views = ('weak', 'strong')
+    two_heads = False
+    labeled_in_pool = False
+    needs_features = True  # the loop hands `push_labeled` the EMA network's labeled features before the forward
+
+    def __init__(self, args, data, num_features=None):
+        super().__init__()
+        num_classes = len(data.labeled_per_class)
+        num_features = num_features or feature_dim(args, num_classes)
+        if args.batch_size * distributed.world_size() > args.queue_max_size:
+            raise UserError(f'--queue-max-size {args.queue_max_size} is smaller than one labeled batch of '
+                            f'{args.batch_size * distributed.world_size()} (over all processes); raise it')
+        self.threshold, self.pretrain_steps = args.threshold, args.pretrain_steps
+        self.proto_temp, self.dist_temp = args.proto_temp, args.dist_temp
+        self.period, self.align_weight = args.pl_dist_update_period, args.psa_loss_weight
+        # a ring buffer per class of the newest queue_max_size labeled features, and their means
+        self.register_buffer('queue', torch.zeros(num_classes, args.queue_max_size, num_features))
+        self.register_buffer('pushed', torch.zeros(num_classes, dtype=torch.long))  # ever pushed, per class
+        self.register_buffer('prototypes', torch.zeros(num_classes, num_features))  # zero until a class is seen
+        # counts of the final pseudo labels of the current window, and of the last complete window
+        # (uniform before the first: the reference's 0/0 is never read while pretraining >= the window)
+        self.register_buffer('window', torch.zeros(num_classes))
+        self.register_buffer('pl_dist', torch.ones(num_classes))
+        self.register_buffer('step', torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push_labeled(self, features: torch.Tensor, y: torch.Tensor) -> None:
+        """Enqueue the labeled batch's (EMA) features, the oldest of a full class making room, and
+        recompute the prototypes. Under several processes the whole global batch, in rank order."""
+        features, y = distributed.all_gather_cat(features.float()), distributed.all_gather_cat(y)
+        one_hot = (y[:, None] == torch.arange(len(self.pushed), device=y.device)).long()
+        rank_in_class = (one_hot.cumsum(0) - 1).gather(1, y[:, None]).squeeze(1)
+        size = self.queue.shape[1]
+        self.queue[y, (self.pushed[y] + rank_in_class) % size] = features  # distinct slots: batch <= size
+        self.pushed += one_hot.sum(0)
+        filled = self.pushed.clamp(max=size)
+        in_use = torch.arange(size, device=y.device) < filled[:, None]
+        self.prototypes.copy_((self.queue * in_use[..., None]).sum(1) / filled.clamp_min(1)[:, None])
+
+    def similarity(self, features: torch.Tensor) -> torch.Tensor:
+        """cos(feature, prototype) / T_proto, (rows, classes); 0 against a zero prototype."""
+        return F.cosine_similarity(features[:, None], self.prototypes[None], dim=2) / self.proto_temp
+
+    def loss(self, output, y, u_index):
+        logits, features = output
+        B = len(y)
+        self.step += 1
+        pretraining = self.step <= self.pretrain_steps  # a device flag: no step reads it on the host
+        z_weak, z_strong = logits[B:].chunk(2)
+        f_weak, f_strong = features[B:].chunk(2)
+        loss_x = F.cross_entropy(logits[:B], y)
+        with torch.no_grad():
+            p = torch.softmax(z_weak.detach(), -1)
+            q = torch.softmax(self.similarity(f_weak.detach()), -1)
+            r = self.pl_dist ** (1 / self.dist_temp)
+            r = r / r.sum()
+            w = (r / r.max())[p.argmax(-1)][:, None]  # indexed by the linear label
+            blended = torch.where(pretraining, p, (1 - w) * p + w * q)
+            confidence, pseudo_label = blended.max(-1)
+            mask = confidence >= self.threshold
+        loss_u = (F.cross_entropy(z_strong, pseudo_label, reduction='none') * mask).mean()
+        loss_align = -(q * F.log_softmax(self.similarity(f_strong), -1)).sum(1).mean()
+        loss_align = torch.where(pretraining, torch.zeros_like(loss_align), loss_align)
+        self.count_pseudo_labels(pseudo_label)
+        terms = {'loss_x': loss_x, 'loss_u': loss_u, 'loss_align': loss_align}
+        return loss_x + loss_u + self.align_weight * loss_align, terms, mask, pseudo_label
+
+    @torch.no_grad()
+    def count_pseudo_labels(self, pseudo_label: torch.Tensor) -> None:
+        """Every row's final label (masked or not) joins the window; every `period` steps the window's
+        counts replace pl_dist and a new window starts."""
+        counts = (pseudo_label[:, None] == torch.arange(len(self.window), device=pseudo_label.device)).sum(0)
+        counts = counts.to(self.window.dtype)
+        distributed.all_reduce_sum(counts)
+        self.window += counts
+        window_ends = self.step % self.period == 0
+        self.pl_dist.copy_(torch.where(window_ends, self.window, self.pl_dist))
+        self.window.mul_(~window_ends)
+
+    def end_epoch(self) -> None:
+        pass
+
+    def unlabeled_prior(self) -> torch.Tensor:
+        return self.pl_dist / self.pl_dist.sum()  # the pseudo labels of the last window
+
+    @staticmethod
+    def eval_logits(output):
+        return output
