@@ -108,7 +108,7 @@ def test_tau1_on_cifar10_gamma_100(which, tau1):
 def method(cls, est_epoch=1, eval_step=2, ema_u=0.5):
     args = SimpleNamespace(threshold=0.9, tau1=2.0, tau12=2.0, tau2=2.0, est_epoch=est_epoch, ema_u=ema_u,
                            eval_step=eval_step, anchor_estimate='presence')
-    data = SimpleNamespace(labeled_per_class=[6, 3, 1], unlabeled_is_labeled=np.array([True, False, False, False]))
+    data = SimpleNamespace(name='cifar10', labeled_per_class=[6, 3, 1], unlabeled_is_labeled=np.array([True, False, False, False]))
     return cls(args, data)
 
 

@@ -22,7 +22,7 @@ def daso(pretrain_steps=0, dist_temp=1.5, period=100, queue_max_size=2, batch_si
     args = SimpleNamespace(threshold=0.95, pretrain_steps=pretrain_steps, proto_temp=0.05, dist_temp=dist_temp,
                            pl_dist_update_period=period, psa_loss_weight=1.0, queue_max_size=queue_max_size,
                            batch_size=batch_size)
-    return DASO(args, SimpleNamespace(labeled_per_class=[6, 3, 1]), num_features=2)
+    return DASO(args, SimpleNamespace(name='cifar10', labeled_per_class=[6, 3, 1]), num_features=2)
 
 
 def with_queue(**kwargs):

@@ -38,8 +38,9 @@ RUNS = {
 def run_args(method, setting, extra, seed, out):
     from utils.recipes import recipe
     gamma_u, mode = SETTINGS[setting]
-    hyper = [f'--{k.replace("_", "-")}={v}' for k, v in recipe(method, 'cifar10').items()
-             if k not in ('arch', 'depth', 'widen_factor', 'bn_momentum', 'nesterov', 'use_ema')]
+    hyper = [f'--{k.replace("_", "-")}={v}' for k, v in recipe({'version': method, 'dataset': 'cifar10'}).items()
+             if k not in ('arch', 'depth', 'widen_factor', 'bn_momentum', 'nesterov', 'use_ema', 'wdecay_all',
+                          'ema_warmup')]
     argv = ['--dataset', 'cifar10', '--imb-ratio-label', '150', '--imb-ratio-unlabel', gamma_u,
             '--flag-reverse-LT', mode, '--version', method, '--seed', str(seed), *hyper, '--out', str(out), *extra]
     if seed == 1:
