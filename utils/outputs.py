@@ -306,8 +306,8 @@ class RunLock:
     A second writer is refused; the lock of a dead process on this host (a killed run) is taken
     over with a warning. Released when the run ends, however it ends short of a kill."""
 
-    def __init__(self, out: Path, enabled: bool = True, warn=print):
-        self.path, self.enabled, self.warn = out / LOCK, enabled, warn
+    def __init__(self, out: Path, enabled: bool = True):
+        self.path, self.enabled = out / LOCK, enabled
         self.owner = {'pid': os.getpid(), 'host': socket.gethostname()}
 
     def __enter__(self):
@@ -322,8 +322,8 @@ class RunLock:
                 raise UserError(f'{self.path.parent} is in use by process {holder.get("pid")} on '
                                 f'{holder.get("host")} (see {self.path}); wait for that run to end, or delete '
                                 f'{self.path} if that process is gone')
-            self.warn(f'warning: taking over {self.path} from process {holder.get("pid")}, which is no longer '
-                      f'running (a run that was killed)')
+            print(f'warning: taking over {self.path} from process {holder.get("pid")}, which is no longer running '
+                  f'(a run that was killed)', file=sys.stderr)
             self.path.unlink(missing_ok=True)
         return self
 
