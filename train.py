@@ -265,17 +265,18 @@ def train(args, data) -> None:
             log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
                      f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
                      f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
-            saved_step, started = step, time.time()
+            first_step, started = step, time.time()
             while step < progress.last_step:
-                with stop.deferred(step > saved_step):  # a signal waits for the step's end, unless nothing is lost
+                with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                     labeled_batch, unlabeled_batch = next(batches)
                     loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
                     step += 1
                     meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
-                stopping = stop.requested(step, device)
-                if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
-                    meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists() else 'none yet')
-                    progress.update(step, loss)
+                    stopping = stop.requested(step, device)
+                    if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
+                        meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
+                                           else 'none yet')
+                        progress.update(step, loss)
                 if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
                     run.method.end_epoch()  # the closed-form M-step of the class prior
                     tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
@@ -290,7 +291,6 @@ def train(args, data) -> None:
                     save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
                     if is_best:
                         save_run(out / BEST, run, step, history, meter, args, identity)
-                    saved_step = step
                 elif stopping:  # mid-epoch: save where we are, with the epoch's E-step sums so far
                     save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
                 if stopping:
@@ -319,8 +319,8 @@ class StopNow(BaseException):
 class StopSignal:
     """SIGTERM or SIGINT (a preemption, Ctrl-C) while `train` runs.
 
-    During a training step that has progress to save (its batch, forward, backward, update), the
-    first signal asks the loop to stop at the step's end: it finishes the epoch's end work if the
+    During a training step (its batch, forward, backward, update; from this process's second step
+    on), the first signal asks the loop to stop at the step's end: it finishes the epoch's end work if the
     step ends an epoch, saves and returns. Several processes agree on it every AGREE_EVERY steps
     (one small all-reduce that waits for the GPUs, so not at every step). Anywhere else (loading
     the checkpoint, making the first batch, evaluating, writing a checkpoint, anything stuck there)
@@ -352,7 +352,7 @@ class StopSignal:
 
     @contextmanager
     def deferred(self, defer: bool):
-        """While in this block (a training step), a first signal only asks the loop to stop, if `defer`."""
+        """In this block (a training step), if `defer`, a first signal only asks the loop to stop."""
         self.deferring = defer
         try:
             yield
@@ -387,8 +387,8 @@ def epoch_line(record: dict) -> str:
     """The log line of an evaluation."""
     kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
     return (f"epoch {record['epoch']} step {record['step']}: top1 {record['top1']:.2f} "
-            f"(best {record['best_top1']:.2f}, mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
-            f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
+            f"(best {record['best_top1']:.2f}, mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} "
+            f"loss {record['loss']:.4f} mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
 
 
 def main(argv=None) -> int:

@@ -131,12 +131,12 @@ def test_a_folder_holding_another_run_or_other_data_is_refused(small_cifar10_roo
     capsys.readouterr()
     assert tiny(small_cifar10_root, b, '--total-steps', 4, '--resume', a / 'checkpoint.pt') == 2
     err = capsys.readouterr().err
-    assert err.count('\n') == 1 and f'--out {b} holds another run (--lr 0.05 (now 0.1))' in err
+    assert err.count('\n') == 1 and f'--out {b} holds another run, trained with --lr 0.05 (now 0.1)' in err
     assert folder_bytes(b) == before  # nothing written, nothing rotated
     for checkpoint in b.glob('*.pt'):
         checkpoint.unlink()
     assert tiny(small_cifar10_root, b, '--total-steps', 4) == 2  # a fresh start over its args.json
-    assert 'holds another run (--lr 0.05 (now 0.1))' in capsys.readouterr().err
+    assert 'holds another run, trained with --lr 0.05 (now 0.1)' in capsys.readouterr().err
 
     assert tiny(small_cifar10_root, tmp_path / 'c', '--total-steps', 4, '--resume', a) == 0  # an empty folder is fine
     assert json.loads((tmp_path / 'c' / 'args.json').read_text())['out'] == str(tmp_path / 'c')

@@ -9,9 +9,12 @@ writes a run folder (run.lock), and a folder only ever holds one run (resolve_re
 import hashlib
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +156,25 @@ def write_error(e: BaseException):
     return e
 
 
+@contextmanager
+def signals_held():
+    """SIGTERM and SIGINT that come during the block are handled after it (by the main thread's
+    handlers, which are Python's: a mask would not hold them in a process with other threads)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in came:
+            signal.raise_signal(signum)
+
+
 def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> None:
     """Write to a temporary file, flush it to disk, then rename it over `path`; with
     `keep_previous` the checkpoint it replaces becomes checkpoint.prev.pt. A failed or
@@ -164,9 +186,10 @@ def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> Non
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, path.with_name(PREVIOUS))
-        os.replace(tmp, path)
+        with signals_held():  # both renames or neither
+            if keep_previous and path.exists():
+                os.replace(path, path.with_name(PREVIOUS))
+            os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -295,10 +318,9 @@ def check_holds_no_other_run(out: Path, args, identity: dict) -> None:
         return
     changed = changed_settings(recorded, args)
     if data is not None and data != identity:
-        changed.append(f'other data (--data-dir {recorded.get("data_dir")})')
+        changed.append(f'other data, from --data-dir {recorded.get("data_dir")}')
     if changed:
-        raise UserError(f'--out {out} holds another run ({", ".join(changed)}); resume that run with --resume '
-                        f'auto, or choose another --out')
+        raise UserError(f'--out {out} holds another run, trained with {", ".join(changed)}; choose another --out')
 
 
 class RunLock:
@@ -314,7 +336,7 @@ class RunLock:
         if not self.enabled:
             return self
         prepare_out_dir(self.path.parent)
-        while not self._create():
+        while not self._created():
             holder = self._holder()
             if holder is None:
                 continue  # released meanwhile: try again
@@ -331,15 +353,23 @@ class RunLock:
         if self.enabled and self._holder() == self.owner:
             self.path.unlink(missing_ok=True)
 
+    def _created(self) -> bool:
+        try:
+            return self._create()
+        except OSError as e:
+            raise UserError(f'cannot write to --out {self.path.parent} ({e.strerror}); choose a writable directory')
+
     def _create(self) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        except OSError as e:
-            raise UserError(f'cannot write to --out {self.path.parent} ({e.strerror}); choose a writable directory')
-        with os.fdopen(fd, 'w') as f:
-            json.dump(self.owner, f)
+        try:
+            with os.fdopen(fd, 'w') as f:
+                json.dump(self.owner, f)
+        except OSError:
+            self.path.unlink()
+            raise
         return True
 
     def _holder(self):
