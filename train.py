@@ -319,13 +319,14 @@ class StopNow(BaseException):
 class StopSignal:
     """SIGTERM or SIGINT (a preemption, Ctrl-C) while `train` runs.
 
-    During a training step (its batch, forward, backward, update; from this process's second step
-    on), the first signal asks the loop to stop at the step's end: it finishes the epoch's end work if the
-    step ends an epoch, saves and returns. Several processes agree on it every AGREE_EVERY steps
-    (one small all-reduce that waits for the GPUs, so not at every step). Anywhere else (loading
-    the checkpoint, making the first batch, evaluating, writing a checkpoint, anything stuck there)
-    it stops the process at once with exit status 128 + the signal's number, leaving every checkpoint
-    as it was. A second signal ends the process at once, whatever it is doing (the default action).
+    During a training step (its batch, forward, backward, update), the first signal asks the loop
+    to stop at the step's end: it does the epoch's end work if the step ends an epoch, saves and
+    returns. Several processes agree on it every AGREE_EVERY steps (one small all-reduce that waits
+    for the GPUs, so not at every step). Anywhere else (loading the checkpoint, the process's first
+    step, which may hang making its first batch and has nothing to save, evaluating, writing a
+    checkpoint, anything stuck there) it stops the process at once with exit status 128 + the
+    signal's number, leaving every checkpoint as it was. A second signal ends the process at
+    once, whatever it is doing (the default action).
     """
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     AGREE_EVERY = 10

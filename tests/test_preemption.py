@@ -71,14 +71,16 @@ def assert_same_run(state, whole):
     ('SimPro', 'train_step', 4, 4),   # during the step of an evaluation: its prior update and evaluation first
     ('ACR_d', 'train_step', 4, 4),
     ('SimPro', 'train_step', 6, 6),   # mid-epoch: saved with the epoch's E-step sums
+    ('SimPro', 'train_step', 5, 5),   # right after an epoch's checkpoint
     ('SimPro', 'evaluate', 2, 4),     # during an evaluation: stops at once, the checkpoint of step 4 stays
+    ('SimPro', 'train_step', 1, None),  # in the process's first step (the first batch may hang): at once too
 ])
 def test_a_signal_wherever_it_lands_then_resume_equals_an_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch,
                                                                           capsys, whole_runs, method, where, call,
                                                                           saved_step):
     extra = ['--version', method, '--est-epoch', 0]
     signal_during(monkeypatch, where, call)
-    if where == 'evaluate':
+    if where == 'evaluate' or call == 1:
         with pytest.raises(SystemExit) as stopped:
             tiny(small_cifar10_root, tmp_path, *extra)
         assert stopped.value.code == 128 + signal.SIGTERM
@@ -86,9 +88,12 @@ def test_a_signal_wherever_it_lands_then_resume_equals_an_uninterrupted_run(smal
     else:
         assert tiny(small_cifar10_root, tmp_path, *extra) == 0
         assert f'stopped by SIGTERM at step {saved_step}; checkpoint saved' in (tmp_path / 'log.txt').read_text()
-    saved = torch.load(tmp_path / 'checkpoint.pt', weights_only=False)
-    assert saved['step'] == saved_step
-    assert len(saved['history']['top1']) == saved_step // 4  # the evaluation of a stop at an epoch's end is in it
+    if saved_step is None:
+        assert not (tmp_path / 'checkpoint.pt').exists()
+    else:
+        saved = torch.load(tmp_path / 'checkpoint.pt', weights_only=False)
+        assert saved['step'] == saved_step
+        assert len(saved['history']['top1']) == saved_step // 4  # a stop at an epoch's end evaluated it first
     assert not (tmp_path / 'run.lock').exists()
     monkeypatch.undo()
     assert tiny(small_cifar10_root, tmp_path, *extra, '--resume', 'auto') == 0
