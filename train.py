@@ -16,7 +16,7 @@ import math
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -35,8 +35,8 @@ from utils.recipes import off_recipe
 from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
-from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
-                           resolve_resume, save_checkpoint)
+from utils.outputs import (BEST, CHECKPOINT, Progress, RunLock, RunLog, data_identity, print_split, resolve_resume,
+                           save_checkpoint, write_args)
 from utils.training import (ModelEMA, PassBatches, check_fits_batch, constant_schedule, cosine_schedule, param_groups,
                             rng_states, seed_everything, set_rng_states)
 
@@ -316,98 +316,127 @@ def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
 
 
 def train(args, data) -> None:
-    device = resolve_device(args.device)
-    resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
-    main_process = distributed.is_main()
-    out, checkpoint = resolve_resume(args)
-    if checkpoint:
-        check_same_settings(checkpoint['args'], args)
-    run = build_training(args, data, device)
-    history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
-    if checkpoint:
-        run.load_state_dict(checkpoint)
-        set_rng_states(checkpoint['rng'])
-        history, step = checkpoint['history'], checkpoint['step']
-        meter.load_state_dict(checkpoint['meter'])
-    batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
-    if main_process and not checkpoint:
-        prepare_out_dir(out, vars(args))
-    progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step, main_process)
-    log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
-    log.forget_metrics_after(step)
-    off = off_recipe(vars(args))
-    if off:
-        log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
-                 f'{", ".join(off)}')
-    log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on {args.dataset}, '
-             f'{args.arch} ({count_parameters(run.model):,} parameters), {device} x {distributed.world_size()}, '
-             f'{args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
-    with StopSignal() as stop:  # SIGTERM/SIGINT end the loop cleanly at a step boundary
-        started = time.time()
-        while step < progress.last_step:
-            labeled_batch, unlabeled_batch = next(batches)
-            loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
-            step += 1
-            meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
-            stopping = stop.requested(step, device)
-            if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
-                meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists() else 'none yet')
-                progress.update(step, loss)
-            if stopping:  # SIGTERM/SIGINT: save where we are and leave cleanly
-                save_run(out / CHECKPOINT, run, step, history, meter, args)
-                log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
-                         f'command and --resume auto')
-                return
-            if step % args.eval_step:
-                continue
-
-            run.method.end_epoch()  # the closed-form M-step of the class prior
-            tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
-                              data.num_classes, device)
-            is_best = tested['top1'] > history['best_top1']
-            history['top1'].append(tested['top1'])
-            history['best_top1'] = max(history['best_top1'], tested['top1'])
-            record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
-            log.metrics(record)
-            kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
-            log.line(f"epoch {record['epoch']} step {step}: top1 {record['top1']:.2f} (best {record['best_top1']:.2f}, "
-                     f"mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} loss {record['loss']:.4f} "
-                     f"mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
-            meter, started = EpochMeter(device), time.time()
-            save_run(out / CHECKPOINT, run, step, history, meter, args)
-            if is_best:
-                save_run(out / BEST, run, step, history, meter, args)
-        progress.close()
-        log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
-        log.close()
+    with StopSignal() as stop:  # SIGTERM/SIGINT: a clean stop at a step boundary, else at once (see StopSignal)
+        device = resolve_device(args.device)
+        resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
+        main_process, identity = distributed.is_main(), data_identity(data)
+        out, checkpoint = resolve_resume(args, identity)  # (refuses other settings, other data, another run's --out)
+        run = build_training(args, data, device)
+        history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
+        if checkpoint:
+            run.load_state_dict(checkpoint)
+            set_rng_states(checkpoint['rng'])
+            history, step = checkpoint['history'], checkpoint['step']
+            meter.load_state_dict(checkpoint['meter'])
+        batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
+        with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
+            if main_process and not (checkpoint and (out / 'args.json').exists()):
+                write_args(out, vars(args))
+            progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step,
+                                main_process)
+            log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
+            log.forget_metrics_after(step)
+            off = off_recipe(vars(args))
+            if off:
+                log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
+                         f'{", ".join(off)}')
+            log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
+                     f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
+                     f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
+            first_step, started = step, time.time()
+            while step < progress.last_step:
+                with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
+                    labeled_batch, unlabeled_batch = next(batches)
+                    loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
+                    step += 1
+                    meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
+                    stopping = stop.requested(step, device)
+                    if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
+                        meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
+                                           else 'none yet')
+                        progress.update(step, loss)
+                if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
+                    run.method.end_epoch()  # the closed-form M-step of the class prior
+                    tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
+                                      data.num_classes, device)
+                    is_best = tested['top1'] > history['best_top1']
+                    history['top1'].append(tested['top1'])
+                    history['best_top1'] = max(history['best_top1'], tested['top1'])
+                    record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
+                    log.metrics(record)
+                    log.line(epoch_line(record))
+                    meter, started = EpochMeter(device), time.time()
+                    save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+                    if is_best:
+                        save_run(out / BEST, run, step, history, meter, args, identity)
+                elif stopping:  # mid-epoch: save where we are, with the epoch's E-step sums so far
+                    save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+                if stopping:
+                    log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
+                             f'command and --resume auto')
+                    return
+            progress.close()
+            log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+            log.close()
 
 
-def save_run(path: Path, run: Training, step, history, meter, args) -> None:
-    """Everything a resumed run needs to continue exactly (written by the first process only)."""
+def save_run(path: Path, run: Training, step, history, meter, args, data: dict) -> None:
+    """Everything a resumed run needs to continue exactly, and the identity of the data it reads
+    (written by the first process only)."""
     if distributed.is_main():
         state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
-                 'meter': meter.state_dict(), 'args': vars(args)}
+                 'meter': meter.state_dict(), 'args': vars(args), 'data': data}
         save_checkpoint(state, path, keep_previous=path.name == CHECKPOINT)
 
 
+class StopNow(BaseException):
+    """A signal outside a training step (see StopSignal). Not an Exception, so that no
+    `except Exception` on the way swallows it."""
+
+
 class StopSignal:
-    """While active, SIGTERM or SIGINT (a preemption, Ctrl-C) asks the loop to stop at the next
-    step boundary instead of killing the process; several processes agree on it every
-    AGREE_EVERY steps (one small all-reduce that waits for the GPUs, so not at every step)."""
+    """SIGTERM or SIGINT (a preemption, Ctrl-C) while `train` runs.
+
+    During a training step (its batch, forward, backward, update), the first signal asks the loop
+    to stop at the step's end: it does the epoch's end work if the step ends an epoch, saves and
+    returns. Several processes agree on it every AGREE_EVERY steps (one small all-reduce that waits
+    for the GPUs, so not at every step). Anywhere else (loading the checkpoint, the process's first
+    step, which may hang making its first batch and has nothing to save, evaluating, writing a
+    checkpoint, anything stuck there) it stops the process at once with exit status 128 + the
+    signal's number, leaving every checkpoint as it was. A second signal ends the process at
+    once, whatever it is doing (the default action).
+    """
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     AGREE_EVERY = 10
 
     def __enter__(self):
-        self.name = None
+        self.name, self.deferring = None, False
         self.previous = [signal.signal(sig, self._handle) for sig in self.SIGNALS]
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, error, traceback):
         for sig, handler in zip(self.SIGNALS, self.previous):
             signal.signal(sig, handler)
+        if isinstance(error, StopNow):
+            print(f'stopped by {self.name} outside a training step; the checkpoints are as they were. Continue '
+                  f'with the same command and --resume auto', file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.Signals[self.name])
 
     def _handle(self, signum, frame):
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)  # a second signal ends the process at once
         self.name = signal.Signals(signum).name
+        if not self.deferring:
+            raise StopNow
+
+    @contextmanager
+    def deferred(self, defer: bool):
+        """In this block (a training step), if `defer`, a first signal only asks the loop to stop."""
+        self.deferring = defer
+        try:
+            yield
+        finally:
+            self.deferring = False
 
     def requested(self, step: int, device) -> bool:
         if distributed.world_size() > 1 and step % self.AGREE_EVERY:
@@ -431,6 +460,14 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
     if hasattr(run.method, 'metrics'):  # what a method logs of its own state (ACR's anchor KLs and tau1, ...)
         record.update(run.method.metrics())
     return record
+
+
+def epoch_line(record: dict) -> str:
+    """The log line of an evaluation."""
+    kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
+    return (f"epoch {record['epoch']} step {record['step']}: top1 {record['top1']:.2f} "
+            f"(best {record['best_top1']:.2f}, mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} "
+            f"loss {record['loss']:.4f} mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
 
 
 def main(argv=None) -> int:

@@ -1,24 +1,32 @@
-"""What a run writes under --out: args.json, log.txt, metrics.jsonl, checkpoint.pt, best.pt.
+"""What a run writes under --out: args.json, log.txt, metrics.jsonl, checkpoint.pt, best.pt, and
+run.lock while it runs.
 
 Logs and metrics are appended, never truncated, so a resumed run continues the same files.
 Checkpoints are written to a temporary file, flushed to disk and renamed over the old one,
-so a crash mid-write never replaces a good checkpoint with a broken one.
+so a crash mid-write never replaces a good checkpoint with a broken one. One process at a time
+writes a run folder (run.lock), and a folder only ever holds one run (resolve_resume).
 """
 import hashlib
 import json
 import os
+import signal
+import socket
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dataset.splits import setting_name
 from utils.errors import UserError
 from utils.recipes import off_recipe
 
-CHECKPOINT, PREVIOUS, BEST = 'checkpoint.pt', 'checkpoint.prev.pt', 'best.pt'
-# Arguments that do not change what is learned: they may differ when a run is resumed.
+CHECKPOINT, PREVIOUS, BEST, LOCK = 'checkpoint.pt', 'checkpoint.prev.pt', 'best.pt', 'run.lock'
+# Arguments that do not change what is learned: they may differ when a run is resumed. The data
+# itself is compared by its identity (data_identity), so moving it to another --data-dir is fine.
 RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
             'channels_last', 'compile', 'tensorboard'}
 
@@ -98,13 +106,26 @@ class RunLog:
 
     def forget_metrics_after(self, step: int) -> None:
         """On resume: drop metrics of evaluations after the checkpoint's step (a run stopped between
-        writing them and its checkpoint); the resumed run writes them again, identically."""
+        writing them and its checkpoint), and a half-written last line (a run killed while writing
+        it); the resumed run writes them again, identically."""
         path = self.out / 'metrics.jsonl'
         if not self.enabled or not path.exists():
             return
-        lines = path.read_text().splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)['step'] <= step]
-        if len(kept) < len(lines):
+        text = path.read_text()
+        lines = text.splitlines()
+        kept = []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except ValueError:
+                if number < len(lines):
+                    raise UserError(f'{path} line {number} is not JSON; repair or delete that line, then resume')
+                self.line(f'dropped the half-written last line of {path} (a run killed while writing it); '
+                          f'its evaluation is redone')
+                continue
+            if record is not None and record['step'] <= step:
+                kept.append(line + '\n')
+        if ''.join(kept) != text:
             tmp = path.with_name(path.name + '.tmp')
             tmp.write_text(''.join(kept))
             os.replace(tmp, path)
@@ -117,36 +138,78 @@ class RunLog:
             raise UserError(f'cannot write {self.out / name} ({e.strerror}); free space or choose another --out')
 
 
-def prepare_out_dir(out: Path, args_dict: dict) -> None:
+def prepare_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / 'args.json').write_text(json.dumps(args_dict, indent=2) + '\n')
     except OSError as e:
         raise UserError(f'cannot write to --out {out} ({e.strerror}); choose a writable directory')
 
 
+def write_args(out: Path, args_dict: dict) -> None:
+    """args.json: the resolved configuration of the run in `out` (written whole or not at all)."""
+    tmp = out / 'args.json.tmp'
+    try:
+        tmp.write_text(json.dumps(args_dict, indent=2) + '\n')
+        os.replace(tmp, out / 'args.json')
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f'cannot write to --out {out} ({e.strerror}); choose a writable directory')
+
+
+def write_error(e: BaseException):
+    """The OSError behind a failed write: torch.save reports a full disk as a RuntimeError
+    ('unexpected pos') raised while handling the OSError; None for any other error."""
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e
+
+
+@contextmanager
+def signals_held():
+    """SIGTERM and SIGINT that come during the block are handled after it (by the main thread's
+    handlers, which are Python's: a mask would not hold them in a process with other threads)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: came.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in came:
+            signal.raise_signal(signum)
+
+
 def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> None:
     """Write to a temporary file, flush it to disk, then rename it over `path`; with
-    `keep_previous` the checkpoint it replaces becomes checkpoint.prev.pt. A failed write
-    (disk full, ...) leaves every existing checkpoint as it was."""
+    `keep_previous` the checkpoint it replaces becomes checkpoint.prev.pt. A failed or
+    interrupted write (disk full, a signal, ...) leaves every existing checkpoint as it was and
+    no temporary file."""
     tmp = path.with_name(path.name + '.tmp')
     try:
         with open(tmp, 'wb') as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
-        if keep_previous and path.exists():
-            os.replace(path, path.with_name(PREVIOUS))
-        os.replace(tmp, path)
+        with signals_held():  # both renames or neither
+            if keep_previous and path.exists():
+                os.replace(path, path.with_name(PREVIOUS))
+            os.replace(tmp, path)
         directory = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f'cannot write checkpoint {path} ({e.strerror}); the previous checkpoints are intact; '
-                        f'free space or choose another --out, then resume')
+        cause = write_error(e)
+        if cause is None:
+            raise
+        raise UserError(f'cannot write checkpoint {path} ({cause.strerror or cause}); the previous checkpoints '
+                        f'are intact; free space or choose another --out, then resume') from None
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -170,28 +233,178 @@ def latest_good_checkpoint(out: Path, warn=print):
     return None
 
 
-def resolve_resume(args):
-    """(output directory, checkpoint to continue from or None); never overwrites a run silently."""
+def resolve_resume(args, identity: dict):
+    """(output directory, checkpoint to continue from or None), after checking that the
+    checkpoint's run learned what this one would (settings and data, `identity`) and that the
+    output directory holds no other run: a run is never mixed with another or overwritten."""
     out = Path(args.out) if args.out else default_out_dir(args)
     if args.resume == 'auto':
-        return out, latest_good_checkpoint(out, warn=lambda text: print(text, file=sys.stderr))
-    if args.resume:
+        checkpoint, source = latest_good_checkpoint(out, warn=lambda text: print(text, file=sys.stderr)), out
+    elif args.resume:
         path = Path(args.resume)
         path = path / CHECKPOINT if path.is_dir() else path
         if not path.is_file():
             raise UserError(f'--resume {args.resume}: no checkpoint there')
-        return (Path(args.out) if args.out else path.parent), load_checkpoint(path)
-    if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
-        raise UserError(f'{out} already holds a run; pass --resume auto to continue it, or choose another --out')
-    return out, None
+        checkpoint, source = load_checkpoint(path), path.parent
+        out = Path(args.out) if args.out else source
+    else:
+        if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
+            raise UserError(f'{out} already holds a run; pass --resume auto to continue it, or choose another --out')
+        checkpoint, source = None, None
+    if checkpoint:
+        check_same_settings(checkpoint['args'], args)
+        check_same_data(checkpoint, identity, args)
+    if checkpoint is None or not same_folder(out, source):
+        check_holds_no_other_run(out, args, identity)
+    return out, checkpoint
+
+
+def same_folder(a: Path, b: Path) -> bool:
+    return a.exists() and b.exists() and os.path.samefile(a, b)
+
+
+def changed_settings(saved: dict, args) -> list:
+    """'--flag saved (now value)' for each setting that changes what is learned and differs."""
+    return [f'--{k.replace("_", "-")} {saved.get(k)} (now {v})' for k, v in vars(args).items()
+            if k not in RUN_ONLY and saved.get(k) != v]
 
 
 def check_same_settings(saved: dict, args) -> None:
     """A resumed run must learn exactly what the checkpoint's run learned."""
-    changed = [k for k, v in vars(args).items() if k not in RUN_ONLY and saved.get(k) != v]
+    changed = changed_settings(saved, args)
     if changed:
-        diffs = ', '.join(f'--{k.replace("_", "-")} {saved.get(k)} (now {getattr(args, k)})' for k in changed)
-        raise UserError(f'the checkpoint was trained with {diffs}; resume with the same settings or use a new --out')
+        raise UserError(f'the checkpoint was trained with {", ".join(changed)}; resume with the same settings '
+                        f'or use a new --out')
+
+
+def data_identity(data) -> dict:
+    """What identifies the data a run learns from, cheaply (milliseconds, even for ImageNet): the
+    number and size of the images, a checksum of the split's labels and rows and of 64 images
+    spread over it, the same for the test set. Stored in every checkpoint; equal when the same
+    files are read from another --data-dir."""
+    def checksum(*arrays) -> str:
+        digest = hashlib.sha256()
+        for a in arrays:
+            digest.update(np.ascontiguousarray(a).tobytes())
+        return digest.hexdigest()[:16]
+
+    def sample(images):
+        return images[np.linspace(0, len(images) - 1, min(64, len(images))).astype(np.int64)]
+
+    return {'training images': f'{len(data.images)} of {"x".join(map(str, data.images.shape[1:]))}',
+            'labels of the split': checksum(data.labels, data.labeled_idx, data.unlabeled_idx),
+            'training image content': checksum(sample(data.images)),
+            'test set': f'{len(data.test_images)} images, {checksum(data.test_labels, sample(data.test_images))}'}
+
+
+def check_same_data(checkpoint: dict, identity: dict, args) -> None:
+    """A resumed run must read the data its checkpoint's run read (checkpoints from before this
+    check hold no identity and are not checked)."""
+    saved = checkpoint.get('data')
+    if saved is None or saved == identity:
+        return
+    differ = ', '.join(f'{what} {saved.get(what)} (now {now})' for what, now in identity.items()
+                       if saved.get(what) != now)
+    raise UserError(f'--data-dir {args.data_dir} holds other data than the checkpoint\'s run read from '
+                    f'{checkpoint["args"].get("data_dir")}: {differ}; resume with the same data or use a new --out')
+
+
+def check_holds_no_other_run(out: Path, args, identity: dict) -> None:
+    """Starting, or resuming a checkpoint from elsewhere, into `out`: refused when `out` holds a
+    run with other settings or data (described by its checkpoint, else by its args.json)."""
+    recorded, data = None, None
+    try:
+        saved = latest_good_checkpoint(out, warn=lambda text: None)
+        if saved:
+            recorded, data = saved['args'], saved.get('data')
+        elif (out / 'args.json').is_file():
+            recorded = json.loads((out / 'args.json').read_text())
+    except (UserError, ValueError, OSError):
+        raise UserError(f'--out {out} holds a run whose checkpoint or args.json cannot be read; choose another '
+                        f'--out')
+    if recorded is None:
+        return
+    changed = changed_settings(recorded, args)
+    if data is not None and data != identity:
+        changed.append(f'other data, from --data-dir {recorded.get("data_dir")}')
+    if changed:
+        raise UserError(f'--out {out} holds another run, trained with {", ".join(changed)}; choose another --out')
+
+
+class RunLock:
+    """<out>/run.lock, holding the process id and host of the one process writing the run folder.
+    A second writer is refused; the lock of a dead process on this host (a killed run) is taken
+    over with a warning. Released when the run ends, however it ends short of a kill."""
+
+    def __init__(self, out: Path, enabled: bool = True):
+        self.path, self.enabled = out / LOCK, enabled
+        self.owner = {'pid': os.getpid(), 'host': socket.gethostname()}
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        prepare_out_dir(self.path.parent)
+        while not self._created():
+            holder = self._holder()
+            if holder is None:
+                continue  # released meanwhile: try again
+            if holder.get('host') != self.owner['host'] or self._alive(holder.get('pid')):
+                raise UserError(f'{self.path.parent} is in use by process {holder.get("pid")} on '
+                                f'{holder.get("host")} (see {self.path}); wait for that run to end, or delete '
+                                f'{self.path} if that process is gone')
+            print(f'warning: taking over {self.path} from process {holder.get("pid")}, which is no longer running '
+                  f'(a run that was killed)', file=sys.stderr)
+            self.path.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled and self._holder() == self.owner:
+            self.path.unlink(missing_ok=True)
+
+    def _created(self) -> bool:
+        try:
+            return self._create()
+        except OSError as e:
+            raise UserError(f'cannot write to --out {self.path.parent} ({e.strerror}); choose a writable directory')
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, 'w') as f:
+                json.dump(self.owner, f)
+        except OSError:
+            self.path.unlink()
+            raise
+        return True
+
+    def _holder(self):
+        """The lock's {'pid', 'host'}; None when there is no lock. A lock without them is re-read
+        for a second (its writer may be writing it), then treated as a killed process's."""
+        for _ in range(10):
+            try:
+                holder = json.loads(self.path.read_text())
+                if isinstance(holder, dict) and 'pid' in holder:
+                    return holder
+            except FileNotFoundError:
+                return None
+            except ValueError:
+                pass
+            time.sleep(0.1)
+        return {'pid': None, 'host': self.owner['host']}
+
+    def _alive(self, pid) -> bool:
+        if not isinstance(pid, int) or pid == os.getpid():  # our own id: a recycled one of a dead process
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # another user's live process
+            return True
+        return True
 
 
 class Progress:
