@@ -13,10 +13,9 @@ several GPUs and machines (`torchrun --nproc_per_node 4 train.py ...`, or NPROC=
 """
 import argparse
 import math
-import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,6 +31,7 @@ from models import ARCHS, ModelConfigError, build_model, count_parameters
 from utils.arguments import check_arguments
 from utils.errors import UserError
 from utils.recipes import off_recipe
+from utils.stopping import StopSignal
 from utils import distributed
 from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
@@ -315,69 +315,68 @@ def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
     torch.backends.cudnn.benchmark = cuda
 
 
-def train(args, data) -> None:
-    with StopSignal() as stop:  # SIGTERM/SIGINT: a clean stop at a step boundary, else at once (see StopSignal)
-        device = resolve_device(args.device)
-        resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
-        main_process, identity = distributed.is_main(), data_identity(data)
-        out, checkpoint = resolve_resume(args, identity)  # (refuses other settings, other data, another run's --out)
-        run = build_training(args, data, device)
-        history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
-        if checkpoint:
-            run.load_state_dict(checkpoint)
-            set_rng_states(checkpoint['rng'])
-            history, step = checkpoint['history'], checkpoint['step']
-            meter.load_state_dict(checkpoint['meter'])
-        batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
-        with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
-            if main_process and not (checkpoint and (out / 'args.json').exists()):
-                write_args(out, vars(args))
-            progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step,
-                                main_process)
-            log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
-            log.forget_metrics_after(step)
-            off = off_recipe(vars(args))
-            if off:
-                log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
-                         f'{", ".join(off)}')
-            log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
-                     f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
-                     f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
-            first_step, started = step, time.time()
-            while step < progress.last_step:
-                with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
-                    labeled_batch, unlabeled_batch = next(batches)
-                    loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
-                    step += 1
-                    meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
-                    stopping = stop.requested(step, device)
-                    if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
-                        meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
-                                           else 'none yet')
-                        progress.update(step, loss)
-                if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
-                    run.method.end_epoch()  # the closed-form M-step of the class prior
-                    tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
-                                      data.num_classes, device)
-                    is_best = tested['top1'] > history['best_top1']
-                    history['top1'].append(tested['top1'])
-                    history['best_top1'] = max(history['best_top1'], tested['top1'])
-                    record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
-                    log.metrics(record)
-                    log.line(epoch_line(record))
-                    meter, started = EpochMeter(device), time.time()
-                    save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
-                    if is_best:
-                        save_run(out / BEST, run, step, history, meter, args, identity)
-                elif stopping:  # mid-epoch: save where we are, with the epoch's E-step sums so far
-                    save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
-                if stopping:
-                    log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
-                             f'command and --resume auto')
-                    return
-            progress.close()
-            log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
-            log.close()
+def train(args, data, stop: StopSignal) -> None:
+    device = resolve_device(args.device)
+    resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
+    main_process, identity = distributed.is_main(), data_identity(data)
+    out, checkpoint = resolve_resume(args, identity)  # (refuses other settings, other data, another run's --out)
+    run = build_training(args, data, device)
+    history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
+    if checkpoint:
+        run.load_state_dict(checkpoint)
+        set_rng_states(checkpoint['rng'])
+        history, step = checkpoint['history'], checkpoint['step']
+        meter.load_state_dict(checkpoint['meter'])
+    batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
+    with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
+        if main_process and not (checkpoint and (out / 'args.json').exists()):
+            write_args(out, vars(args))
+        progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step,
+                            main_process)
+        log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
+        log.forget_metrics_after(step)
+        off = off_recipe(vars(args))
+        if off:
+            log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
+                     f'{", ".join(off)}')
+        log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
+                 f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
+                 f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
+        first_step, started = step, time.time()
+        while step < progress.last_step:
+            with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
+                labeled_batch, unlabeled_batch = next(batches)
+                loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
+                step += 1
+                meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
+                stopping = stop.requested(step, device)
+                if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
+                    meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
+                                       else 'none yet')
+                    progress.update(step, loss)
+            if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
+                run.method.end_epoch()  # the closed-form M-step of the class prior
+                tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
+                                  data.num_classes, device)
+                is_best = tested['top1'] > history['best_top1']
+                history['top1'].append(tested['top1'])
+                history['best_top1'] = max(history['best_top1'], tested['top1'])
+                record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
+                log.metrics(record)
+                log.line(epoch_line(record))
+                meter, started = EpochMeter(device), time.time()
+                save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+                if is_best:
+                    save_run(out / BEST, run, step, history, meter, args, identity)
+            elif stopping:  # mid-epoch: save where we are, with the epoch's E-step sums so far
+                save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+            if stopping:
+                log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
+                         f'command and --resume auto')
+                return
+        progress.close()
+        log.line(f'finished: best top1 {history["best_top1"]:.2f}, outputs in {out}')
+        log.close()
 
 
 def save_run(path: Path, run: Training, step, history, meter, args, data: dict) -> None:
@@ -387,61 +386,6 @@ def save_run(path: Path, run: Training, step, history, meter, args, data: dict) 
         state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
                  'meter': meter.state_dict(), 'args': vars(args), 'data': data}
         save_checkpoint(state, path, keep_previous=path.name == CHECKPOINT)
-
-
-class StopNow(BaseException):
-    """A signal outside a training step (see StopSignal). Not an Exception, so that no
-    `except Exception` on the way swallows it."""
-
-
-class StopSignal:
-    """SIGTERM or SIGINT (a preemption, Ctrl-C) while `train` runs.
-
-    During a training step (its batch, forward, backward, update), the first signal asks the loop
-    to stop at the step's end: it does the epoch's end work if the step ends an epoch, saves and
-    returns. Several processes agree on it every AGREE_EVERY steps (one small all-reduce that waits
-    for the GPUs, so not at every step). Anywhere else (loading the checkpoint, the process's first
-    step, which may hang making its first batch and has nothing to save, evaluating, writing a
-    checkpoint, anything stuck there) it stops the process at once with exit status 128 + the
-    signal's number, leaving every checkpoint as it was. A second signal ends the process at
-    once, whatever it is doing (the default action).
-    """
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-    AGREE_EVERY = 10
-
-    def __enter__(self):
-        self.name, self.deferring = None, False
-        self.previous = [signal.signal(sig, self._handle) for sig in self.SIGNALS]
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        for sig, handler in zip(self.SIGNALS, self.previous):
-            signal.signal(sig, handler)
-        if isinstance(error, StopNow):
-            print(f'stopped by {self.name} outside a training step; the checkpoints are as they were. Continue '
-                  f'with the same command and --resume auto', file=sys.stderr, flush=True)
-            raise SystemExit(128 + signal.Signals[self.name])
-
-    def _handle(self, signum, frame):
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_DFL)  # a second signal ends the process at once
-        self.name = signal.Signals(signum).name
-        if not self.deferring:
-            raise StopNow
-
-    @contextmanager
-    def deferred(self, defer: bool):
-        """In this block (a training step), if `defer`, a first signal only asks the loop to stop."""
-        self.deferring = defer
-        try:
-            yield
-        finally:
-            self.deferring = False
-
-    def requested(self, step: int, device) -> bool:
-        if distributed.world_size() > 1 and step % self.AGREE_EVERY:
-            return False
-        return distributed.any_process(self.name is not None, device)
 
 
 def epoch_record(step, args, data, tested, history, run: Training, meter, seconds) -> dict:
@@ -470,30 +414,37 @@ def epoch_line(record: dict) -> str:
             f"loss {record['loss']:.4f} mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
 
 
-def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
-    try:
-        check_arguments(args)
-        args.arch = args.arch or DEFAULT_ARCH[args.dataset]
-        check_network(args)
-        data = build_data(args)
-        if args.dry_run:
-            model = new_model(args, data.num_classes)
-            summary = {**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
-                       'config': vars(args)}
-            print_split(summary, data.notes)
-            return 0
+def checked_data(args):
+    """The split of the arguments, after checking every argument (one line each, before any data is
+    read or anything written: utils/arguments.py, the network on the meta device, batches that fit)."""
+    check_arguments(args)
+    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+    check_network(args)
+    data = build_data(args)
+    if not args.dry_run:
         for what, size, batch in (('labeled set', len(data.labeled_idx), args.batch_size),
                                   ('unlabeled pool', len(data.unlabeled_idx), args.batch_size * args.mu)):
             check_fits_batch(what, size, batch, distributed.launched_processes())  # (SimPro's r divides by it)
-        train(args, data)
+    return data
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        with StopSignal() as stop:  # SIGTERM/SIGINT from the first data read on (utils/stopping.py)
+            data = checked_data(args)
+            if args.dry_run:
+                model = new_model(args, data.num_classes)
+                print_split({**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
+                             'config': vars(args)}, data.notes)
+            else:
+                train(args, data, stop)
         return 0
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     finally:
         distributed.cleanup()
-
 
 if __name__ == '__main__':
     sys.exit(main())

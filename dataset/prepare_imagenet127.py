@@ -188,7 +188,11 @@ def prepare(data_dir: Path, image_size: int, force: bool = False, progress: bool
             'mapping': {path.name: file_sha256(path) for path in (MAPPING_FILE, CLASSES_FILE)},
             'inputs': inputs, 'outputs': outputs,
             'train_per_class': {f'{k + 1} {names[k]}': int(n) for k, n in enumerate(train_counts)}}
-        (target / MANIFEST).unlink(missing_ok=True)  # (--force) the old manifest describes the old files
+        # (--force) the old manifest describes the old files, and without the old val_data the reader
+        # refuses the folder until the new val_data, renamed last, is in place: never a mix of both
+        (target / MANIFEST).unlink(missing_ok=True)
+        (target / IMAGENET_VAL_FILE).unlink(missing_ok=True)
+        assert FILES[-1] == IMAGENET_VAL_FILE
         for name in FILES:  # all complete: now they take their names
             os.replace(target / (name + PARTIAL), target / name)
         (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n')
@@ -208,7 +212,7 @@ def summary(manifest: dict, data_dir: Path, image_size: int) -> str:
     return (f'wrote {data_dir / imagenet_folder(127, image_size)}: {sum(counts.values()):,} training images in '
             f'127 classes; largest {largest.split(" ", 1)[1]} ({counts[largest]:,}), smallest '
             f'{smallest.split(" ", 1)[1]} ({counts[smallest]:,}), imbalance ratio {ratio:.1f}\n'
-            f'train on it: bash sh/SimPro.sh smallimagenet {row} --data-dir {data_dir}')
+            f'train on it: bash sh/SimPro.sh smallimagenet {row} --data-dir {data_dir.resolve()}')
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -286,15 +286,18 @@ def ends_within(process, seconds):
     return time.time() - started
 
 
-def test_sigterm_while_the_split_is_read_ends_the_process(small_cifar10_root, tmp_path):
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_split_is_read_ends_the_process_in_one_line(small_cifar10_root, tmp_path, sig):
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
     os.mkfifo(fifo)
     process, writer = start(command(small_cifar10_root, out, script='tests/signal_probe.py'), fifo,
                             {'PROBE_STUCK': 'build_data:1', 'PROBE_FIFO': str(fifo)})  # a data file that never comes
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     ends_within(process, 10)
     os.close(writer)
-    assert process.returncode != 0 and not out.exists()
+    err = process.communicate()[1]
+    assert process.returncode == 128 + sig and not out.exists()
+    assert 'Traceback' not in err and err.strip().splitlines()[-1].startswith(f'stopped by {sig.name} outside')
 
 
 def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(small_cifar10_root, tmp_path):

@@ -89,7 +89,7 @@ def test_labels_change_and_nothing_else_then_train_py_reads_it(capsys, imagenet_
     assert train_per_class['87 mammal'] == 2 * 218 and train_per_class['1 loaf of bread'] == 2
     assert sum(train_per_class.values()) == 2000
     assert 'largest mammal (436), smallest' in out and 'imbalance ratio 218.0' in out
-    assert 'bash sh/SimPro.sh smallimagenet 0 --data-dir' in out
+    assert f'bash sh/SimPro.sh smallimagenet 0 --data-dir {imagenet_1k.resolve()}' in out  # (run from the repo)
     # train.py's reader takes it: 10% labeled of each class, re-indexed by count (mammal first)
     code = train.main(['--dataset', 'smallimagenet', '--data-dir', str(imagenet_1k), '--dry-run'])
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -183,6 +183,26 @@ def test_an_interrupted_run_leaves_nothing_the_reader_takes(capsys, imagenet_1k,
     with pytest.raises(KeyboardInterrupt):
         prep.main(['--data-dir', str(imagenet_1k), '--img-size', '32', '--no-progress'])
     assert len(written) == 5 and not list((imagenet_1k / 'small_imagenet_127_32').iterdir())
+
+
+def test_a_rebuild_stopped_while_renaming_never_leaves_a_mix_the_reader_takes(capsys, imagenet_1k, monkeypatch):
+    import os
+    assert prep.main(['--data-dir', str(imagenet_1k), '--img-size', '32', '--no-progress']) == 0
+    renamed, real_replace = [], os.replace
+
+    def replace_then_fail(source, target):
+        if len(renamed) == 4:
+            raise KeyboardInterrupt  # Ctrl-C after 4 of the 11 renames of a --force rebuild
+        renamed.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(prep.os, 'replace', replace_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        prep.main(['--data-dir', str(imagenet_1k), '--img-size', '32', '--force', '--no-progress'])
+    capsys.readouterr()
+    assert not (imagenet_1k / 'small_imagenet_127_32' / 'val_data').exists()
+    code = train.main(['--dataset', 'smallimagenet', '--data-dir', str(imagenet_1k), '--dry-run'])
+    assert code == 2 and 'val_data' in capsys.readouterr().err  # refused, not trained on a mix
 
 
 def test_peak_memory_is_about_one_batch_file(imagenet_1k, tmp_path):
