@@ -35,8 +35,8 @@ from utils.evaluate import evaluate, group_accuracy, shot_groups
 from utils.meter import EpochMeter
 from utils.outputs import (BEST, CHECKPOINT, Progress, RunLog, check_same_settings, prepare_out_dir, print_split,
                            resolve_resume, save_checkpoint)
-from utils.training import (ModelEMA, PassBatches, cosine_schedule, param_groups, rng_states, seed_everything,
-                            set_rng_states)
+from utils.training import (ModelEMA, PassBatches, constant_schedule, cosine_schedule, param_groups, rng_states,
+                            seed_everything, set_rng_states)
 
 DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
                 'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
@@ -85,6 +85,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
     method.add_argument('--est-epoch', type=int, default=5,
                         help='ACR_d: epochs before its (logged) unlabeled-prior estimate starts')
+    # CReST+ (ytaek-oh/daso's FixMatchCReST): defaults are its configs' values
+    method.add_argument('--generations', type=int, default=5,
+                        help='CReST+: generations of self-training, each --total-steps // G steps (the last one '
+                             'also runs the remainder)')
+    method.add_argument('--crest-alpha', type=float, default=3.0,
+                        help='CReST+: alpha of the sampling rates (n_{C-1-k} / n_0) ** (1 / alpha)')
+    method.add_argument('--da-t-min', type=float, default=0.5,
+                        help='CReST+: temperature of the alignment target in the last generation (1 in the first)')
+    method.add_argument('--dist-align', action=argparse.BooleanOptionalAction, default=True,
+                        help="CReST+: progressive distribution alignment of the pseudo labels (off: CReST, as "
+                             "DASO's STL-10 config)")
 
     optim = p.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
@@ -97,6 +108,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument('--use-ema', action=argparse.BooleanOptionalAction, default=True,
                        help='evaluate an EMA of the weights')
     optim.add_argument('--ema-decay', type=float, default=0.999, help='decay of the weight EMA')
+    optim.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
+                       help="cosine: FixMatch's cos(7 pi t / 16 T); constant: no decay (DASO's recipe)")
+    optim.add_argument('--wdecay-all', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight decay on every parameter, biases and BatchNorm included (DASO's recipe)")
+    optim.add_argument('--ema-warmup', action=argparse.BooleanOptionalAction, default=False,
+                       help="weight EMA decay min(1 - 1/t, --ema-decay) after step t (DASO's recipe)")
 
     run = p.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
@@ -140,6 +157,8 @@ def resolve_device(name):
 def make_batches(args, data, method, step: int, device):
     """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and the test batches:
     made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
+    if hasattr(method, 'labeled_data'):  # CReST+: this generation's labeled set, pseudo-labeled pool images added
+        data = method.labeled_data(data)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
@@ -151,7 +170,8 @@ def make_batches(args, data, method, step: int, device):
                             f"use --aug cpu")
         return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
                               method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
-                              flip=data.flip, cutout=data.cutout, **common),
+                              flip=data.flip, cutout=data.cutout,
+                              labeled_targets=torch.from_numpy(data.labeled_targets).to(device), **common),
                 EvalBatches(test_images, torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
@@ -191,20 +211,31 @@ class Training:
         self.method.load_state_dict(state['method'])
 
 
-def build_training(args, data, device) -> Training:
-    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run."""
-    seed_everything(args.seed)
-    method = METHODS[args.version](args, data).to(device)
+def build_training(args, data, device, method=None, seed=None) -> Training:
+    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run (or of
+    a new CReST+ generation: its method carries on, the network is drawn from the generation's seed)."""
+    seed_everything(args.seed if seed is None else seed)
+    method = METHODS[args.version](args, data).to(device) if method is None else method
     model = new_model(args, data.num_classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, args.wdecay), lr=args.lr, momentum=0.9, nesterov=args.nesterov)
+    optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
+                                nesterov=args.nesterov)
+    cycle = getattr(method, 'generation_steps', args.total_steps)  # CReST+ restarts it every generation
+    schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
-    return Training(method, model, ModelEMA(model, args.ema_decay) if args.use_ema else None, optimizer,
-                    torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_schedule(args.total_steps)),
+    ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.use_ema else None
+    return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                     torch.compile(forward) if args.compile else forward)
+
+
+def next_generation(args, data, run: Training, device) -> Training:
+    """CReST+ at a generation boundary: the weight EMA pseudo-labels the unlabeled pool and the method
+    keeps its new selection; the network, its EMA, the optimizer and the schedule start afresh."""
+    seed = run.method.start_generation(run.ema.model if run.ema else run.model, data, device)
+    return build_training(args, data, device, method=run.method, seed=seed)
 
 
 def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
@@ -225,7 +256,7 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
     run.optimizer.step()
     run.scheduler.step()
     if run.ema:
-        run.ema.update(run.model)
+        run.ema.update(run.model, step=run.scheduler.last_epoch)  # the schedule counts the steps taken
     return loss, terms, mask, pseudo_label
 
 
@@ -267,6 +298,11 @@ def train(args, data) -> None:
     with StopSignal() as stop:  # SIGTERM/SIGINT end the loop cleanly at a step boundary
         started = time.time()
         while step < progress.last_step:
+            if step in getattr(run.method, 'generation_starts', ()):  # CReST+: the next generation
+                batches = test_batches = None  # (frees their copy of the images on the device first)
+                run = next_generation(args, data, run, device)
+                batches, test_batches = make_batches(args, data, run.method, step, device)
+                log.line(f'step {step}: {run.method.describe_generation()}')
             labeled_batch, unlabeled_batch = next(batches)
             loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
             step += 1

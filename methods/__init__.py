@@ -7,9 +7,11 @@ METHODS below. What several methods share is in methods/common.py.
 """
 from methods.acr_d import ACRd
 from methods.common import ClassPrior, logit_adjustment, scale_ratio, symmetric_kl
+from methods.crest import CReSTPlus
 from methods.fixmatch import FixMatch
 from methods.simpro import SimPro
 
-METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch}
+METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch, 'CReST+': CReSTPlus}
 
-__all__ = ['METHODS', 'ACRd', 'ClassPrior', 'FixMatch', 'SimPro', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']
+__all__ = ['METHODS', 'ACRd', 'ClassPrior', 'CReSTPlus', 'FixMatch', 'SimPro', 'logit_adjustment', 'scale_ratio',
+           'symmetric_kl']

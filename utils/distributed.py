@@ -45,6 +45,21 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t)
 
 
+def all_reduce_max(tensor: torch.Tensor) -> None:
+    """The elementwise maximum of `tensor` over the processes, in place."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensors of every process (of the same shape), concatenated in rank order along dim 0."""
+    if not dist.is_initialized():
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def any_process(flag: bool, device) -> bool:
     """True when `flag` is true on any process, so that all stop at the same step."""
     if not dist.is_initialized():

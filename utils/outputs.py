@@ -31,11 +31,15 @@ def default_out_dir(args) -> Path:
             f'_gu{args.imb_ratio_unlabel:g}_{mode}_{arch}_s{args.img_size}_lr{args.lr:g}_wd{args.wdecay:g}'
             f'_steps{args.total_steps}_e{args.eval_step}_bs{args.batch_size}_mu{args.mu}_thr{args.threshold:g}'
             f'_ema{args.ema_decay if args.use_ema else 0:g}{"" if args.nesterov else "_nonesterov"}'
-            f'{"_bf16" if args.amp else ""}')
+            f'{"_bf16" if args.amp else ""}{"" if args.lr_schedule == "cosine" else "_lr" + args.lr_schedule}'
+            f'{"_wdall" if args.wdecay_all else ""}{"_emawarmup" if args.ema_warmup else ""}')
     if args.version == 'SimPro':
         name += f'_tau{args.tau:g}_emau{args.ema_u:g}'
     elif args.version == 'ACR_d':
         name += f'_tau{args.tau1:g}-{args.tau12:g}-{args.tau2:g}_emau{args.ema_u:g}_est{args.est_epoch}'
+    elif args.version == 'CReST+':
+        name += (f'_gen{args.generations}_alpha{args.crest_alpha:g}_tmin{args.da_t_min:g}'
+                 f'{"" if args.dist_align else "_noda"}')
     return Path('result') / args.dataset / f'{name}_seed{args.seed}'
 
 

@@ -68,9 +68,10 @@ class PassBatches(torch.utils.data.Sampler):
         return 2 ** 62
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float):
-    """Weight decay on every parameter except those whose name contains 'bias' or 'bn'."""
-    no_decay = ('bias', 'bn')
+def param_groups(model: torch.nn.Module, weight_decay: float, on_all: bool = False):
+    """Weight decay on every parameter except those whose name contains 'bias' or 'bn' (on all of
+    them with `on_all`, as DASO's optimizer)."""
+    no_decay = () if on_all else ('bias', 'bn')
     decay = [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]
     rest = [p for n, p in model.named_parameters() if any(k in n for k in no_decay)]
     return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
@@ -81,20 +82,27 @@ def cosine_schedule(total_steps: int):
     return lambda step: max(0.0, math.cos(math.pi * 7 / 16 * step / max(1, total_steps)))
 
 
+def constant_schedule(step: int) -> float:
+    """lr multiplier 1 at every step (DASO's recipe)."""
+    return 1.0
+
+
 class ModelEMA:
     """Exponential moving average of the weights (decay 0.999); buffers (BatchNorm statistics)
     are copied, not averaged, as FixMatch-pytorch's ModelEMA."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
         self.model = deepcopy(model).eval()
-        self.decay = decay
+        self.decay, self.warmup = decay, warmup
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations."""
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations.
+        With warm-up (DASO's), the decay after step t (1-based) is min(1 - 1/t, decay)."""
+        decay = min(1 - 1 / step, self.decay) if self.warmup else self.decay
         ema_params = list(self.model.parameters())
-        torch._foreach_mul_(ema_params, self.decay)
-        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - self.decay)
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - decay)
         torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
