@@ -1,5 +1,6 @@
-"""train.py's main under torchrun, recording this process's class priors after every update
-(tests/test_robustness.py compares the processes)."""
+"""train.py's main under torchrun, recording this process's class priors after every update and a
+digest of every method buffer after every step (tests/test_robustness.py compares the processes)."""
+import hashlib
 import json
 import os
 import sys
@@ -19,7 +20,17 @@ def recording_update(self):
     records.append({'pi_u': self.pi_u.tolist(), 'pi': self.pi.tolist()})
 
 
+def recording_train_step(run, *args, **kwargs):
+    result = train_step(run, *args, **kwargs)
+    steps.append({name: hashlib.sha256(value.cpu().numpy().tobytes()).hexdigest()
+                  for name, value in run.method.state_dict().items()})
+    return result
+
+
+steps, train_step = [], train.train_step
 methods.ClassPrior.update = recording_update
+train.train_step = recording_train_step
 code = train.main(sys.argv[1:])
 Path(os.environ['PROBE_OUT'], f'priors_rank{os.environ["RANK"]}.json').write_text(json.dumps(records))
+Path(os.environ['PROBE_OUT'], f'method_rank{os.environ["RANK"]}.json').write_text(json.dumps(steps))
 sys.exit(code)
