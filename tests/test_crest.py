@@ -20,6 +20,7 @@ from methods import METHODS
 from methods.crest import CReSTPlus, align, select
 from test_launchers import ROWS, echo_python, launch, launched_args  # noqa: F401 (echo_python: a fixture)
 from test_resume import BASE, Interrupted, final_state
+from test_speed import test_device_steps_never_read_device_values_back
 
 CIFAR10_G100 = [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]  # N1 = 500, gamma_l = 100
 TINY = ['--depth', 10, '--widen-factor', 1]
@@ -245,6 +246,14 @@ def test_two_processes_hold_the_same_crest_state(small_cifar10_root, tmp_path):
         assert len({state[name] for state in ranks[0]}) > 1, name
     log = (tmp_path / 'ddp' / 'log.txt').read_text()
     assert log.count('generation 2 of 3') == 1 and log.count('generation 3 of 3') == 1
+
+
+def test_crest_device_steps_never_read_device_values_back(small_cifar10_root, monkeypatch):
+    """The alignment ring, its pooled mean and the target temperature stay on the device (meta here).
+    The labeled set is read to the host once per generation, when the batches are made: the original
+    one here (a meta tensor has nothing to read)."""
+    monkeypatch.setattr(CReSTPlus, 'labeled_data', lambda self, data: data)
+    test_device_steps_never_read_device_values_back(small_cifar10_root, 'CReST+')
 
 
 def test_parameter_count_is_fixmatchs():

@@ -111,9 +111,11 @@ def table(out: Path, seeds, settings, methods) -> str:
 
 
 def main(argv=None) -> None:
+    from methods import METHODS  # (after __main__ put the repository on the path)
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
-    parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=['SimPro', 'FixMatch', 'ACR_d'])
+    parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=list(METHODS),
+                        help='any registered method (each runs its launcher, sh/<method>.sh)')
     parser.add_argument('--settings', nargs='+', default=['reversed', 'consistent'], choices=list(ROWS))
     parser.add_argument('--out', type=Path, default=Path('demo'), help='where the runs are kept')
     parser.add_argument('--parallel', type=int, default=2, help='runs at a time (one CPU thread each)')
