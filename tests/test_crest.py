@@ -18,9 +18,12 @@ import train
 from conftest import ROOT
 from methods import METHODS
 from methods.crest import CReSTPlus, align, select
-from test_launchers import ROWS, echo_python, launch, launched_args  # noqa: F401 (echo_python: a fixture)
+import test_launchers
+import test_speed
+from test_launchers import ROWS, launch, launched_args
 from test_resume import BASE, Interrupted, final_state
-from test_speed import test_device_steps_never_read_device_values_back
+
+echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
 CIFAR10_G100 = [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]  # N1 = 500, gamma_l = 100
 TINY = ['--depth', 10, '--widen-factor', 1]
@@ -253,7 +256,7 @@ def test_crest_device_steps_never_read_device_values_back(small_cifar10_root, mo
     The labeled set is read to the host once per generation, when the batches are made: the original
     one here (a meta tensor has nothing to read)."""
     monkeypatch.setattr(CReSTPlus, 'labeled_data', lambda self, data: data)
-    test_device_steps_never_read_device_values_back(small_cifar10_root, 'CReST+')
+    test_speed.test_device_steps_never_read_device_values_back(small_cifar10_root, 'CReST+')
 
 
 def test_parameter_count_is_fixmatchs():
@@ -277,7 +280,7 @@ def test_bad_crest_flags_are_one_line(small_cifar10_root, tmp_path, capsys, flag
     assert message in err and err.count('\n') == 1 and not (tmp_path / 'bad').exists()
 
 
-def test_every_row_of_the_crest_launcher(echo_python):  # noqa: F811
+def test_every_row_of_the_crest_launcher(echo_python):
     for dataset, rows in ROWS.items():
         for index, (n, m, gl, gu, mode, size) in enumerate(rows):
             args = launched_args(echo_python, 'CReST+.sh', dataset, index)
