@@ -123,6 +123,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help='DASO: weight of the semantic alignment loss (PSA_LOSS_WEIGHT)')
     method.add_argument('--queue-max-size', type=int, default=256,
                         help='DASO: labeled features kept per class for the prototypes (MODEL.QUEUE.MAX_SIZE)')
+    # CReST+ (ytaek-oh/daso's FixMatchCReST): defaults are its configs' values
+    method.add_argument('--generations', type=int, default=5,
+                        help='CReST+: generations of self-training, each --total-steps // G steps (the last one '
+                             'also runs the remainder)')
+    method.add_argument('--crest-alpha', type=float, default=3.0,
+                        help='CReST+: alpha of the sampling rates (n_{C-1-k} / n_0) ** (1 / alpha)')
+    method.add_argument('--da-t-min', type=float, default=0.5,
+                        help='CReST+: temperature of the alignment target in the last generation (1 in the first)')
+    method.add_argument('--dist-align', action=argparse.BooleanOptionalAction, default=True,
+                        help="CReST+: progressive distribution alignment of the pseudo labels (off: CReST, as "
+                             "DASO's STL-10 config)")
 
     optim = p.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
@@ -196,6 +207,8 @@ def resolve_device(name):
 def make_batches(args, data, method, step: int, device):
     """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and the test batches:
     made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
+    if hasattr(method, 'labeled_data'):  # CReST+: this generation's labeled set, pseudo-labeled pool images added
+        data = method.labeled_data(data)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
@@ -207,7 +220,8 @@ def make_batches(args, data, method, step: int, device):
                             f"use --aug cpu")
         return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
                               method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
-                              flip=data.flip, cutout=data.cutout, **common),
+                              flip=data.flip, cutout=data.cutout,
+                              labeled_targets=torch.from_numpy(data.labeled_targets).to(device), **common),
                 EvalBatches(test_images, torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
@@ -247,22 +261,31 @@ class Training:
         self.method.load_state_dict(state['method'])
 
 
-def build_training(args, data, device) -> Training:
-    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run."""
-    seed_everything(args.seed)
-    method = METHODS[args.version](args, data).to(device)
+def build_training(args, data, device, method=None, seed=None) -> Training:
+    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run (or of
+    a new CReST+ generation: its method carries on, the network is drawn from the generation's seed)."""
+    seed_everything(args.seed if seed is None else seed)
+    method = METHODS[args.version](args, data).to(device) if method is None else method
     model = new_model(args, data.num_classes).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
                                 nesterov=args.nesterov)
-    schedule = cosine_schedule(args.total_steps) if args.lr_schedule == 'cosine' else constant_schedule
+    cycle = getattr(method, 'generation_steps', args.total_steps)  # CReST+ restarts it every generation
+    schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
     ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.use_ema else None
     return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                     torch.compile(forward) if args.compile else forward)
+
+
+def next_generation(args, data, run: Training, device) -> Training:
+    """CReST+ at a generation boundary: the weight EMA pseudo-labels the unlabeled pool and the method
+    keeps its new selection; the network, its EMA, the optimizer and the schedule start afresh."""
+    seed = run.method.start_generation(run.ema.model if run.ema else run.model, data, device)
+    return build_training(args, data, device, method=run.method, seed=seed)
 
 
 def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
@@ -344,6 +367,11 @@ def train(args, data, stop: StopSignal) -> None:
                  f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
         first_step, started = step, time.time()
         while step < progress.last_step:
+            if step in getattr(run.method, 'generation_starts', ()):  # CReST+: the next generation
+                batches = test_batches = None  # (frees their copy of the images on the device first)
+                run = next_generation(args, data, run, device)
+                batches, test_batches = make_batches(args, data, run.method, step, device)
+                log.line(f'step {step}: {run.method.describe_generation()}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                 labeled_batch, unlabeled_batch = next(batches)
                 loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)

@@ -59,6 +59,12 @@ class SemiSupervisedData:
     notes: tuple = ()                # lines for the human summary (e.g. flags a dataset does not use)
     flip: bool = True                # horizontal flips in the weak/strong views
     cutout: int = CUTOUT             # side of RandAugmentMC's gray square
+    labeled_targets: Optional[np.ndarray] = None  # per labeled_idx entry, the label trained on (default: its
+    # true label; CReST+ adds pool rows with pseudo labels, and their true labels are never read)
+
+    def __post_init__(self):
+        if self.labeled_targets is None:
+            self.labeled_targets = self.labels[self.labeled_idx]
 
     @property
     def unlabeled_prior(self) -> Optional[np.ndarray]:
@@ -90,22 +96,25 @@ class SemiSupervisedData:
         """(labeled, unlabeled, test) torch datasets drawing the given views per image (e.g. a
         method's `labeled_views` = ('weak', 'strong')) with the per-sample PIL augmentation."""
         make = lambda kinds: views(kinds, self.image_size, self.mean, self.std, self.flip, self.cutout)  # noqa: E731
-        return (ViewDataset(self.images, self.labels, self.labeled_idx, make(labeled_views)),
+        return (ViewDataset(self.images, self.labels, self.labeled_idx, make(labeled_views),
+                            targets=self.labeled_targets),
                 ViewDataset(self.images, self.labels, self.unlabeled_idx, make(unlabeled_views)),
                 ViewDataset(self.test_images, self.test_labels, np.arange(len(self.test_labels)),
                             test_transform(self.mean, self.std)))
 
 
 class ViewDataset(torch.utils.data.Dataset):
-    """Rows `indices` of a uint8 image array; item i is (transform(image), label, i).
+    """Rows `indices` of a uint8 image array; item i is (transform(image), label, i), the label
+    `labels[row]` or, when given, `targets[i]`.
 
     A key may also be (i, seed): the augmentation's random generators (Python's `random`,
     NumPy's and torch's, which the FixMatch transforms draw from) are seeded with it first,
     so a sample's views depend only on its key, not on the worker that makes them.
     """
 
-    def __init__(self, images, labels, indices, transform):
-        self.images, self.labels, self.indices, self.transform = images, labels, indices, transform
+    def __init__(self, images, labels, indices, transform, targets=None):
+        self.images, self.indices, self.transform = images, indices, transform
+        self.targets = labels[indices] if targets is None else targets
 
     def __len__(self):
         return len(self.indices)
@@ -118,7 +127,7 @@ class ViewDataset(torch.utils.data.Dataset):
             torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also
             # queues a seed for every CUDA device, which costs far more than drawing the views)
         row = self.indices[i]
-        return self.transform(Image.fromarray(self.images[row])), int(self.labels[row]), i
+        return self.transform(Image.fromarray(self.images[row])), int(self.targets[i]), i
 
 
 # ---------------------------------------------------------------- builders

@@ -29,12 +29,13 @@ def channels_first(images: torch.Tensor) -> torch.Tensor:
 
 
 class Stream:
-    """One side of a step (labeled or unlabeled): its rows of the split, the order its samples
-    come in, the views the method wants of each, and the host generator of their draws."""
+    """One side of a step (labeled or unlabeled): its rows of the split and their labels, the order
+    its samples come in, the views the method wants of each, and the host generator of their draws."""
 
-    def __init__(self, rows, views, batch_size: int, stream: int, what: str, device, seed: int, start: int,
+    def __init__(self, rows, labels, views, batch_size: int, stream: int, what: str, device, seed: int, start: int,
                  rank: int, world_size: int):
         self.rows = torch.as_tensor(rows, device=device)
+        self.labels = labels
         self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what, rank, world_size))
         self.views = views
         self.generator = torch.Generator()
@@ -49,15 +50,20 @@ class View(NamedTuple):
 
 class DeviceBatches:
     """Endless (labeled batch, unlabeled batch) pairs, each (views, labels, positions) like the
-    DataLoaders of the PIL path."""
+    DataLoaders of the PIL path. The labels are `labels[row]`, or on the labeled side, when given,
+    `labeled_targets[position]` (CReST+'s pseudo labels of the pool rows it adds)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, labeled_rows, unlabeled_rows, labeled_views,
                  unlabeled_views, batch_size: int, mu: int, seed: int, start: int, mean, std, flip: bool,
-                 cutout: int, rank: int = 0, world_size: int = 1):
-        self.images, self.labels, self.mean, self.std, self.flip = images, labels, mean, std, flip
+                 cutout: int, rank: int = 0, world_size: int = 1, labeled_targets: Optional[torch.Tensor] = None):
+        self.images, self.mean, self.std, self.flip = images, mean, std, flip
         common = dict(device=images.device, seed=seed, start=start, rank=rank, world_size=world_size)
-        self.sides = (Stream(labeled_rows, labeled_views, batch_size, 0, 'labeled set', **common),
-                      Stream(unlabeled_rows, unlabeled_views, batch_size * mu, 1, 'unlabeled pool', **common))
+        labeled_rows, unlabeled_rows = (torch.as_tensor(rows, device=images.device)
+                                        for rows in (labeled_rows, unlabeled_rows))
+        targets = labels[labeled_rows] if labeled_targets is None else labeled_targets
+        self.sides = (Stream(labeled_rows, targets, labeled_views, batch_size, 0, 'labeled set', **common),
+                      Stream(unlabeled_rows, labels[unlabeled_rows], unlabeled_views, batch_size * mu, 1,
+                             'unlabeled pool', **common))
         self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
 
     def __iter__(self):
@@ -97,7 +103,8 @@ class DeviceBatches:
         out = [[None] * len(stream.views) for stream in self.sides]
         for view, pixels in zip(views, images):
             out[view.side][view.number] = pixels
-        return tuple((tuple(out[side]), self.labels[rows[side]], positions[side]) for side in range(2))
+        return tuple((tuple(out[side]), stream.labels[p], p)
+                     for side, (stream, p) in enumerate(zip(self.sides, positions)))
 
 
 class EvalBatches:

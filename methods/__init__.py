@@ -8,10 +8,12 @@ METHODS below. What several methods share is in methods/common.py.
 from methods.acr import ACR
 from methods.acr_d import ACRd
 from methods.common import ClassPrior, logit_adjustment, scale_ratio, symmetric_kl
+from methods.crest import CReSTPlus
 from methods.daso import DASO
 from methods.fixmatch import FixMatch
 from methods.simpro import SimPro
 
-METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch, 'ACR': ACR, 'DASO': DASO}
+METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch, 'ACR': ACR, 'DASO': DASO, 'CReST+': CReSTPlus}
 
-__all__ = ['METHODS', 'ACR', 'ACRd', 'ClassPrior', 'DASO', 'FixMatch', 'SimPro', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']
+__all__ = ['METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'SimPro', 'logit_adjustment',
+           'scale_ratio', 'symmetric_kl']

@@ -19,11 +19,15 @@ class FixMatch(nn.Module):
     def loss(self, logits, y, u_index):
         B = len(y)
         u_weak, u_strong = logits[B:].chunk(2)
-        confidence, pseudo_label = torch.softmax(u_weak.detach(), dim=-1).max(dim=-1)
+        confidence, pseudo_label = self.pseudo_distribution(u_weak.detach()).max(dim=-1)
         mask = confidence >= self.threshold
         loss_x = F.cross_entropy(logits[:B], y)
         loss_u = (F.cross_entropy(u_strong, pseudo_label, reduction='none') * mask).mean()
         return loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label
+
+    def pseudo_distribution(self, u_weak: torch.Tensor) -> torch.Tensor:
+        """The class distribution whose argmax and maximum are the pseudo label and its confidence."""
+        return torch.softmax(u_weak, dim=-1)
 
     def end_epoch(self) -> None:
         pass

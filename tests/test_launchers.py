@@ -129,7 +129,7 @@ def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_pat
     assert 'epoch 2 step 40' in (out / 'log.txt').read_text()
 
 
-@pytest.mark.parametrize('script', [*SCRIPTS, 'ACR.sh', 'DASO.sh'])
+@pytest.mark.parametrize('script', [*SCRIPTS, 'ACR.sh', 'DASO.sh', 'CReST+.sh'])
 @pytest.mark.parametrize('dataset,index', [(d, 0) for d in ROWS] + [('cifar10', 2), ('cifar10', 10)])
 def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, script, dataset, index):
     """utils/recipes.py (what utils.report and a run's first log line compare with) equals the launchers."""

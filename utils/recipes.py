@@ -24,6 +24,11 @@ _ACR_D = {'lr': 0.03, 'total_steps': 250000, 'batch_size': 64, 'mu': 1, 'tau1': 
 _FIXMATCH = {'lr': 0.03, 'total_steps': 250000, 'batch_size': 64, 'mu': 1, 'threshold': 0.95}
 
 
+_CREST_METHOD = {'threshold': 0.95, 'generations': 5, 'crest_alpha': 3.0, 'da_t_min': 0.5, 'dist_align': True}
+_CREST = {**_CREST_METHOD, 'lr': 0.03, 'total_steps': 250000, 'batch_size': 64, 'mu': 2, 'lr_schedule': 'constant',
+          'wdecay_all': True, 'ema_warmup': True, 'bn_momentum': 0.1}
+
+
 def _daso_dist_temp(args: dict) -> float:
     """DASO's configs: T_dist 1.5 for CIFAR-10 when the unlabeled distribution is the labeled one, else 0.3."""
     same = args.get('flag_reverse_LT') == 0 and args.get('imb_ratio_unlabel') == args.get('imb_ratio_label')
@@ -52,6 +57,8 @@ METHOD_RECIPES = {  # method -> dataset -> its hyper-parameters (sh/<method>.sh)
     'ACR_d': {**{d: _ACR_D for d in ARCH if d != 'digits'}, 'digits': {**_ACR_D, **DIGITS}},
     'FixMatch': {**{d: _FIXMATCH for d in ARCH if d != 'digits'}, 'digits': {**_FIXMATCH, **DIGITS}},
     'ACR': {**{d: _ACR_D for d in ARCH if d != 'digits'}, 'digits': {**_ACR_D, **DIGITS}},
+    'CReST+': {**{d: _CREST for d in ARCH if d not in ('digits', 'stl10')}, 'stl10': {**_CREST, 'dist_align': False},
+               'digits': {**_CREST_METHOD, **DIGITS, 'generations': 3}},
     'DASO': {**{d: _DASO for d in ARCH if d != 'digits'},
              'digits': {**_DASO_METHOD, **DIGITS, 'pretrain_steps': 240, 'pl_dist_update_period': 40}},
 }
