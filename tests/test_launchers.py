@@ -58,6 +58,13 @@ def recipe(args, script):
     return args.lr, args.total_steps, args.batch_size, args.mu, args.threshold
 
 
+def assert_row(args, script, dataset, n, m, gamma_l, gamma_u, mode, size):
+    """A launcher passed the table row's split, seed 0 and its own method."""
+    assert (args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label, args.imb_ratio_unlabel,
+            args.flag_reverse_LT, args.img_size, args.seed) == (dataset, n, m, gamma_l, gamma_u, mode, size, 0)
+    assert args.version == script[:-3]
+
+
 EXPECTED = {'ACR_d.sh': (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5), 'FixMatch.sh': (0.03, 250000, 64, 1, 0.95)}
 DIGITS = {'SimPro.sh': (0.1, 1200, 8, 6, 2.0, 0.95, 0.9), 'ACR_d.sh': (0.1, 1200, 8, 6, 2, 2, 2, 0.95, 0.99, 5),
           'FixMatch.sh': (0.1, 1200, 8, 6, 0.95)}
@@ -68,9 +75,7 @@ def test_every_row_of_every_launcher(echo_python, dataset):
     for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
         for script in SCRIPTS:
             args = launched_args(echo_python, script, dataset, index)
-            assert (args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label, args.imb_ratio_unlabel,
-                    args.flag_reverse_LT, args.img_size, args.seed) == (dataset, n, m, gl, gu, mode, size, 0)
-            assert args.version == script[:-3]
+            assert_row(args, script, dataset, n, m, gl, gu, mode, size)
             if dataset == 'digits':  # one short CPU recipe for every method
                 assert recipe(args, script) == DIGITS[script]
                 assert (args.depth, args.widen_factor, args.bn_momentum, args.eval_step, args.ema_decay,

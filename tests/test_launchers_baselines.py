@@ -6,7 +6,7 @@ import json
 import pytest
 
 import test_launchers
-from test_launchers import ROWS, launch, launched_args
+from test_launchers import ROWS, assert_row, launch, launched_args
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -38,9 +38,7 @@ def test_every_row_of_the_baseline_launchers(echo_python, dataset):
     for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
         for script in SCRIPTS:
             args = launched_args(echo_python, script, dataset, index)
-            assert (args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label, args.imb_ratio_unlabel,
-                    args.flag_reverse_LT, args.img_size, args.seed) == (dataset, n, m, gl, gu, mode, size, 0)
-            assert args.version == script[:-3]
+            assert_row(args, script, dataset, n, m, gl, gu, mode, size)
             assert recipe(args, script) == (DIGITS if dataset == 'digits' else EXPECTED)[script]
             if script == 'DASO.sh':
                 assert args.dist_temp == expected_dist_temp(dataset, gl, gu, mode), (dataset, index)
