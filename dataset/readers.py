@@ -107,9 +107,10 @@ def read_cifar(root: Path, num_classes: int):
 
     def read(files):
         parts = [_rows_and_labels(root / folder / f, key, 32) for f in files]
+        for f, (_, labels) in zip(files, parts):
+            _check_labels(labels, num_classes, root / folder / f)
         rows = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
-        _check_labels(labels, num_classes, root / folder)
         return _to_hwc(rows, 32), labels
 
     return (*read(train), *read(test))

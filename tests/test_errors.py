@@ -67,6 +67,16 @@ def test_wrong_file_contents(capsys, cifar_copy):
     assert_one_line(code, err, str(path), 'dtype int64 and shape (1, 3)', 'expected uint8 rows of shape (N, 3072)')
 
 
+def test_cifar_labels_out_of_range_name_the_file(capsys, cifar_copy):
+    import pickle
+    path = cifar_copy / 'cifar-10' / 'cifar-10-batches-py' / 'data_batch_3'
+    content = pickle.loads(path.read_bytes(), encoding='latin1')
+    content['labels'] = [label + 10 for label in content['labels']]  # a 20-class file's labels
+    path.write_bytes(pickle.dumps(content))
+    code, err = run_main(capsys, '--data-dir', cifar_copy, '--num-max', 20, '--num-max-u', 30)
+    assert_one_line(code, err, f'{path} has labels outside 0..9', 'a 10-class file')
+
+
 def test_truncated_stl10(capsys, tmp_path):
     fake_data.write_stl10(tmp_path, train_per_class=50, test_per_class=2, unlabeled=10)
     path = tmp_path / 'stl-10' / 'stl10_binary' / 'unlabeled_X.bin'
