@@ -261,6 +261,36 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_taken_over(small_cifar1
     assert not (out / 'run.lock').exists()  # released at the end
 
 
+def test_a_dead_lock_taken_over_by_another_process_first_is_left_to_it(tmp_path):
+    """Two processes find the same dead process's lock; the other one replaces it with its own
+    just before this one removes it. This one must then see a live lock and be refused, not delete it."""
+    out = tmp_path / 'run'
+    out.mkdir()
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    (out / 'run.lock').write_text(json.dumps({'pid': dead.pid, 'host': socket.gethostname()}))
+    other = subprocess.Popen(['sleep', '60'])  # the process that takes the lock over first
+    live = json.dumps({'pid': other.pid, 'host': socket.gethostname()})
+    lock = outputs.RunLock(out)
+    real_alive = lock._alive
+
+    def other_takes_over_after_we_looked(pid):
+        if pid == dead.pid and (out / 'run.lock').read_text() != live:
+            (out / 'run.lock').write_text(live)
+            return False
+        return real_alive(pid)
+
+    lock._alive = other_takes_over_after_we_looked
+    try:
+        with pytest.raises(UserError, match=f'in use by process {other.pid}'):
+            with lock:
+                pass
+    finally:
+        other.kill()
+        other.wait()
+    assert (out / 'run.lock').read_text() == live
+
+
 def start(cmd, fifo, env=None):
     """Start `cmd`, and return it once it reads the FIFO `fifo` (it then hangs: nothing is written)."""
     process = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -331,6 +331,26 @@ def check_holds_no_other_run(out: Path, args, identity: dict) -> None:
         raise UserError(f'--out {out} holds another run, trained with {", ".join(changed)}; choose another --out')
 
 
+@contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive flock on `folder` among the processes of this host; where the file system
+    cannot lock a folder (some network file systems) it is skipped."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 class RunLock:
     """<out>/run.lock, holding the process id and host of the one process writing the run folder.
     A second writer is refused; the lock of a dead process on this host (a killed run) is taken
@@ -352,10 +372,20 @@ class RunLock:
                 raise UserError(f'{self.path.parent} is in use by process {holder.get("pid")} on '
                                 f'{holder.get("host")} (see {self.path}); wait for that run to end, or delete '
                                 f'{self.path} if that process is gone')
-            print(f'warning: taking over {self.path} from process {holder.get("pid")}, which is no longer running '
+            self._take_over(holder)
+        return self
+
+    def _take_over(self, dead: dict) -> None:
+        """Remove the lock of the dead process `dead`, unless another process took it over first:
+        two processes on this host may find the same dead lock at once, and the second must not
+        delete the first's new lock. The lock is re-read under a lock on the folder (flock, released
+        by the kernel however its holder ends); the new lock itself is then created exclusively."""
+        with _folder_lock(self.path.parent):
+            if self._holder() != dead:
+                return  # taken over (or released) meanwhile: the caller looks again
+            print(f'warning: taking over {self.path} from process {dead.get("pid")}, which is no longer running '
                   f'(a run that was killed)', file=sys.stderr)
             self.path.unlink(missing_ok=True)
-        return self
 
     def __exit__(self, *exc):
         if self.enabled and self._holder() == self.owner:
