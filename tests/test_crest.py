@@ -21,7 +21,7 @@ from methods.crest import CReSTPlus, align, select
 import test_launchers
 import test_speed
 from test_launchers import ROWS, launch, launched_args
-from test_resume import BASE, Interrupted, final_state
+from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -208,14 +208,7 @@ def test_resume_across_a_generation_boundary_is_exact(small_cifar10_root, tmp_pa
              'constant', '--wdecay-all', '--ema-warmup']
     assert tiny_run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
     if interruption.startswith('crash'):
-        save = train.save_checkpoint
-
-        def save_then_crash(state, path, **kwargs):
-            save(state, path, **kwargs)
-            if state['step'] == 4 and path.name == 'checkpoint.pt':
-                raise Interrupted
-
-        monkeypatch.setattr(train, 'save_checkpoint', save_then_crash)
+        crash_after_checkpoint(monkeypatch, step=4)
         with pytest.raises(Interrupted):
             tiny_run(small_cifar10_root, tmp_path / 'split', *extra)
     else:

@@ -7,8 +7,7 @@ import json
 import pytest
 import torch
 
-import train
-from test_resume import Interrupted, run
+from test_resume import Interrupted, crash_after_checkpoint, run
 from utils import bench
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -27,17 +26,10 @@ def test_warm_steps_never_synchronise():
 
 def test_run_with_gpu_defaults_and_bf16_trains_and_resumes(small_cifar10_root, tmp_path, monkeypatch):
     out = tmp_path / 'run'
-    save = train.save_checkpoint
-
-    def save_then_crash(state, path, **kwargs):
-        save(state, path, **kwargs)
-        if state['step'] == 2 and path.name == 'checkpoint.pt':
-            raise Interrupted
-
-    monkeypatch.setattr(train, 'save_checkpoint', save_then_crash)
+    crash_after_checkpoint(monkeypatch, step=2)
     with pytest.raises(Interrupted):
         run(small_cifar10_root, out, '--device', 'cuda', '--amp')
-    monkeypatch.setattr(train, 'save_checkpoint', save)
+    monkeypatch.undo()
     assert run(small_cifar10_root, out, '--device', 'cuda', '--amp', '--resume', 'auto') == 0
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [2, 4, 6] and all(r['evaluated'] == 50 for r in records)

@@ -15,6 +15,19 @@ class Interrupted(Exception):
     pass
 
 
+def crash_after_checkpoint(monkeypatch, step):
+    """Until monkeypatch.undo(): the process dies (Interrupted) right after writing the
+    checkpoint.pt of `step`."""
+    save = train.save_checkpoint
+
+    def save_then_crash(state, path, **kwargs):
+        save(state, path, **kwargs)
+        if state['step'] == step and path.name == 'checkpoint.pt':
+            raise Interrupted
+
+    monkeypatch.setattr(train, 'save_checkpoint', save_then_crash)
+
+
 def run(data_dir, out, *extra):
     return train.main([*map(str, BASE), '--data-dir', str(data_dir), '--out', str(out), *map(str, extra)])
 
@@ -34,17 +47,10 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
                  '--wdecay-all', '--ema-warmup']
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
 
-    save = train.save_checkpoint
-
-    def save_then_crash(state, path, **kwargs):  # the process dies right after the checkpoint of step 2
-        save(state, path, **kwargs)
-        if state['step'] == 2 and path.name == 'checkpoint.pt':
-            raise Interrupted
-
-    monkeypatch.setattr(train, 'save_checkpoint', save_then_crash)
+    crash_after_checkpoint(monkeypatch, step=2)
     with pytest.raises(Interrupted):
         run(small_cifar10_root, tmp_path / 'split', *extra)
-    monkeypatch.setattr(train, 'save_checkpoint', save)
+    monkeypatch.undo()
     assert run(small_cifar10_root, tmp_path / 'split', *extra, '--resume', 'auto') == 0
 
     whole, whole_ckpt = final_state(tmp_path / 'whole')
