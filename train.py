@@ -61,7 +61,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 EPILOG = ('The paper\'s recipes are the launchers: bash sh/SimPro.sh <dataset> <row> (also sh/ACR_d.sh, '
-          'sh/FixMatch.sh; a bad row lists the rows). The defaults above are the original parser\'s (FixMatch\'s: '
+          'sh/ACR.sh, sh/FixMatch.sh, sh/DASO.sh, sh/CReST+.sh; a bad row lists the rows). The defaults above are the original parser\'s (FixMatch\'s: '
           'lr 0.03, 250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first '
           'log line.')
 
