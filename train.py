@@ -444,8 +444,10 @@ def epoch_line(record: dict) -> str:
 
 def checked_data(args):
     """The split of the arguments, after checking every argument (one line each, before any data is
-    read or anything written: utils/arguments.py, the network on the meta device, batches that fit)."""
+    read or anything written: utils/arguments.py, the method's own flags, the network on the meta
+    device, batches that fit)."""
     check_arguments(args)
+    getattr(METHODS[args.version], 'check_arguments', lambda args: None)(args)  # a method's own flags (CReST+)
     args.arch = args.arch or DEFAULT_ARCH[args.dataset]
     check_network(args)
     data = build_data(args)

@@ -25,8 +25,9 @@ QUEUE_BATCHES = 128  # p_model: the mean prediction over this many latest unlabe
 EPS = 1e-6           # of the alignment's ratio (DASO's DistributionAlignment)
 
 
-def check_flags(args) -> None:
-    """One line, exit 2, for a CReST+ flag out of its range."""
+def check_arguments(args) -> None:
+    """One line, exit 2, for a CReST+ flag out of its range (train.checked_data calls it with the
+    other argument checks, before any data is read)."""
     limits = {'--generations': (args.generations, 1 <= args.generations <= args.total_steps,
                                 f'an integer from 1 to --total-steps ({args.total_steps})'),
               '--crest-alpha': (args.crest_alpha, args.crest_alpha > 0, 'a number > 0'),
@@ -101,10 +102,10 @@ class CReSTPlus(FixMatch):
     unlabeled_views = ('weak', 'strong')
     two_heads = False
     labeled_in_pool = False
+    check_arguments = staticmethod(check_arguments)
 
     def __init__(self, args, data):
         super().__init__(args, data)
-        check_flags(args)
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
         self.dist_align, self.t_min, self.generations = args.dist_align, args.da_t_min, args.generations
         self.seed = args.seed

@@ -271,6 +271,8 @@ def test_bad_crest_flags_are_one_line(small_cifar10_root, tmp_path, capsys, flag
     assert tiny_run(small_cifar10_root, tmp_path / 'bad', *flags) == 2
     err = capsys.readouterr().err
     assert message in err and err.count('\n') == 1 and not (tmp_path / 'bad').exists()
+    assert tiny_run(tmp_path / 'no-data', tmp_path / 'bad', *flags) == 2  # checked before the data is read
+    assert message in capsys.readouterr().err
 
 
 def test_every_row_of_the_crest_launcher(echo_python):
