@@ -1,10 +1,11 @@
-"""SimPro (ICML 2024) and its ACR_d baseline for realistic long-tailed semi-supervised learning.
+"""Realistic long-tailed semi-supervised learning: one training loop for every method.
 
-One training loop for every method; a method (one file in methods/) is the small piece that differs.
+A method (one file in methods/, on the contract of methods/base.py) is the small piece that
+differs; its recipes are its launcher in sh/.
 
-    bash sh/SimPro.sh cifar10 0                 # a row of the paper's tables (see sh/)
-    python train.py --dataset cifar10 --imb-ratio-label 150 --imb-ratio-unlabel 150 \\
-        --flag-reverse-LT 1 --lr 0.17 --total-steps 43000 --mu 8 --ema-u 0.9    # any setting
+    bash sh/<method>.sh cifar10 0               # a row of the paper's tables (see sh/)
+    python train.py --version <method> --dataset cifar10 --imb-ratio-label 150 \\
+        --imb-ratio-unlabel 150 --flag-reverse-LT 1 ...                      # any setting
     python train.py ... --dry-run               # print the split and the model, train nothing
     python train.py ... --resume auto           # continue the run in --out, if there is one
 
@@ -23,25 +24,26 @@ from typing import Callable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dataset.data import DATASETS, NUM_CLASSES, build_data
+from dataset.data import DATASETS, build_data
 from dataset.device_batches import DeviceBatches, EvalBatches, to_device
+from dataset.sampler import PassBatches, check_fits_batch
 from dataset.splits import UNLABELED_MODES
-from methods import METHODS, symmetric_kl
+from methods import DEFAULT_METHOD, METHODS, Method, StepResult, flag_readers, symmetric_kl
 from models import ARCHS, ModelConfigError, build_model, count_parameters
-from utils.arguments import check_arguments
-from utils.errors import UserError
-from utils.recipes import off_recipe
-from utils.stopping import StopSignal
+from core.arguments import check_arguments
+from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
+from core.evaluate import evaluate, group_accuracy, shot_groups
+from core.meter import EpochMeter
+from core.recipes import launcher, off_recipe, recipe
+from core.run_folder import data_identity, default_out_dir, resolve_resume, write_args
+from core.run_lock import RunLock
+from core.run_log import Progress, RunLog, print_split
+from core.settings import read_settings
+from core.stopping import StopSignal
+from core.training import (ModelEMA, constant_schedule, cosine_schedule, param_groups, rng_states, seed_everything,
+                           set_rng_states)
 from utils import distributed
-from utils.evaluate import evaluate, group_accuracy, shot_groups
-from utils.meter import EpochMeter
-from utils.outputs import (BEST, CHECKPOINT, Progress, RunLock, RunLog, data_identity, print_split, resolve_resume,
-                           save_checkpoint, write_args)
-from utils.training import (ModelEMA, PassBatches, check_fits_batch, constant_schedule, cosine_schedule, param_groups,
-                            rng_states, seed_everything, set_rng_states)
-
-DEFAULT_ARCH = {'cifar10': 'wideresnet', 'cifar100': 'wideresnet', 'stl10': 'wideresnet',
-                'smallimagenet': 'resnet50', 'smallimagenet_1k': 'resnet50', 'digits': 'wideresnet'}
+from utils.errors import UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -60,16 +62,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-EPILOG = ('The paper\'s recipes are the launchers: bash sh/SimPro.sh <dataset> <row> (also sh/ACR_d.sh, '
-          'sh/ACR.sh, sh/FixMatch.sh, sh/DASO.sh, sh/CReST+.sh; a bad row lists the rows). The defaults above are the original parser\'s (FixMatch\'s: '
-          'lr 0.03, 250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first '
-          'log line.')
+def epilog() -> str:
+    launchers = ', '.join(str(launcher(name).relative_to(Path(__file__).parent)) for name in METHODS)
+    return (f"The paper's recipes are the launchers, one per method: bash sh/<method>.sh <dataset> <row> "
+            f"({launchers}; a bad row lists the rows). The defaults above are the original parser's (lr 0.03, "
+            f"250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first log line.")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=EPILOG)
+    p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=epilog())
     data = p.add_argument_group('data and split')
-    data.add_argument('--dataset', default='cifar10', choices=DATASETS)
+    data.add_argument('--dataset', default='cifar10', choices=tuple(DATASETS))
     data.add_argument('--data-dir', default='./data', help='root holding cifar-10/, cifar-100/, stl-10/, small_imagenet_*/')
     data.add_argument('--download', action='store_true',
                       help='fetch CIFAR-10/100 or STL-10 with torchvision when the files are missing')
@@ -87,53 +90,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument('--num-workers', type=int, default=4, help='data-loading processes')
 
     method = p.add_argument_group('method')
-    method.add_argument('--version', default='SimPro', choices=tuple(METHODS), help='method to train')
-    method.add_argument('--arch', choices=ARCHS, help='network (default: wideresnet for CIFAR/STL-10/digits, '
-                                                      'resnet50 for the ImageNet variants)')
+    method.add_argument('--version', default=DEFAULT_METHOD, choices=tuple(METHODS),
+                        help='method to train (methods/; its own flags follow in their groups)')
+    method.add_argument('--arch', choices=ARCHS, help='network (default: the dataset\'s, dataset.data.DATASETS: '
+                                                      'wideresnet for CIFAR/STL-10/digits, resnet50 for ImageNet)')
     method.add_argument('--depth', type=int, help='WideResNet/ResNeXt depth (default 28; e.g. 10 for quick runs)')
     method.add_argument('--widen-factor', type=int, help='WideResNet widen factor / ResNeXt width (default 2)')
     method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own, "
                                                           "0.001 for WideResNet)")
-    method.add_argument('--threshold', type=float, default=0.95, help='confidence threshold of pseudo labels')
-    method.add_argument('--tau', type=float, default=1.0, help='SimPro: logit-adjustment exponent')
-    method.add_argument('--ema-u', type=float, default=0.9, help='EMA of the class-prior estimate per epoch')
-    method.add_argument('--tau1', type=float, default=2.0,
-                        help='ACR_d: adjustment of the standard pseudo labels (ACR: its maximum)')
-    method.add_argument('--tau12', type=float, default=2.0, help='ACR_d: adjustment of the balanced pseudo labels')
-    method.add_argument('--tau2', type=float, default=2.0, help='ACR_d: adjustment of the balanced labeled loss')
-    method.add_argument('--est-epoch', type=int, default=5,
-                        help='ACR_d, ACR: epochs before the unlabeled-prior estimate starts (logged by ACR_d, '
-                             'setting tau1 in ACR)')
-    method.add_argument('--anchor-estimate', choices=('presence', 'counts'), default='presence',
-                        help="ACR, ACR_d: a step's evidence per class for the estimate: presence (the official "
-                             "code's update, which overwrites: the last row predicted as the class decides) or counts "
-                             "(the confident rows of the class)")
-    # DASO (ytaek-oh/daso), named after its config keys; defaults are its configs' values
-    method.add_argument('--dist-temp', type=float, default=0.3,
-                        help='DASO: T_dist of the blending weights (DIST_TEMP; its configs: 1.5 for CIFAR-10 when the '
-                             'unlabeled distribution is the labeled one, else 0.3; sh/DASO.sh picks per row)')
-    method.add_argument('--proto-temp', type=float, default=0.05,
-                        help='DASO: T_proto of the semantic pseudo labels and the alignment loss (PROTO_TEMP)')
-    method.add_argument('--pretrain-steps', type=int, default=5000,
-                        help='DASO: steps of plain FixMatch before the blending and the alignment loss (PRETRAIN_STEPS)')
-    method.add_argument('--pl-dist-update-period', type=int, default=100,
-                        help='DASO: steps per window of the pseudo-label counts that set the blending '
-                             '(PL_DIST_UPDATE_PERIOD)')
-    method.add_argument('--psa-loss-weight', type=float, default=1.0,
-                        help='DASO: weight of the semantic alignment loss (PSA_LOSS_WEIGHT)')
-    method.add_argument('--queue-max-size', type=int, default=256,
-                        help='DASO: labeled features kept per class for the prototypes (MODEL.QUEUE.MAX_SIZE)')
-    # CReST+ (ytaek-oh/daso's FixMatchCReST): defaults are its configs' values
-    method.add_argument('--generations', type=int, default=5,
-                        help='CReST+: generations of self-training, each --total-steps // G steps (the last one '
-                             'also runs the remainder)')
-    method.add_argument('--crest-alpha', type=float, default=3.0,
-                        help='CReST+: alpha of the sampling rates (n_{C-1-k} / n_0) ** (1 / alpha)')
-    method.add_argument('--da-t-min', type=float, default=0.5,
-                        help='CReST+: temperature of the alignment target in the last generation (1 in the first)')
-    method.add_argument('--dist-align', action=argparse.BooleanOptionalAction, default=True,
-                        help="CReST+: progressive distribution alignment of the pseudo labels (off: CReST, as "
-                             "DASO's STL-10 config)")
+    add_method_flags(p, method)
 
     optim = p.add_argument_group('optimisation')
     optim.add_argument('--lr', type=float, default=0.03, help='initial learning rate')
@@ -177,6 +142,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_method_flags(parser, shared_group) -> None:
+    """Every method's flags (methods/base.py: Method.flags), each in the group of the methods that
+    read it; one that every method reads joins `shared_group`."""
+    groups = {}
+    for flag, readers in flag_readers().values():
+        if readers == list(METHODS):
+            group = shared_group
+        else:
+            title = ', '.join(readers)
+            if title not in groups:
+                names = readers[0] if len(readers) == 1 else f'{", ".join(readers[:-1])} or {readers[-1]}'
+                groups[title] = parser.add_argument_group(title, f'read with --version {names} only')
+            group = groups[title]
+        group.add_argument(flag.name, **flag.options)
+
+
+def given_flags(argv=None) -> set:
+    """The destinations of the flags given on the command line (`argv`, default sys.argv[1:])."""
+    parser = get_args_parser()
+    for action in parser._actions:  # (argparse has no public way to ask which flags were given)
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
 def new_model(args, num_classes):
     return build_model(args.arch, num_classes, two_heads=METHODS[args.version].two_heads, depth=args.depth,
                        widen_factor=args.widen_factor, bn_momentum=args.bn_momentum)
@@ -187,10 +176,10 @@ def check_network(args) -> None:
     fails here, before any data is read."""
     try:
         with torch.device('meta'):
-            new_model(args, NUM_CLASSES[args.dataset])
+            new_model(args, DATASETS[args.dataset].num_classes)
     except ModelConfigError as e:
-        given = ' '.join(f'--{k.replace("_", "-")} {getattr(args, k)}' for k in ('depth', 'widen_factor')
-                         if getattr(args, k) is not None)
+        given = ' '.join(f'{flag} {value}' for flag, value in (('--depth', args.depth),
+                                                               ('--widen-factor', args.widen_factor)) if value is not None)
         raise UserError(f'--arch {args.arch}{" " + given if given else ""}: {e}')
 
 
@@ -207,8 +196,7 @@ def resolve_device(name):
 def make_batches(args, data, method, step: int, device):
     """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and the test batches:
     made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
-    if hasattr(method, 'labeled_data'):  # CReST+: this generation's labeled set, pseudo-labeled pool images added
-        data = method.labeled_data(data)
+    data = method.training_data(data)  # (a generation's own split)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
     if args.aug == 'gpu':
@@ -240,7 +228,7 @@ def make_batches(args, data, method, step: int, device):
 @dataclass
 class Training:
     """What a step updates and a checkpoint holds (with the step, the history and the RNG states)."""
-    method: torch.nn.Module
+    method: Method
     model: torch.nn.Module
     ema: Optional[ModelEMA]
     optimizer: torch.optim.Optimizer
@@ -263,15 +251,17 @@ class Training:
 
 def build_training(args, data, device, method=None, seed=None) -> Training:
     """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run (or of
-    a new CReST+ generation: its method carries on, the network is drawn from the generation's seed)."""
+    new generation: its method carries on, the network is drawn from the generation's seed)."""
     seed_everything(args.seed if seed is None else seed)
-    method = METHODS[args.version](args, data).to(device) if method is None else method
     model = new_model(args, data.num_classes).to(device)
+    if method is None:  # (a method draws no random numbers: the network's initialisation is the same)
+        method = METHODS[args.version](args, data, num_features=model.num_features).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
                                 nesterov=args.nesterov)
-    cycle = getattr(method, 'generation_steps', args.total_steps)  # CReST+ restarts it every generation
+    starts = method.generation_starts  # the schedule restarts with every generation, each as long as the first
+    cycle = starts[0] if starts else args.total_steps
     schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
@@ -282,13 +272,14 @@ def build_training(args, data, device, method=None, seed=None) -> Training:
 
 
 def next_generation(args, data, run: Training, device) -> Training:
-    """CReST+ at a generation boundary: the weight EMA pseudo-labels the unlabeled pool and the method
-    keeps its new selection; the network, its EMA, the optimizer and the schedule start afresh."""
+    """A generation boundary: the method starts its generation from the last weight EMA (a self-
+    training method pseudo-labels the pool with it); the network, its EMA, the optimizer and the
+    schedule start afresh."""
     seed = run.method.start_generation(run.ema.model if run.ema else run.model, data, device)
     return build_training(args, data, device, method=run.method, seed=seed)
 
 
-def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
+def train_step(run: Training, labeled_batch, unlabeled_batch, device, args) -> StepResult:
     """One step: one forward pass over every view of the labeled and unlabeled batch, the method's
     loss (its E-step included), an SGD step, the schedule and the weight EMA."""
     (x_views, y, _), (u_views, _, u_index) = labeled_batch, unlabeled_batch
@@ -297,33 +288,18 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args):
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
     run.forward.train()
-    with_features = getattr(run.method, 'needs_features', False)  # DASO: the network's features too
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
-        if with_features:  # and the EMA network's features of the labeled batch, before the forward
-            run.method.push_labeled(ema_features(run, inputs[:len(y)]), y)
-        output = run.forward(inputs, with_features=with_features)
+        run.method.before_forward(inputs, y, run.ema.model if run.ema else run.model)
+        output = run.forward(inputs, with_features=run.method.with_features)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
-    loss, terms, mask, pseudo_label = run.method.loss(output, y, u_index)
+    result = run.method.loss(output, y, u_index)
     run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    result.loss.backward()
     run.optimizer.step()
     run.scheduler.step()
     if run.ema:
         run.ema.update(run.model, step=run.scheduler.last_epoch)  # the schedule counts the steps taken
-    return loss, terms, mask, pseudo_label
-
-
-@torch.no_grad()
-def ema_features(run: Training, images):
-    """The weight EMA's pooled features of `images` (the online network's without an EMA), BatchNorm
-    on the batch's statistics as DASO's EMA network in train mode. The running statistics this moves
-    are replaced by the online network's at the next EMA update."""
-    network = run.ema.model if run.ema else run.model
-    was_training = network.training
-    network.train()
-    _, features = network(images, with_features=True)
-    network.train(was_training)
-    return features.float()
+    return result
 
 
 def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
@@ -342,7 +318,12 @@ def train(args, data, stop: StopSignal) -> None:
     device = resolve_device(args.device)
     resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
     main_process, identity = distributed.is_main(), data_identity(data)
-    out, checkpoint = resolve_resume(args, identity)  # (refuses other settings, other data, another run's --out)
+    parser = get_args_parser()
+    expected = recipe(vars(args), parser)  # the method's launcher's, for the run's row
+    off = off_recipe(vars(args), expected) if expected else None
+    out, checkpoint, notes = resolve_resume(args, identity, default_out_dir(args, on_recipe=off == []),
+                                            defaults=vars(parser.parse_args([])))  # (refuses other settings,
+    # other data, another run's --out)
     run = build_training(args, data, device)
     history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
     if checkpoint:
@@ -353,37 +334,41 @@ def train(args, data, stop: StopSignal) -> None:
     batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
     with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
         if main_process and not (checkpoint and (out / 'args.json').exists()):
-            write_args(out, vars(args))
+            write_args(out, read_settings(vars(args)))
         progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step,
                             main_process)
         log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
         log.forget_metrics_after(step)
-        off = off_recipe(vars(args))
-        if off:
-            log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe (sh/{args.version}.sh): '
+        if expected is None:
+            log.line(f'note: {launcher(args.version).name} has no recipe for {args.dataset}; this run is not '
+                     f'compared with a paper recipe')
+        elif off:
+            log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe ({expected.where}): '
                      f'{", ".join(off)}')
+        for note in notes:
+            log.line(f'note: {note}')
         log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
                  f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
                  f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
         first_step, started = step, time.time()
         while step < progress.last_step:
-            if step in getattr(run.method, 'generation_starts', ()):  # CReST+: the next generation
+            if step in run.method.generation_starts:
                 batches = test_batches = None  # (frees their copy of the images on the device first)
                 run = next_generation(args, data, run, device)
                 batches, test_batches = make_batches(args, data, run.method, step, device)
                 log.line(f'step {step}: {run.method.describe_generation()}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                 labeled_batch, unlabeled_batch = next(batches)
-                loss, terms, mask, pseudo_label = train_step(run, labeled_batch, unlabeled_batch, device, args)
+                result = train_step(run, labeled_batch, unlabeled_batch, device, args)
                 step += 1
-                meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1].to(device, non_blocking=True))
+                meter.add(step, *result, unlabeled_batch[1].to(device, non_blocking=True))
                 stopping = stop.requested(step, device)
                 if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
                     meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
                                        else 'none yet')
-                    progress.update(step, loss)
+                    progress.update(step, result.loss)
             if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
-                run.method.end_epoch()  # the closed-form M-step of the class prior
+                run.method.end_epoch()  # (SimPro: the closed-form M-step of the priors)
                 tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
                                   data.num_classes, device)
                 is_best = tested['top1'] > history['best_top1']
@@ -412,7 +397,7 @@ def save_run(path: Path, run: Training, step, history, meter, args, data: dict) 
     (written by the first process only)."""
     if distributed.is_main():
         state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
-                 'meter': meter.state_dict(), 'args': vars(args), 'data': data}
+                 'meter': meter.state_dict(), 'args': read_settings(vars(args)), 'data': data}
         save_checkpoint(state, path, keep_previous=path.name == CHECKPOINT)
 
 
@@ -428,9 +413,7 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
               'kl_pi_u': None if pi_u is None or true_prior is None else symmetric_kl(pi_u.cpu(),
                                                                                        torch.as_tensor(true_prior)),
               **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
-              'seconds': round(seconds, 2)}
-    if hasattr(run.method, 'metrics'):  # what a method logs of its own state (ACR's anchor KLs and tau1, ...)
-        record.update(run.method.metrics())
+              'seconds': round(seconds, 2), **run.method.metrics()}  # (what a method logs of its own state)
     return record
 
 
@@ -442,31 +425,30 @@ def epoch_line(record: dict) -> str:
             f"loss {record['loss']:.4f} mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
 
 
-def checked_data(args):
+def checked_data(args, given=()):
     """The split of the arguments, after checking every argument (one line each, before any data is
-    read or anything written: utils/arguments.py, the method's own flags, the network on the meta
-    device, batches that fit)."""
-    check_arguments(args)
-    getattr(METHODS[args.version], 'check_arguments', lambda args: None)(args)  # a method's own flags (CReST+)
-    args.arch = args.arch or DEFAULT_ARCH[args.dataset]
+    read or anything written: core/arguments.py with the method's own flags and checks, the network
+    on the meta device, batches that fit). `given`: the flags given on the command line."""
+    check_arguments(args, given)
+    args.arch = args.arch or DATASETS[args.dataset].arch
     check_network(args)
-    data = build_data(args)
+    data = build_data(args, METHODS[args.version].labeled_in_pool)
     if not args.dry_run:
         for what, size, batch in (('labeled set', len(data.labeled_idx), args.batch_size),
                                   ('unlabeled pool', len(data.unlabeled_idx), args.batch_size * args.mu)):
-            check_fits_batch(what, size, batch, distributed.launched_processes())  # (SimPro's r divides by it)
+            check_fits_batch(what, size, batch, distributed.launched_processes())
     return data
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        with StopSignal() as stop:  # SIGTERM/SIGINT from the first data read on (utils/stopping.py)
-            data = checked_data(args)
+        with StopSignal() as stop:  # SIGTERM/SIGINT from the first data read on (core/stopping.py)
+            data = checked_data(args, given_flags(argv))
             if args.dry_run:
                 model = new_model(args, data.num_classes)
                 print_split({**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
-                             'config': vars(args)}, data.notes)
+                             'config': read_settings(vars(args))}, data.notes)
             else:
                 train(args, data, stop)
         return 0
@@ -475,6 +457,7 @@ def main(argv=None) -> int:
         return 2
     finally:
         distributed.cleanup()
+
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -8,7 +8,7 @@ and the files, never of `--seed` (SPEC sections 2 and 11).
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -30,14 +30,6 @@ DIGITS_TEST_PER_CLASS = 30
 IMAGENET127_LABELED_FRACTION = 0.1
 IMAGENET127_TEST_PER_CLASS = 50
 TEST_SUBSET_SEED = 0  # the balanced ImageNet-127 test subset is the same for every run
-
-# dataset -> image sizes it can be trained at
-IMAGE_SIZES = {'cifar10': (32,), 'cifar100': (32,), 'stl10': (32,), 'smallimagenet': (32, 64),
-               'smallimagenet_1k': (32, 64), 'digits': (16, 8, 32)}  # the first is the default
-DATASETS = tuple(IMAGE_SIZES)
-NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'stl10': 10, 'smallimagenet': 127, 'smallimagenet_1k': 1000,
-               'digits': 10}
-
 
 @dataclass
 class SemiSupervisedData:
@@ -132,23 +124,19 @@ class ViewDataset(torch.utils.data.Dataset):
 
 # ---------------------------------------------------------------- builders
 
-def build_data(args) -> SemiSupervisedData:
-    """The split for `args.dataset` with the settings of `args` (see train.py's parser)."""
-    if args.dataset not in IMAGE_SIZES:
+def build_data(args, labeled_in_pool: bool = False) -> SemiSupervisedData:
+    """The split for `args.dataset` with the settings of `args` (see train.py's parser);
+    `labeled_in_pool`: the method's unlabeled pool also holds the labeled images (ACR_d's,
+    marked), where the dataset's original code did so (CIFAR, ImageNet-1k, digits)."""
+    if args.dataset not in DATASETS:
         raise UserError(f'unknown dataset {args.dataset!r}; choose one of {", ".join(DATASETS)}')
-    sizes = IMAGE_SIZES[args.dataset]
+    sizes = DATASETS[args.dataset].image_sizes
     if args.img_size is None:
         args.img_size = sizes[0]
     if args.img_size not in sizes:
         raise UserError(f'--img-size {args.img_size} is not available for {args.dataset}; '
                         f'use {" or ".join(map(str, sizes))}')
-    return BUILDERS[args.dataset](args)
-
-
-def _labeled_in_pool(args) -> bool:
-    """Whether the method's unlabeled pool also holds the labeled images (ACR_d's, marked)."""
-    from methods import METHODS
-    return METHODS[args.version].labeled_in_pool
+    return DATASETS[args.dataset].build(args, labeled_in_pool)
 
 
 def _labeled_counts(args, num_classes):
@@ -181,27 +169,28 @@ def _from_split(name, num_classes, args, images, labels, split, test_images, tes
                               mode, tuple(notes), **augmentation)
 
 
-def _cifar(args, num_classes, mean, std):
+def _cifar(args, labeled_in_pool, num_classes):
+    mean, std = DATASETS[args.dataset].mean, DATASETS[args.dataset].std
     root = Path(args.data_dir)
     labeled, unlabeled = _labeled_counts(args, num_classes), _unlabeled_counts(args, num_classes)
     if args.download:
         readers.download_cifar(root, num_classes)
     train_x, train_y, test_x, test_y = readers.read_cifar(root, num_classes)
-    split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=_labeled_in_pool(args),
+    split = split_per_class(train_y, labeled, unlabeled, labeled_in_unlabeled=labeled_in_pool,
                             allow_short=args.allow_short_classes)
     return _from_split(args.dataset, num_classes, args, train_x, train_y, split, test_x, test_y, mean, std,
                        setting_name(args.imb_ratio_unlabel, args.flag_reverse_LT))
 
 
-def build_cifar10(args):
-    return _cifar(args, 10, CIFAR10_MEAN, CIFAR10_STD)
+def build_cifar10(args, labeled_in_pool=False):
+    return _cifar(args, labeled_in_pool, 10)
 
 
-def build_cifar100(args):
-    return _cifar(args, 100, CIFAR100_MEAN, CIFAR100_STD)
+def build_cifar100(args, labeled_in_pool=False):
+    return _cifar(args, labeled_in_pool, 100)
 
 
-def build_stl10(args):
+def build_stl10(args, labeled_in_pool=False):
     """Labeled: long-tailed from the 5,000 train images. Unlabeled: all of unlabeled_X.bin
     (true labels unknown; ACR_d's pool is the same, the labeled images are not added)."""
     root = Path(args.data_dir)
@@ -220,7 +209,7 @@ def build_stl10(args):
                                      'and --flag-reverse-LT are not used',))
 
 
-def build_imagenet127(args):
+def build_imagenet127(args, labeled_in_pool=False):
     """10% of each class labeled (rounded half to even, as NumPy), the rest unlabeled; classes re-indexed so
     class 0 has the most training images; a fixed balanced test subset of <= 50 per class."""
     root = Path(args.data_dir)
@@ -245,7 +234,7 @@ def build_imagenet127(args):
                               '--flag-reverse-LT are not used',))
 
 
-def build_imagenet1k(args):
+def build_imagenet1k(args, labeled_in_pool=False):
     """s_i = long-tail counts with N1 = num_max + num_max_u (1280 in the paper) and gamma_l;
     labeled int(num_max / N1 * s_i) (20%), unlabeled the rest, both from the first s_i per class."""
     root = Path(args.data_dir)
@@ -255,7 +244,7 @@ def build_imagenet1k(args):
     labeled = [int(fraction * s) for s in total]
     unlabeled = [s - n for s, n in zip(total, labeled)]
     images, labels = readers.read_imagenet_train(root, 1000, args.img_size, quota=total)
-    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=_labeled_in_pool(args),
+    split = split_per_class(labels, labeled, unlabeled, labeled_in_unlabeled=labeled_in_pool,
                             allow_short=args.allow_short_classes)
     test_x, test_y = readers.read_imagenet_val(root, 1000, args.img_size)
     return _from_split('smallimagenet_1k', 1000, args, images, labels, split, test_x, test_y,
@@ -263,7 +252,7 @@ def build_imagenet1k(args):
                        notes=('--imb-ratio-unlabel and --flag-reverse-LT are not used',))
 
 
-def build_digits(args):
+def build_digits(args, labeled_in_pool=False):
     """The 1,797 real 8x8 handwritten digits bundled with scikit-learn (no download), scaled to
     `--img-size` in 3 channels. The last 30 images of each class (file order) are a fixed balanced
     test set; the long-tailed split is drawn from the rest exactly as for CIFAR. No horizontal
@@ -280,13 +269,34 @@ def build_digits(args):
     test = np.concatenate([np.flatnonzero(labels == c)[-DIGITS_TEST_PER_CLASS:] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), test)  # file order
     split = split_per_class(labels[train], _labeled_counts(args, 10), _unlabeled_counts(args, 10),
-                            labeled_in_unlabeled=_labeled_in_pool(args), allow_short=args.allow_short_classes)
+                            labeled_in_unlabeled=labeled_in_pool, allow_short=args.allow_short_classes)
     return _from_split('digits', 10, args, images[train], labels[train], split, images[test], labels[test],
                        DIGITS_MEAN, DIGITS_STD, setting_name(args.imb_ratio_unlabel, args.flag_reverse_LT),
                        notes=('real handwritten digits from scikit-learn; no horizontal flips',),
                        flip=False, cutout=args.img_size // 2)
 
 
-BUILDERS = {'cifar10': build_cifar10, 'cifar100': build_cifar100, 'stl10': build_stl10,
-            'smallimagenet': build_imagenet127, 'smallimagenet_1k': build_imagenet1k, 'digits': build_digits}
-assert set(BUILDERS) == set(IMAGE_SIZES)
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the rest of the code knows of a dataset; its rows (N1, M1, the ratios) are in sh/tables.sh."""
+    num_classes: int
+    image_sizes: tuple           # sides it can be trained at; the first is the default
+    mean: tuple
+    std: tuple
+    arch: str                    # the default network (--arch)
+    build: Callable              # (args, labeled_in_pool) -> SemiSupervisedData
+    prior_from_arguments: bool   # its unlabeled class distribution follows from the split's arguments alone
+    unused: tuple = ()           # split settings (argparse names) its builder does not read
+
+
+_NO_UNLABELED_SPLIT = ('num_max_u', 'imb_ratio_unlabel', 'flag_reverse_LT')
+DATASETS = {  # in the order of the paper's tables
+    'cifar10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_cifar10, True),
+    'cifar100': DatasetInfo(100, (32,), CIFAR100_MEAN, CIFAR100_STD, 'wideresnet', build_cifar100, True),
+    'stl10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_stl10, False, _NO_UNLABELED_SPLIT),
+    'smallimagenet': DatasetInfo(127, (32, 64), IMAGENET_MEAN, IMAGENET_STD, 'resnet50', build_imagenet127, False,
+                                 ('num_max', 'imb_ratio_label', *_NO_UNLABELED_SPLIT)),
+    'smallimagenet_1k': DatasetInfo(1000, (32, 64), IMAGENET_MEAN, IMAGENET_STD, 'resnet50', build_imagenet1k,
+                                    False, ('imb_ratio_unlabel', 'flag_reverse_LT')),
+    'digits': DatasetInfo(10, (16, 8, 32), DIGITS_MEAN, DIGITS_STD, 'wideresnet', build_digits, True),
+}

@@ -3,7 +3,7 @@ uint8 tensor, and each step draws every view of its labeled and unlabeled batch 
 batched augmentation of dataset/tensor_augment.py, which equals the per-sample PIL path
 (dataset/augment.py).
 
-The order of the samples is the same as the PIL path's (utils.training.PassBatches). Each batch's
+The order of the samples is the same as the PIL path's (dataset.sampler.PassBatches). Each batch's
 random draws come from a host generator seeded with that batch's first sample seed, so a step's
 views depend only on (--seed, step), on any device: resuming stays exact. A step costs a fixed
 number of kernel launches (one gather, one flip-and-crop, one RandAugmentMC, one normalisation
@@ -15,7 +15,7 @@ import torch
 
 from dataset import tensor_augment
 from dataset.tensor_augment import Draws, RandAugmentMC, crop_padding, draw_weak, flip_crop, send
-from utils.training import PassBatches
+from dataset.sampler import PassBatches
 
 
 def to_device(images, device) -> torch.Tensor:
@@ -108,13 +108,20 @@ class DeviceBatches:
 
 
 class EvalBatches:
-    """The test set in order, normalised on the device; iterable once per evaluation."""
+    """Images in order, normalised on `device`, `batch_size` at a time (with their labels, or None);
+    iterable once per evaluation. The images may live on the device or on the host (a uint8 array
+    or tensor, each batch copied over when it is made); `rows`: only these rows, in this order."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, batch_size: int = 512):
+    def __init__(self, images, labels, mean, std, batch_size: int = 512, device=None, rows=None):
         self.images, self.labels, self.mean, self.std, self.batch_size = images, labels, mean, std, batch_size
+        self.device = images.device if device is None else device
+        self.rows = rows
 
     def __iter__(self):
-        for start in range(0, len(self.images), self.batch_size):
+        count = len(self.images) if self.rows is None else len(self.rows)
+        for start in range(0, count, self.batch_size):
             batch = slice(start, start + self.batch_size)
-            images = channels_first(self.images[batch])
-            yield tensor_augment.normalize(images, self.mean, self.std), self.labels[batch], None
+            images = self.images[batch] if self.rows is None else self.images[self.rows[batch]]
+            images = channels_first(torch.as_tensor(images).to(self.device))
+            labels = None if self.labels is None else self.labels[batch]
+            yield tensor_augment.normalize(images, self.mean, self.std), labels, None

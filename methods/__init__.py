@@ -1,19 +1,50 @@
 """The methods: the small pieces of the one training loop in train.py that differ.
 
-A method names the views it draws, turns the logits of one concatenated forward pass into
-its loss (doing its E-step on the way), updates its state once per epoch, and says which
-logits are evaluated. One file per method; a new method is one new file and one line in
-METHODS below. What several methods share is in methods/common.py.
+A method is one file with one subclass of methods.base.Method (the contract: read it first) and
+one line in METHODS below, in the order of the paper's tables. What several methods share is in
+methods/common.py and, for flags, methods/base.py.
 """
 from methods.acr import ACR
 from methods.acr_d import ACRd
-from methods.common import ClassPrior, logit_adjustment, scale_ratio, symmetric_kl
+from methods.base import Flag, Method, StepResult
+from methods.common import logit_adjustment, symmetric_kl
 from methods.crest import CReSTPlus
 from methods.daso import DASO
 from methods.fixmatch import FixMatch
-from methods.simpro import SimPro
+from methods.simpro import ClassPrior, SimPro, scale_ratio
 
-METHODS = {'SimPro': SimPro, 'ACR_d': ACRd, 'FixMatch': FixMatch, 'ACR': ACR, 'DASO': DASO, 'CReST+': CReSTPlus}
+METHODS = {
+    'FixMatch': FixMatch,
+    'CReST+': CReSTPlus,
+    'DASO': DASO,
+    'ACR_d': ACRd,
+    'ACR': ACR,
+    'SimPro': SimPro,
+}
+DEFAULT_METHOD = 'SimPro'  # train.py's --version
 
-__all__ = ['METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'SimPro', 'logit_adjustment',
-           'scale_ratio', 'symmetric_kl']
+
+def flag_readers() -> dict:
+    """Every method flag (by its destination) -> (the Flag, the names of the methods that read it),
+    in registry order. Two methods that read a flag of the same name must declare the same Flag."""
+    readers = {}
+    for name, method in METHODS.items():
+        for flag in method.flags:
+            known, names = readers.setdefault(flag.dest, (flag, []))
+            if known != flag:
+                raise TypeError(f'{name} declares {flag.name} otherwise than {names[0]}; share one Flag')
+            names.append(name)
+    return readers
+
+
+def foreign_settings(version: str) -> set:
+    """The method flags (destinations) that --version `version` does not read: a run of it neither
+    stores nor compares them. Empty for a method that is not registered (every setting counts)."""
+    if version not in METHODS:
+        return set()
+    own = {flag.dest for flag in METHODS[version].flags}
+    return set(flag_readers()) - own
+
+
+__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag', 'Method', 'SimPro',
+           'StepResult', 'flag_readers', 'foreign_settings', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']

@@ -6,10 +6,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.base import EMA_U, THRESHOLD, Flag, Method, StepResult, finite
 from methods.common import logit_adjustment
 from utils import distributed
 
 ANCHORS = ('consistent', 'uniform', 'reversed')
+FLAGS = (  # read by ACR_d and ACR
+    THRESHOLD, EMA_U,
+    Flag('--tau1', dict(type=float, default=2.0, help='adjustment of the standard pseudo labels (ACR: its maximum)'),
+         'a finite number', finite),
+    Flag('--tau12', dict(type=float, default=2.0, help='adjustment of the balanced pseudo labels'),
+         'a finite number', finite),
+    Flag('--tau2', dict(type=float, default=2.0, help='adjustment of the balanced labeled loss'),
+         'a finite number', finite),
+    Flag('--est-epoch', dict(type=int, default=5, help='epochs before the unlabeled-prior estimate starts (logged by '
+                                                       'ACR_d, setting tau1 in ACR)'),
+         'an integer >= 0', lambda v: v >= 0),
+    Flag('--anchor-estimate', dict(choices=('presence', 'counts'), default='presence',
+                                   help="a step's evidence per class for the estimate: presence (the official "
+                                        "code's update, which overwrites: the last row predicted as the class "
+                                        "decides) or counts (the confident rows of the class)")))
 
 
 class AnchorEstimate(nn.Module):
@@ -85,17 +101,17 @@ class AnchorEstimate(nn.Module):
         return {'kl_anchors': dict(zip(ANCHORS, self.kl_mean.tolist()))}
 
 
-class ACRd(nn.Module):
+class ACRd(Method):
     """ACR without anchor distributions (the paper's ACR-dagger): a standard head g and a balanced
     head h with fixed logit adjustments a_k = log(p_l ** tau_k) from the labeled prior p_l. ACR's
     estimate of the unlabeled distribution runs alongside, logged only."""
-    labeled_views = ('weak',)
+    flags = FLAGS
     unlabeled_views = ('weak', 'strong', 'strong')
     two_heads = True
     labeled_in_pool = True  # the original's pool also holds the labeled images (CIFAR, ImageNet-1k, digits)
 
-    def __init__(self, args, data):
-        super().__init__()
+    def __init__(self, args, data, num_features=None):
+        super().__init__(args, data, num_features)
         if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's labeled view there:
             self.labeled_views = ('crop_flip',)                    # a zero-padded crop, then a flip
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
@@ -111,7 +127,7 @@ class ACRd(nn.Module):
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),
                              persistent=False)
 
-    def loss(self, output, y, u_index):
+    def loss(self, output, y, u_index) -> StepResult:
         g, h = output
         B = len(y)
         g_x, (g_weak, g_s, g_s2) = g[:B], g[B:].chunk(3)
@@ -131,7 +147,7 @@ class ACRd(nn.Module):
         self.estimate.step(label_h, (conf_h >= self.threshold) & ~self.is_labeled[u_index])
         terms = {'loss_x': loss_x + loss_x_b, 'loss_u': loss_u + loss_u_b, 'loss_x_g': loss_x,
                  'loss_x_h': loss_x_b, 'loss_u_g': loss_u, 'loss_u_h': loss_u_b}
-        return loss_x + loss_u + loss_x_b + loss_u_b, terms, mask, label_1
+        return StepResult(loss_x + loss_u + loss_x_b + loss_u_b, terms, mask, label_1)
 
     def end_epoch(self) -> None:
         tau1 = self.estimate.end_epoch()
@@ -148,6 +164,5 @@ class ACRd(nn.Module):
         """Logged with each evaluation: the last epoch's mean anchor KLs and the tau1 they give."""
         return {**self.estimate.metrics(), 'tau1': float(self.tau1)}
 
-    @staticmethod
-    def eval_logits(output):
+    def eval_logits(self, output):
         return output[1]  # the balanced head

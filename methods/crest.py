@@ -11,30 +11,32 @@ come from progressively aligned predictions: p * pi / p_model, renormalised, wit
 prediction over the last 128 unlabeled batches and pi the labeled distribution ** t_g, the
 temperature t_g falling linearly from 1 in the first generation to --da-t-min in the last.
 """
+import argparse
 import dataclasses
 
 import numpy as np
 import torch
 from torch import nn
 
+from dataset.device_batches import EvalBatches
+from methods.base import THRESHOLD, Flag
 from methods.fixmatch import FixMatch
 from utils import distributed
 from utils.errors import UserError
 
 QUEUE_BATCHES = 128  # p_model: the mean prediction over this many latest unlabeled batches
 EPS = 1e-6           # of the alignment's ratio (DASO's DistributionAlignment)
-
-
-def check_arguments(args) -> None:
-    """One line, exit 2, for a CReST+ flag out of its range (train.checked_data calls it with the
-    other argument checks, before any data is read)."""
-    limits = {'--generations': (args.generations, 1 <= args.generations <= args.total_steps,
-                                f'an integer from 1 to --total-steps ({args.total_steps})'),
-              '--crest-alpha': (args.crest_alpha, args.crest_alpha > 0, 'a number > 0'),
-              '--da-t-min': (args.da_t_min, 0 <= args.da_t_min <= 1, 'a number from 0 to 1')}
-    for flag, (value, allowed, what) in limits.items():
-        if not allowed:
-            raise UserError(f'{flag} {value} is not allowed with --version CReST+; use {what}')
+FLAGS = (  # the defaults are the values of DASO's configs; check_arguments checks them
+    THRESHOLD,
+    Flag('--generations', dict(type=int, default=5, help='generations of self-training, each --total-steps // G '
+                                                         'steps (the last one also runs the remainder)')),
+    Flag('--crest-alpha', dict(type=float, default=3.0, help='alpha of the sampling rates (n_{C-1-k} / n_0) ** '
+                                                             '(1 / alpha)')),
+    Flag('--da-t-min', dict(type=float, default=0.5, help='temperature of the alignment target in the last '
+                                                          'generation (1 in the first)')),
+    Flag('--dist-align', dict(action=argparse.BooleanOptionalAction, default=True,
+                              help="progressive distribution alignment of the pseudo labels (off: CReST, as DASO's "
+                                   "STL-10 config)")))
 
 
 def sampling_rates(labeled_per_class, alpha: float) -> torch.Tensor:
@@ -72,8 +74,6 @@ def pool_predictions(model: nn.Module, data, device, batch_size: int = 512):
     """Confidence and hard label of `model` in eval mode on every unlabeled-pool image, normalised
     only (no augmentation), as CPU tensors in pool order. Under several processes each predicts an
     equal share (the last padded) and all receive the same gathered result."""
-    from dataset.device_batches import channels_first
-    from dataset.tensor_augment import normalize
     n, world = len(data.unlabeled_idx), distributed.world_size()
     share = -(-n // world)
     rows = data.unlabeled_idx[distributed.rank() * share:(distributed.rank() + 1) * share]
@@ -81,10 +81,11 @@ def pool_predictions(model: nn.Module, data, device, batch_size: int = 512):
     label = torch.zeros(share, dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
-    for start in range(0, len(rows), batch_size):
-        images = channels_first(torch.from_numpy(data.images[rows[start:start + batch_size]]).to(device))
-        probabilities = torch.softmax(model(normalize(images, data.mean, data.std)).float(), dim=-1)
+    start = 0
+    for images, _, _ in EvalBatches(data.images, None, data.mean, data.std, batch_size, device, rows):
+        probabilities = torch.softmax(model(images).float(), dim=-1)
         confidence[start:start + len(images)], label[start:start + len(images)] = probabilities.max(dim=-1)
+        start += len(images)
     model.train(was_training)
     return distributed.all_gather_cat(confidence)[:n].cpu(), distributed.all_gather_cat(label)[:n].cpu()
 
@@ -98,19 +99,26 @@ class CReSTPlus(FixMatch):
     """FixMatch with progressively aligned pseudo labels and generations of self-training. State
     (buffers): the generation, the pseudo label of every pool image selected at its start (-1: not
     selected), and the ring of the last 128 unlabeled batch means with the count of batches seen."""
-    labeled_views = ('weak',)
-    unlabeled_views = ('weak', 'strong')
-    two_heads = False
-    labeled_in_pool = False
-    check_arguments = staticmethod(check_arguments)
+    flags = FLAGS
 
-    def __init__(self, args, data):
-        super().__init__(args, data)
+    @classmethod
+    def check_arguments(cls, args) -> None:
+        """One line, exit 2, for a CReST+ flag out of its range."""
+        limits = {'--generations': (args.generations, 1 <= args.generations <= args.total_steps,
+                                    f'an integer from 1 to --total-steps ({args.total_steps})'),
+                  '--crest-alpha': (args.crest_alpha, args.crest_alpha > 0, 'a number > 0'),
+                  '--da-t-min': (args.da_t_min, 0 <= args.da_t_min <= 1, 'a number from 0 to 1')}
+        for flag, (value, allowed, what) in limits.items():
+            if not allowed:
+                raise UserError(f'{flag} {value} is not allowed with --version CReST+; use {what}')
+
+    def __init__(self, args, data, num_features=None):
+        super().__init__(args, data, num_features)
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
         self.dist_align, self.t_min, self.generations = args.dist_align, args.da_t_min, args.generations
         self.seed = args.seed
-        self.generation_steps = args.total_steps // args.generations  # the last one also runs the remainder
-        self.generation_starts = tuple(g * self.generation_steps for g in range(1, args.generations))
+        steps = args.total_steps // args.generations  # per generation; the last one also runs the remainder
+        self.generation_starts = tuple(g * steps for g in range(1, args.generations))
         self.register_buffer('p_l', counts / counts.sum())  # the original labeled distribution
         self.register_buffer('rates', sampling_rates(data.labeled_per_class, args.crest_alpha))
         self.register_buffer('generation', torch.zeros((), dtype=torch.long))
@@ -149,7 +157,7 @@ class CReSTPlus(FixMatch):
         self.temperature.fill_(da_temperature(int(self.generation), self.generations, self.t_min))
         return generation_seed(self.seed, int(self.generation))
 
-    def labeled_data(self, data):
+    def training_data(self, data):
         """`data` (the original split) with the selected pool images added to its labeled set, their
         pseudo labels as targets; the unlabeled pool keeps them too."""
         pseudo_label = self.pool_pseudo_label.cpu().numpy()

@@ -5,36 +5,56 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from methods.base import THRESHOLD, Flag, Method, StepResult, finite
 from utils import distributed
 from utils.errors import UserError
 
+FLAGS = (  # named after its config keys; the defaults are its configs' values
+    THRESHOLD,
+    Flag('--dist-temp', dict(type=float, default=0.3,
+                             help='T_dist of the blending weights (DIST_TEMP; its configs: 1.5 for CIFAR-10 when the '
+                                  'unlabeled distribution is the labeled one, else 0.3; sh/DASO.sh picks per row)'),
+         'a finite number > 0', lambda v: finite(v) and v > 0),
+    Flag('--proto-temp', dict(type=float, default=0.05,
+                              help='T_proto of the semantic pseudo labels and the alignment loss (PROTO_TEMP)'),
+         'a finite number > 0', lambda v: finite(v) and v > 0),
+    Flag('--pretrain-steps', dict(type=int, default=5000,
+                                  help='steps of plain FixMatch before the blending and the alignment loss '
+                                       '(PRETRAIN_STEPS)'),
+         'an integer >= 0', lambda v: v >= 0),
+    Flag('--pl-dist-update-period', dict(type=int, default=100,
+                                         help='steps per window of the pseudo-label counts that set the blending '
+                                              '(PL_DIST_UPDATE_PERIOD)'),
+         'an integer >= 1', lambda v: v >= 1),
+    Flag('--psa-loss-weight', dict(type=float, default=1.0,
+                                   help='weight of the semantic alignment loss (PSA_LOSS_WEIGHT)'),
+         'a finite number >= 0', lambda v: finite(v) and v >= 0),
+    Flag('--queue-max-size', dict(type=int, default=256,
+                                  help='labeled features kept per class for the prototypes (MODEL.QUEUE.MAX_SIZE)'),
+         'an integer >= 1', lambda v: v >= 1))
 
-def feature_dim(args, num_classes: int) -> int:
-    """The width of the network's pooled features (128 for WRN-28-2, 2048 for ResNet-50)."""
-    from models import build_model
-    with torch.device('meta'):  # shapes only: no memory, no initialisation drawn
-        return build_model(args.arch, num_classes, depth=args.depth, widen_factor=args.widen_factor).num_features
 
-
-class DASO(nn.Module):
+class DASO(Method):
     """FixMatch whose pseudo label, after --pretrain-steps, is p^ = (1 - w) p + w q: p the linear
     head's softmax, q = softmax(cos(feature, prototypes) / T_proto) the semantic one, and
     w = r[argmax p] with r the pseudo-label counts of the last window ** (1 / T_dist), scaled to
     max 1 (a class predicted often leans on q). The mask and the hard label come from p^; an
     alignment loss pulls the strong view's similarities towards q. Every piece of state is a buffer."""
-    labeled_views = ('weak',)
-    unlabeled_views = ('weak', 'strong')
-    two_heads = False
-    labeled_in_pool = False
-    needs_features = True  # the loop hands `push_labeled` the EMA network's labeled features before the forward
+    flags = FLAGS
+    with_features = True
+
+    @classmethod
+    def check_arguments(cls, args) -> None:
+        """One labeled batch over all processes must fit in a class's queue."""
+        if args.batch_size * distributed.launched_processes() > args.queue_max_size:
+            raise UserError(f'--queue-max-size {args.queue_max_size} is smaller than one labeled batch of '
+                            f'{args.batch_size * distributed.launched_processes()} (over all processes); raise it')
 
     def __init__(self, args, data, num_features=None):
-        super().__init__()
+        super().__init__(args, data, num_features)
+        if num_features is None:
+            raise TypeError('DASO needs num_features, the width of the network\'s pooled features')
         num_classes = len(data.labeled_per_class)
-        num_features = num_features or feature_dim(args, num_classes)
-        if args.batch_size * distributed.world_size() > args.queue_max_size:
-            raise UserError(f'--queue-max-size {args.queue_max_size} is smaller than one labeled batch of '
-                            f'{args.batch_size * distributed.world_size()} (over all processes); raise it')
         self.threshold, self.pretrain_steps = args.threshold, args.pretrain_steps
         self.proto_temp, self.dist_temp = args.proto_temp, args.dist_temp
         self.period, self.align_weight = args.pl_dist_update_period, args.psa_loss_weight
@@ -47,6 +67,17 @@ class DASO(nn.Module):
         self.register_buffer('window', torch.zeros(num_classes))
         self.register_buffer('pl_dist', torch.ones(num_classes))
         self.register_buffer('step', torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def before_forward(self, inputs, y, ema_network: nn.Module) -> None:
+        """The labeled batch's features from the weight EMA, BatchNorm on the batch's statistics as
+        DASO's EMA network in train mode (the running statistics this moves are replaced by the
+        online network's at the next EMA update), join the queue."""
+        was_training = ema_network.training
+        ema_network.train()
+        _, features = ema_network(inputs[:len(y)], with_features=True)
+        ema_network.train(was_training)
+        self.push_labeled(features.float(), y)
 
     @torch.no_grad()
     def push_labeled(self, features: torch.Tensor, y: torch.Tensor) -> None:
@@ -66,7 +97,7 @@ class DASO(nn.Module):
         """cos(feature, prototype) / T_proto, (rows, classes); 0 against a zero prototype."""
         return F.cosine_similarity(features[:, None], self.prototypes[None], dim=2) / self.proto_temp
 
-    def loss(self, output, y, u_index):
+    def loss(self, output, y, u_index) -> StepResult:
         logits, features = output
         B = len(y)
         self.step += 1
@@ -88,7 +119,7 @@ class DASO(nn.Module):
         loss_align = torch.where(pretraining, torch.zeros_like(loss_align), loss_align)
         self.count_pseudo_labels(pseudo_label)
         terms = {'loss_x': loss_x, 'loss_u': loss_u, 'loss_align': loss_align}
-        return loss_x + loss_u + self.align_weight * loss_align, terms, mask, pseudo_label
+        return StepResult(loss_x + loss_u + self.align_weight * loss_align, terms, mask, pseudo_label)
 
     @torch.no_grad()
     def count_pseudo_labels(self, pseudo_label: torch.Tensor) -> None:
@@ -102,12 +133,5 @@ class DASO(nn.Module):
         self.pl_dist.copy_(torch.where(window_ends, self.window, self.pl_dist))
         self.window.mul_(~window_ends)
 
-    def end_epoch(self) -> None:
-        pass
-
     def unlabeled_prior(self) -> torch.Tensor:
         return self.pl_dist / self.pl_dist.sum()  # the pseudo labels of the last window
-
-    @staticmethod
-    def eval_logits(output):
-        return output

@@ -1,40 +1,28 @@
 """FixMatch (Sohn et al., NeurIPS 2020), the first row of the paper's tables."""
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from methods.base import THRESHOLD, Method, StepResult
 
 
-class FixMatch(nn.Module):
+class FixMatch(Method):
     """The baseline: hard pseudo labels argmax softmax(g(u_weak)) where max >= threshold, no logit
     adjustment and no prior estimate (Sohn et al., 2020)."""
-    labeled_views = ('weak',)
-    unlabeled_views = ('weak', 'strong')
-    two_heads = False
-    labeled_in_pool = False
+    flags = (THRESHOLD,)
 
-    def __init__(self, args, data):
-        super().__init__()
+    def __init__(self, args, data, num_features=None):
+        super().__init__(args, data, num_features)
         self.threshold = args.threshold
 
-    def loss(self, logits, y, u_index):
+    def loss(self, logits, y, u_index) -> StepResult:
         B = len(y)
         u_weak, u_strong = logits[B:].chunk(2)
         confidence, pseudo_label = self.pseudo_distribution(u_weak.detach()).max(dim=-1)
         mask = confidence >= self.threshold
         loss_x = F.cross_entropy(logits[:B], y)
         loss_u = (F.cross_entropy(u_strong, pseudo_label, reduction='none') * mask).mean()
-        return loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label
+        return StepResult(loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label)
 
     def pseudo_distribution(self, u_weak: torch.Tensor) -> torch.Tensor:
         """The class distribution whose argmax and maximum are the pseudo label and its confidence."""
         return torch.softmax(u_weak, dim=-1)
-
-    def end_epoch(self) -> None:
-        pass
-
-    def unlabeled_prior(self):
-        return None  # FixMatch does not estimate it
-
-    @staticmethod
-    def eval_logits(output):
-        return output

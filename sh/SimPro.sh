@@ -13,5 +13,6 @@ case $DATASET in
   smallimagenet|smallimagenet_1k)
             HP=(--lr 0.01 --total-steps 250000 --batch-size 32 --mu 2 --tau 1.0 --threshold 0.2 --ema-u 0.9) ;;
   digits)   HP=("${DIGITS_RECIPE[@]}" --tau 2.0 --ema-u 0.9) ;;
+  *)        no_recipe ;;
 esac
 run_train --version SimPro "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

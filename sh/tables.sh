@@ -117,10 +117,22 @@ describe_row() {
 DIGITS_RECIPE=(--depth 10 --widen-factor 1 --bn-momentum 0.1 --lr 0.1 --total-steps 1200 --eval-step 40
                --batch-size 8 --mu 6 --ema-decay 0.99 --threshold 0.95 --num-workers 0)
 
+# A launcher's `case` has no recipe for the dataset: say so and stop (never train with defaults).
+no_recipe() {
+  echo "error: $(basename "$0") has no recipe for ${DATASET}; add one to its case" >&2
+  exit 2
+}
+
 # Run train.py from the repository root with the given arguments, showing the command. With
 # NPROC > 1 or NNODES > 1 in the environment it runs under torchrun (NODE_RANK, MASTER_ADDR and
-# MASTER_PORT as torchrun's flags); --batch-size stays per process.
+# MASTER_PORT as torchrun's flags); --batch-size stays per process. With PRINT_ARGS=1 it prints
+# train.py's arguments, one per line, and runs nothing (how train.py and tools.report read a
+# launcher's recipe, which is written only here).
 run_train() {
+  if [[ -n ${PRINT_ARGS:-} ]]; then
+    printf '%s\n' "$@"
+    exit 0
+  fi
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local command=("${PYTHON:-python}")
   if (( ${NPROC:-1} > 1 || ${NNODES:-1} > 1 )); then

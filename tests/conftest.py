@@ -7,7 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from utils import fake_data  # noqa: E402
+from tools import fake_data  # noqa: E402
 
 
 @pytest.fixture(scope='session')

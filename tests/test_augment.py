@@ -452,7 +452,7 @@ def test_acr_d_labeled_view_on_imagenet_is_the_originals_zero_padded_crop(tmp_pa
     1 in 17 * 17 carry a black border; reflect padding (its CIFAR view, and SimPro's) never does."""
     import train
     from dataset.data import build_data
-    from utils import fake_data
+    from tools import fake_data
     fake_data.write_small_imagenet(tmp_path, 127, 64, 30, 1)
     seen = {}
     for method in ('ACR_d', 'SimPro'):

@@ -21,7 +21,7 @@ from methods.crest import CReSTPlus, align, select
 import test_launchers
 import test_speed
 from test_launchers import ROWS, launch, launched_args
-from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state
+from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -147,8 +147,7 @@ def test_start_generation_selects_from_eval_mode_predictions_on_plain_images():
 
 
 def tiny_run(data_dir, out, *extra):
-    return train.main([*map(str, BASE), *map(str, TINY), '--version', 'CReST+', '--data-dir', str(data_dir),
-                       '--out', str(out), *map(str, extra)])
+    return train.main(own_flags([*BASE, *TINY, '--version', 'CReST+', '--data-dir', data_dir, '--out', out, *extra]))
 
 
 @pytest.mark.parametrize('aug', ['cpu', 'gpu'])
@@ -230,8 +229,8 @@ def test_two_processes_hold_the_same_crest_state(small_cifar10_root, tmp_path):
     """Under torchrun (gloo), the pool is predicted in two shards and gathered, and the alignment ring
     holds the global batch means: every buffer is bit-identical on both processes after every step."""
     env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
-    args = [*map(str, BASE), *map(str, TINY), '--data-dir', str(small_cifar10_root), '--out', str(tmp_path / 'ddp'),
-            '--version', 'CReST+', '--generations', 3, '--threshold', 0.3]
+    args = own_flags([*BASE, *TINY, '--data-dir', small_cifar10_root, '--out', tmp_path / 'ddp', '--version', 'CReST+',
+                      '--generations', 3, '--threshold', 0.3])
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py',
                              *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
@@ -248,7 +247,7 @@ def test_crest_device_steps_never_read_device_values_back(small_cifar10_root, mo
     """The alignment ring, its pooled mean and the target temperature stay on the device (meta here).
     The labeled set is read to the host once per generation, when the batches are made: the original
     one here (a meta tensor has nothing to read)."""
-    monkeypatch.setattr(CReSTPlus, 'labeled_data', lambda self, data: data)
+    monkeypatch.setattr(CReSTPlus, 'training_data', lambda self, data: data)
     test_speed.test_device_steps_never_read_device_values_back(small_cifar10_root, 'CReST+')
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from test_resume import Interrupted, crash_after_checkpoint, run
-from utils import bench
+from tools import bench
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 SMALL = dict(labeled=256, unlabeled=1024, test=100)

@@ -140,10 +140,15 @@ def test_state_dict_round_trip():
         assert torch.equal(value, restored.state_dict()[name]), name
 
 
-def test_a_queue_smaller_than_a_labeled_batch_is_refused():
+def test_a_queue_smaller_than_a_labeled_batch_is_refused(tmp_path, capsys):
+    """DASO's check (DASO.check_arguments), before any data is read: --data-dir holds nothing."""
     from utils.errors import UserError
     with pytest.raises(UserError, match='--queue-max-size 2 is smaller than one labeled batch of 4'):
-        daso(queue_max_size=2, batch_size=4)
+        DASO.check_arguments(SimpleNamespace(queue_max_size=2, batch_size=4))
+    assert train.main(['--version', 'DASO', '--queue-max-size', '2', '--batch-size', '4', '--data-dir',
+                       str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ('error: --queue-max-size 2 is smaller than one labeled batch of 4 (over all '
+                                       'processes); raise it\n')
 
 
 def test_the_loop_pushes_the_ema_networks_features_of_the_labeled_batch_before_the_step(small_cifar10_root):

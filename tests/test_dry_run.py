@@ -9,7 +9,7 @@ import train
 from dataset import readers
 from dataset.data import build_data
 from test_splits import reference_counts
-from utils import fake_data
+from tools import fake_data
 
 # SPEC section 8: (gamma_l, gamma_u, mode) of every launcher row
 CIFAR10_ROWS = list(zip([150] * 5 + [100] * 5 + [150] * 8 + [150, 100],

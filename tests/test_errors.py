@@ -7,7 +7,7 @@ import pytest
 
 import train
 from conftest import ROOT
-from utils import fake_data
+from tools import fake_data
 
 
 def run_main(capsys, *argv):

@@ -137,8 +137,8 @@ def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_pat
 @pytest.mark.parametrize('script', [*SCRIPTS, 'ACR.sh', 'DASO.sh', 'CReST+.sh'])
 @pytest.mark.parametrize('dataset,index', [(d, 0) for d in ROWS] + [('cifar10', 2), ('cifar10', 10)])
 def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, script, dataset, index):
-    """utils/recipes.py (what utils.report and a run's first log line compare with) equals the launchers."""
-    from utils.recipes import off_recipe
+    """core/recipes.py (what tools.report and a run's first log line compare with) equals the launchers."""
+    from core.recipes import off_recipe
     args = launched_args(echo_python, script, dataset, index)
     args.arch = args.arch or train.DEFAULT_ARCH[dataset]
     assert off_recipe(vars(args)) == []

@@ -16,8 +16,8 @@ import torch
 
 import train
 from conftest import ROOT
-from test_resume import BASE, final_state, run
-from utils import fake_data, outputs
+from test_resume import BASE, final_state, own_flags, run
+from tools import fake_data, outputs
 from utils.errors import UserError
 
 TINY = ['--depth', 10, '--widen-factor', 1, '--total-steps', 8, '--eval-step', 4]
@@ -28,8 +28,7 @@ def tiny(data_dir, out, *extra):
 
 
 def command(data_dir, out, *extra, script='train.py'):
-    return [sys.executable, script, *map(str, BASE), *map(str, TINY), '--data-dir', str(data_dir), '--out', str(out),
-            *map(str, extra)]
+    return [sys.executable, script, *own_flags([*BASE, *TINY, '--data-dir', data_dir, '--out', out, *extra])]
 
 
 @pytest.fixture(scope='module')

@@ -10,7 +10,7 @@ import pytest
 
 import train
 from dataset import prepare_imagenet127 as prep
-from utils import fake_data
+from tools import fake_data
 
 # Published facts (Huh, Agrawal & Efros's 127-class label sets, as counted in
 # shared/imagenet127/VERIFICATION.md), written here by hand, not derived from the shipped files.

@@ -1,4 +1,4 @@
-"""utils/report.py: tables and plots from run directories (synthetic runs with known numbers,
+"""tools/report.py: tables and plots from run directories (synthetic runs with known numbers,
 and one real, very short training run on the digits)."""
 import contextlib
 import csv
@@ -17,12 +17,12 @@ import train
 from conftest import ROOT
 from dataset.splits import long_tail_counts, order_unlabeled
 from methods import symmetric_kl
-from utils import report
+from tools import report
 
 EVALUATIONS = 4  # per finished run, evenly spread over its steps
 
 # (method, setting, extra arguments) -> {seed: top-1 at each evaluation}; a shorter list: unfinished.
-# Every run follows its method's paper recipe (utils/recipes.py) but for the extra arguments.
+# Every run follows its method's paper recipe (core/recipes.py) but for the extra arguments.
 SETTINGS = {'consistent': ('150', '0'), 'reversed': ('150', '1'), 'uniform': ('1', '0')}
 RUNS = {
     ('SimPro', 'consistent', ('--lr', '0.17')): {0: [50, 70, 76, 75], 1: [52, 68, 73, 74], 2: [48, 71, 72, 73.6]},
@@ -36,7 +36,7 @@ RUNS = {
 
 
 def run_args(method, setting, extra, seed, out):
-    from utils.recipes import recipe
+    from core.recipes import recipe
     gamma_u, mode = SETTINGS[setting]
     hyper = [f'--{k.replace("_", "-")}={v}' for k, v in recipe({'version': method, 'dataset': 'cifar10'}).items()
              if k not in ('arch', 'depth', 'widen_factor', 'bn_momentum', 'nesterov', 'use_ema', 'wdecay_all',
@@ -210,7 +210,7 @@ def test_plots_are_real_images(synthetic):
 
 def test_a_path_without_runs_is_a_one_line_error(tmp_path):
     (tmp_path / 'empty').mkdir()
-    result = subprocess.run([sys.executable, '-m', 'utils.report', str(tmp_path / 'empty'), '--out',
+    result = subprocess.run([sys.executable, '-m', 'tools.report', str(tmp_path / 'empty'), '--out',
                              str(tmp_path / 'out')], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "empty"}\n'

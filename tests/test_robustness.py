@@ -12,14 +12,13 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_resume import BASE, final_state, run
+from test_resume import BASE, final_state, own_flags, run
 
 FAKE_TEST_IMAGES = 50  # small_cifar10_root: 5 per class
 
 
 def train_command(data_root, out, *extra):
-    return [sys.executable, 'train.py', *map(str, BASE), '--data-dir', str(data_root), '--out', str(out),
-            *map(str, extra)]
+    return [sys.executable, 'train.py', *own_flags([*BASE, '--data-dir', data_root, '--out', out, *extra])]
 
 
 @pytest.mark.parametrize('aug', ['cpu', 'gpu'])

@@ -8,8 +8,8 @@ import pytest
 import train
 from conftest import ROOT
 from dataset.splits import setting_name
-from utils import fake_data, report
-from utils.outputs import default_out_dir
+from tools import fake_data, report
+from core.outputs import default_out_dir
 
 
 def parse(*argv):

@@ -11,7 +11,7 @@ import torch
 import train
 from dataset.data import build_data
 from test_resume import BASE, final_state, run
-from utils.meter import EpochMeter
+from core.meter import EpochMeter
 
 
 def one_step_loss(data_root, **options):

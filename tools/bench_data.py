@@ -1,6 +1,6 @@
 """Peak memory and time of building the ImageNet-127 split, on a scaled fake at 64x64.
 
-    python -m utils.bench_data [--per-class 200]
+    python -m tools.bench_data [--per-class 200]
 
 Writes the fake into a temporary folder, builds the split in a fresh process and prints,
 as the last line, one JSON object: the bytes kept, the size of one batch file, and the peak
@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from utils import fake_data
+from tools import fake_data
 
 MEASURE = '''
 import json, sys, time

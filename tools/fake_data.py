@@ -1,7 +1,7 @@
 """Small fake datasets written in the genuine on-disk formats, for tests and for trying the
 pipeline without downloading anything. They are read by the same readers as the real files.
 
-    python -m utils.fake_data ./fake-data cifar10      # then: python train.py --data-dir ./fake-data ...
+    python -m tools.fake_data ./fake-data cifar10      # then: python train.py --data-dir ./fake-data ...
 """
 import argparse
 import pickle
@@ -91,7 +91,7 @@ WRITERS = {  # dataset -> writer(root, small): small keeps the training images a
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m utils.fake_data',
+    parser = argparse.ArgumentParser(prog='python -m tools.fake_data',
                                      description='Write a fake dataset in the official on-disk format.')
     parser.add_argument('root', help='data directory to write into (then pass it as --data-dir)')
     parser.add_argument('dataset', choices=sorted(WRITERS))

@@ -1,7 +1,7 @@
 """Summarise training runs as the paper's tables and a few plots.
 
-    python -m utils.report result/                      # every run under result/, into ./report
-    python -m utils.report demo/ result/cifar10 --out report_digits
+    python -m tools.report result/                      # every run under result/, into ./report
+    python -m tools.report demo/ result/cifar10 --out report_digits
 
 A run is a directory holding args.json and metrics.jsonl (train.py's --out); the given paths are
 searched recursively. Runs that differ only by --seed (and by arguments that do not change what is
@@ -16,7 +16,7 @@ Writes into --out (default ./report):
   of finished and unfinished runs, the mean of the last 20 evaluations (what the paper's tables
   report: the original's summary), best top-1 and final top-1 (the last evaluation), each as mean
   and sample standard deviation (ddof=1; empty with a single finished run) over the finished runs,
-  whether the runs follow the paper's recipe (utils/recipes.py: the launchers' network, steps,
+  whether the runs follow the paper's recipe (core/recipes.py: the launchers' network, steps,
   batch, lr and method settings), and, for those that do, the paper's number and our mean of the
   last 20 minus it;
 - results.md: the paper's tables, one per dataset and gamma_l, methods as rows and the settings
@@ -52,19 +52,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import methods  # noqa: E402
-
+import train  # noqa: E402
+from core.recipes import off_recipe, recipe  # noqa: E402
+from core.settings import learned_settings  # noqa: E402
+from dataset.data import DATASETS  # noqa: E402
 from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled, setting_name  # noqa: E402
+from tools.paper_results import PAPER_TOP1  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.outputs import RUN_ONLY  # noqa: E402
-from utils.recipes import off_recipe  # noqa: E402
 
-# Arguments that do not change what is learned (--out, --device, ...) and the seed: ignored when grouping.
-NOT_GROUPED = RUN_ONLY | {'seed'}
-
-DATASET_ORDER = ('cifar10', 'cifar100', 'stl10', 'smallimagenet', 'smallimagenet_1k', 'digits')
-METHOD_ORDER = ('FixMatch', 'CReST+', 'DASO', 'ACR_d', 'ACR', 'SimPro')  # the paper's row order
+DATASET_ORDER = tuple(DATASETS)        # the paper's table order
+METHOD_ORDER = tuple(methods.METHODS)  # the paper's row order, then newer methods
 SETTING_ORDER = ('consistent', 'uniform', 'reversed', 'middle', 'head-tail', 'shuffled', 'natural')
-NUM_CLASSES = {'cifar10': 10, 'cifar100': 100, 'digits': 10}  # datasets whose unlabeled prior the args fix
 
 # The arguments that make a column of the paper's tables, per dataset (the rest: the row's variant).
 SETTING_KEYS = {'stl10': ('imb_ratio_label',), 'smallimagenet': ('img_size',),
@@ -77,60 +75,26 @@ CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 
                'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
 
 # ------------------------------------------------------------------ the paper's numbers (top-1 %)
-# Tables 1-3 of the SimPro paper: (mean, std over 3 seeds), std None where the paper gives none.
-# Its ACR-dagger rows are our ACR_d; its STL-10 and ImageNet "ACR" rows are the full ACR.
-_C10 = ('FixMatch', 'CReST+', 'DASO', 'ACR_d', 'SimPro')  # Table 1's rows, the order of each tuple below
-_CIFAR10 = {  # (setting, gamma_l); gamma_u = gamma_l (uniform: 1)
-    ('consistent', 150): ((62.9, 0.36), (67.5, 0.45), (70.1, 1.81), (70.9, 0.37), (74.2, 0.90)),
-    ('consistent', 100): ((67.8, 1.13), (76.3, 0.86), (76.0, 0.37), (76.1, 0.42), (80.7, 0.30)),
-    ('uniform', 150): ((67.6, 2.56), (74.9, 0.80), (83.1, 0.47), (91.9, 0.02), (93.6, 0.08)),
-    ('uniform', 100): ((73.0, 3.81), (82.2, 1.53), (86.6, 0.84), (92.5, 0.19), (93.8, 0.10)),
-    ('reversed', 150): ((59.9, 0.82), (62.0, 1.18), (64.0, 0.11), (83.2, 0.39), (83.5, 0.95)),
-    ('reversed', 100): ((62.5, 0.94), (62.9, 1.39), (71.0, 0.95), (85.2, 0.12), (85.8, 0.48)),
-    ('middle', 150): ((64.3, 0.63), (58.5, 0.68), (69.0, 0.31), (73.8, 0.83), (82.6, 0.38)),
-    ('middle', 100): ((71.7, 0.46), (71.4, 0.60), (73.1, 0.68), (79.3, 0.30), (84.8, 0.54)),
-    ('head-tail', 150): ((58.3, 1.46), (59.3, 0.72), (70.5, 0.59), (77.6, 0.20), (81.0, 0.27)),
-    ('head-tail', 100): ((66.6, 0.87), (67.2, 0.48), (71.1, 0.32), (79.3, 0.48), (83.0, 0.36)),
-}
-_CIFAR100 = {  # Table 2, gamma_l = 20; rows as _C10
-    ('consistent', 20): ((40.0, 0.96), (40.1, 1.28), (43.0, 0.15), (40.7, 0.57), (43.1, 0.40)),
-    ('uniform', 20): ((39.6, 1.16), (37.6, 0.88), (49.4, 0.93), (50.2, 0.82), (52.2, 0.16)),
-    ('reversed', 20): ((36.2, 0.63), (32.4, 0.08), (44.1, 0.25), (44.1, 0.14), (45.5, 0.34)),
-    ('middle', 20): ((39.7, 0.61), (36.9, 0.57), (43.1, 1.20), (42.4, 0.47), (43.6, 0.35)),
-    ('head-tail', 20): ((38.2, 0.82), (35.1, 1.10), (43.8, 0.43), (41.1, 0.09), (44.8, 0.56)),
-}
-_STL10_ROWS = ('FixMatch', 'CReST+', 'DASO', 'ACR', 'SimPro')  # Table 2: the full ACR
-_STL10 = {10: ((72.4, 0.71), (71.5, 0.96), (78.4, 0.80), (83.0, 0.32), (84.5, 0.39)),
-          20: ((64.0, 2.27), (68.5, 1.88), (75.3, 0.44), (81.5, 0.25), (82.5, 0.25))}
-_IMAGENET = {  # Table 3, balanced test set (gamma_t = 1, as ours): image size -> {method: (mean, None)}
-    'smallimagenet': {32: {'FixMatch': 38.7, 'ACR_d': 49.5, 'ACR': 50.6, 'SimPro': 55.7},
-                      64: {'FixMatch': 46.7, 'ACR_d': 56.1, 'ACR': 57.3, 'SimPro': 63.8}},
-    'smallimagenet_1k': {32: {'ACR_d': 13.2, 'ACR': 13.8, 'SimPro': 19.7},
-                         64: {'ACR_d': 23.4, 'ACR': 23.3, 'SimPro': 25.0}}}
-# The split the paper's numbers were measured on (arguments that must match).
-PAPER_SPLIT = {'cifar10': {'num_max': 500, 'num_max_u': 4000}, 'cifar100': {'num_max': 50, 'num_max_u': 400},
-               'stl10': {'num_max': 450}, 'smallimagenet': {},
-               'smallimagenet_1k': {'num_max': 256, 'num_max_u': 1024, 'imb_ratio_label': 256}}
 
-
-def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
-    """(mean, std) the paper reports for this dataset, split, setting and method, however the run
-    was trained; None if it reports none. (`compared_with_paper` says whether the recipe was the paper's.)"""
-    dataset = args.get('dataset')
-    if dataset not in PAPER_SPLIT or any(args.get(k) != v for k, v in PAPER_SPLIT[dataset].items()):
-        return None
+def paper_key(dataset: str, setting: 'Setting') -> Optional[tuple]:
+    """The key of tools.paper_results.PAPER_TOP1 for a setting of the paper's tables; None for a
+    setting the paper has no column for."""
     if dataset in ('cifar10', 'cifar100'):
-        table = _CIFAR10 if dataset == 'cifar10' else _CIFAR100
         expected_gu = 1 if setting.name == 'uniform' else setting.gamma_l
-        row = table.get((setting.name, setting.gamma_l))
-        if row is None or setting.gamma_u != expected_gu or method not in _C10:
-            return None
-        return row[_C10.index(method)]
+        return (dataset, setting.name, setting.gamma_l) if setting.gamma_u == expected_gu else None
     if dataset == 'stl10':
-        row = _STL10.get(setting.gamma_l)
-        return None if row is None or method not in _STL10_ROWS else row[_STL10_ROWS.index(method)]
-    mean = _IMAGENET[dataset].get(setting.img_size, {}).get(method)
-    return None if mean is None else (mean, None)
+        return dataset, setting.gamma_l
+    if dataset == 'smallimagenet' or (dataset == 'smallimagenet_1k' and setting.gamma_l == 256):
+        return dataset, setting.img_size
+    return None
+
+
+def paper_top1(args: dict, method: str, setting: 'Setting', on_row: bool = True) -> Optional[tuple]:
+    """(mean, std) the paper reports for this dataset, setting and method, for a run on a row of the
+    tables (`on_row`: its method's launcher has a row with its split), however it was trained; None
+    if it reports none. (`summarize` says whether the recipe was the paper's.)"""
+    key = paper_key(args.get('dataset'), setting) if on_row else None
+    return None if key is None else PAPER_TOP1.get(method, {}).get(key)
 
 
 # ------------------------------------------------------------------ runs and groups
@@ -280,7 +244,7 @@ def group_runs(runs) -> list:
     the paper (dataset, gamma_l, method, setting); each with its variant label."""
     groups = {}
     for run in runs:
-        shared = {k: v for k, v in run.args.items() if k not in NOT_GROUPED}
+        shared = {k: v for k, v in learned_settings(run.args).items() if k != 'seed'}
         key = json.dumps(shared, sort_keys=True)
         groups.setdefault(key, Group(shared)).runs.append(run)
     groups = list(groups.values())
@@ -321,8 +285,9 @@ def summarize(group: Group) -> dict:
         row[f'{name}_mean'], row[f'{name}_std'] = mean_std([r.records[-1][metric] for r in finished])
     # the paper's number only beside a run of the paper's recipe; its tables report the mean of
     # the last 20 evaluations (the original's summary), so that is what is compared
-    paper = paper_top1(group.args, group.method, setting)
-    row['paper_recipe'] = off_recipe(group.args) == [] if paper else None
+    expected = recipe(group.args, train.get_args_parser())
+    paper = paper_top1(group.args, group.method, setting, on_row=expected is not None and expected.row is not None)
+    row['paper_recipe'] = off_recipe(group.args, expected) == [] if paper else None
     row['paper_top1'], row['paper_top1_std'] = paper if paper and row['paper_recipe'] else (None, None)
     row['diff_vs_paper'] = (row['mean20_top1_mean'] - row['paper_top1']
                             if row['paper_top1'] is not None and row['mean20_top1_mean'] is not None else None)
@@ -332,9 +297,10 @@ def summarize(group: Group) -> dict:
 def true_unlabeled_prior(args: dict) -> Optional[np.ndarray]:
     """The class distribution of the unlabeled images, from the arguments alone (the split's
     counts); None where it depends on the data (STL-10, the ImageNet variants)."""
-    num_classes = NUM_CLASSES.get(args.get('dataset'))
-    if num_classes is None:
+    dataset = DATASETS.get(args.get('dataset'))
+    if dataset is None or not dataset.prior_from_arguments:
         return None
+    num_classes = dataset.num_classes
     try:
         counts = long_tail_counts(args['num_max_u'], num_classes, args['imb_ratio_unlabel'])
         counts = np.asarray(order_unlabeled(counts, args['flag_reverse_LT']), dtype=np.float64)
@@ -593,7 +559,7 @@ def write_plots(groups, out: Path) -> tuple:
 # ------------------------------------------------------------------ command line
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m utils.report', description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n')[0])
     p.add_argument('paths', nargs='+', help='run directories or folders holding them (searched recursively)')
     p.add_argument('--out', default='report', help='folder to write results.csv, results.md and the plots into '
                                                    '(created if missing; default: ./report)')

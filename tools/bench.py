@@ -1,7 +1,7 @@
 """Speed of augmentation and of SimPro training steps, with the project's own training code.
 
-    python -m utils.bench                    # on CUDA when present, else the CPU (under 2 minutes)
-    python -m utils.bench --steps 50         # more timed steps (the default is 20 on CUDA, 1 on the CPU)
+    python -m tools.bench                    # on CUDA when present, else the CPU (under 2 minutes)
+    python -m tools.bench --steps 50         # more timed steps (the default is 20 on CUDA, 1 on the CPU)
 
 The workload is SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2): 64 labeled images in two views
 and 512 unlabeled images in three, 1,664 images per step, on random 32x32 images (the speed does

@@ -24,7 +24,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {'consistent': 0, 'uniform': 1, 'reversed': 2, 'middle': 3, 'head-tail': 4}  # digits rows of sh/tables.sh
 STEP_LINE = re.compile(r'^step (\d+)/(\d+) ')
-DIGITS_STEPS = 1200  # --total-steps of DIGITS_RECIPE in sh/tables.sh
 
 
 def run_dir(out: Path, seed: int, setting: str, method: str) -> Path:
@@ -47,11 +46,20 @@ def steps_done(output: Path) -> int:
     return int(lines[-1].group(1)) if lines else 0
 
 
-def run_all(jobs, out: Path, parallel: int, total_steps: int) -> None:
+def launcher_steps(method: str, setting: str) -> int:
+    """--total-steps of the method's launcher on the digits row of `setting` (its recipe's)."""
+    import train
+    from core.recipes import launcher, launcher_rows
+    argv = launcher_rows(str(launcher(method)), 'digits')[ROWS[setting]]
+    return train.get_args_parser().parse_args(list(argv)).total_steps
+
+
+def run_all(jobs, out: Path, parallel: int) -> None:
     """Run the jobs `parallel` at a time under one progress bar."""
+    total_steps = {job: launcher_steps(job[2], job[1]) for job in jobs}
     from tqdm import tqdm
     pending, running, done = list(jobs), {}, 0
-    bar = tqdm(total=total_steps * len(jobs), unit='step', desc='training', file=sys.stdout,
+    bar = tqdm(total=sum(total_steps.values()), unit='step', desc='training', file=sys.stdout,
                disable=not sys.stdout.isatty(), dynamic_ncols=True)
     last_print = 0.0
     while pending or running:
@@ -71,8 +79,8 @@ def run_all(jobs, out: Path, parallel: int, total_steps: int) -> None:
                 tail = '\n'.join(output.read_text().splitlines()[-5:])
                 sys.exit(f'error: the {job[2]} run on {job[1]} (seed {job[0]}) failed; see {output}:\n{tail}')
             del running[job]
-            done += total_steps
-            progress += total_steps
+            done += total_steps[job]
+            progress += total_steps[job]
         bar.update(progress - bar.n)
         if not sys.stdout.isatty() and time.time() - last_print > 15:
             print(f'{progress}/{bar.total} steps', flush=True)
@@ -87,7 +95,7 @@ def final_record(out: Path, seed: int, setting: str, method: str) -> dict:
 
 def uniform_guess_kl(directory: Path) -> float:
     """KL between the uniform starting guess and the run's true unlabeled prior."""
-    from utils.report import symmetric_kl, true_unlabeled_prior
+    from tools.report import symmetric_kl, true_unlabeled_prior
     truth = true_unlabeled_prior(json.loads((directory / 'args.json').read_text()))
     return symmetric_kl(np.full(len(truth), 1 / len(truth)), truth)
 
@@ -125,7 +133,7 @@ def main(argv=None) -> None:
     jobs = [(seed, setting, method) for seed in args.seeds for setting in args.settings for method in args.methods]
     started = time.time()
     print(f'training {len(jobs)} runs on real handwritten digits, {args.parallel} at a time; runs in {args.out}/')
-    run_all(jobs, out, args.parallel, total_steps=DIGITS_STEPS)
+    run_all(jobs, out, args.parallel)
     print(f'\ndone in {time.time() - started:.0f} s. Digits, 20..1 labels per class (gamma_l=20), unlabeled '
           f'120..6 per class; top-1 and tail (classes 7-9, 1 label each) accuracy in %:\n')
     print(table(out, args.seeds, args.settings, args.methods))

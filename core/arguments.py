@@ -1,0 +1,65 @@
+"""Checks of train.py's arguments, made right after parsing, before any data is read or anything
+is written: a bad value is one line naming the flag, the value and what is allowed. The loop's
+flags are checked here (RULES), a method's flags by their own Flag and the method's
+check_arguments (methods/base.py)."""
+import torch
+
+from methods import METHODS, flag_readers
+from methods.base import finite
+from utils.errors import UserError
+
+
+# the loop's flag (argparse dest) -> (what is allowed, test); None (not given) is always allowed
+RULES = {
+    'batch_size': ('an integer >= 1', lambda v: v >= 1),
+    'mu': ('an integer >= 1', lambda v: v >= 1),
+    'eval_step': ('an integer >= 1', lambda v: v >= 1),
+    'total_steps': ('an integer >= 1', lambda v: v >= 1),
+    'num_max': ('an integer >= 1', lambda v: v >= 1),
+    'num_max_u': ('an integer >= 1', lambda v: v >= 1),
+    'imb_ratio_label': ('a finite number >= 1 (1 means balanced)', lambda v: finite(v) and v >= 1),
+    'imb_ratio_unlabel': ('a finite number >= 1 (1 means uniform)', lambda v: finite(v) and v >= 1),
+    'lr': ('a finite number > 0', lambda v: finite(v) and v > 0),
+    'wdecay': ('a finite number >= 0', lambda v: finite(v) and v >= 0),
+    'ema_decay': ('a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1),
+    'bn_momentum': ('a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1),
+    'num_workers': ('an integer >= 0', lambda v: v >= 0),
+    'seed': ('an integer in 0..2**32-1', lambda v: 0 <= v < 2 ** 32),
+    'depth': ('an integer >= 1', lambda v: v >= 1),
+    'widen_factor': ('an integer >= 1', lambda v: v >= 1),
+}
+DEVICE_TYPES = ('cpu', 'cuda')
+
+
+def check_arguments(args, given=()) -> None:
+    """Raise UserError for a flag of another method among the flags `given` on the command line
+    (destinations), the first argument outside its allowed range (RULES, the method's Flags), a
+    device that is neither a CPU nor a CUDA GPU, or what the method's check_arguments refuses.
+    (The image size is checked by dataset.data.build_data and the network by building it on the
+    meta device, both before any data is read.)"""
+    check_method_flags(args.version, given)
+    method = METHODS[args.version]
+    rules = {**RULES, **{f.dest: (f.allowed, f.valid) for f in method.flags if f.valid is not None}}
+    for name, (allowed, valid) in rules.items():
+        value = getattr(args, name, None)
+        if value is not None and not valid(value):
+            raise UserError(f'--{name.replace("_", "-")} {value:g} is not allowed; use {allowed}')
+    if args.device is not None:
+        try:
+            kind = torch.device(args.device).type
+        except RuntimeError:
+            kind = None
+        if kind not in DEVICE_TYPES:
+            raise UserError(f'--device {args.device} is not a device to train on; use cpu, cuda or cuda:<index>')
+    method.check_arguments(args)
+
+
+def check_method_flags(version: str, given) -> None:
+    """A flag that only other methods read, given on the command line, is refused: it would
+    change nothing, silently."""
+    readers = flag_readers()
+    for dest in given:
+        if dest in readers and version not in readers[dest][1]:
+            flag, names = readers[dest]
+            owner = f'a {names[0]} flag' if len(names) == 1 else f'a flag of {", ".join(names[:-1])} and {names[-1]}'
+            raise UserError(f'{flag.name} is {owner}; --version {version} does not read it')

@@ -1,0 +1,34 @@
+"""Which of a run's arguments count: what it stores, what a resume compares, what tells two runs
+apart. A run reads the loop's flags, its own method's (methods/base.py: Method.flags) and the
+split settings its dataset uses (dataset.data.DATASETS); the flags of other methods and the
+unused split settings are neither stored nor compared."""
+from dataset.data import DATASETS
+from methods import foreign_settings
+
+# Arguments that do not change what is learned: they may differ when a run is resumed. The data
+# itself is compared by its identity (core.run_folder.data_identity), so moving it to another
+# --data-dir is fine.
+RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
+            'channels_last', 'compile', 'tensorboard'}
+
+
+def read_settings(settings: dict) -> dict:
+    """`settings` (train.py's arguments as a dict) without the flags of other methods and the split
+    settings the dataset does not use. An unknown method or dataset keeps everything."""
+    dataset = DATASETS.get(settings.get('dataset'))
+    dropped = foreign_settings(settings.get('version')) | set(dataset.unused if dataset else ())
+    return {k: v for k, v in settings.items() if k not in dropped}
+
+
+def learned_settings(settings: dict) -> dict:
+    """The read settings that change what is learned (the seed included)."""
+    return {k: v for k, v in read_settings(settings).items() if k not in RUN_ONLY}
+
+
+def resolved(settings: dict) -> dict:
+    """The defaults a run resolves once it knows its dataset (--arch, --img-size) filled in."""
+    dataset = DATASETS.get(settings.get('dataset'))
+    if dataset is None:
+        return dict(settings)
+    return {**settings, 'arch': settings.get('arch') or dataset.arch,
+            'img_size': settings.get('img_size') or dataset.image_sizes[0]}

@@ -1,0 +1,133 @@
+"""The method contract: every member the one training loop (train.py) calls on a method.
+
+Read this page first to add a method. A method is one file in methods/ with one subclass of
+`Method`, plus one line in `METHODS` (methods/__init__.py), and usually a launcher
+sh/<name>.sh that holds its recipe. Each member below has a default that does nothing special,
+so a method overrides only what makes it differ. The loop, per run:
+
+    check_arguments(args)                      before any data is read (one-line errors)
+    method = Method(args, data, num_features)  its state: buffers, checkpointed with the network
+    every step:   before_forward(...)  ->  network forward on every view  ->  loss(...)
+    every epoch:  end_epoch()  ->  evaluate with eval_logits(...)  ->  log unlabeled_prior(), metrics()
+    at a step in generation_starts: start_generation(...), then the training data of
+                  training_data(...) and a fresh network, optimizer and schedule
+
+Every piece of state a method keeps must be a buffer (register_buffer), so that a checkpoint
+holds it and a resumed run continues exactly; under several processes every process must hold
+the same state (reduce what a step adds over the processes: utils.distributed). No member called
+at every step may read a device value on the host (.item(), bool(tensor), ...): the GPU would wait.
+"""
+import math
+from typing import Callable, NamedTuple, Optional, Tuple
+
+import torch
+from torch import nn
+
+
+class Flag(NamedTuple):
+    """A command-line flag a method reads: argparse's name and keyword arguments, and its check.
+    train.py adds it to --help in the group of the methods that read it; passing it to another
+    method is an error; a bad value is one line ('--name V is not allowed; use <allowed>')."""
+    name: str                          # e.g. '--dist-temp'
+    options: dict                      # argparse keyword arguments: type, default, help, ...
+    allowed: str = ''                  # what a good value is, in words
+    valid: Optional[Callable] = None   # value -> bool; None: any value argparse accepts
+
+    @property
+    def dest(self) -> str:
+        return self.name[2:].replace('-', '_')
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# Flags that several methods read (a method lists the ones it reads in its `flags`)
+THRESHOLD = Flag('--threshold', dict(type=float, default=0.95, help='confidence threshold of pseudo labels'),
+                 'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
+EMA_U = Flag('--ema-u', dict(type=float, default=0.9,
+                             help="momentum of the method's estimate of the unlabeled class distribution "
+                                  "(SimPro: per epoch; ACR: per step)"),
+             'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
+
+
+class StepResult(NamedTuple):
+    """What `Method.loss` returns for one step."""
+    loss: torch.Tensor          # the scalar to minimise
+    terms: dict                 # its named parts (scalars), logged as epoch means
+    mask: torch.Tensor          # (unlabeled rows,) bool: the rows whose pseudo label is trained on
+    pseudo_label: torch.Tensor  # (unlabeled rows,) long: each row's hard pseudo label (logged accuracy)
+
+
+class Method(nn.Module):
+    """FixMatch-shaped defaults for every member the loop calls."""
+
+    flags: Tuple[Flag, ...] = ()
+    """The flags it reads besides the loop's (train.py's parser); a run stores and compares only these."""
+    launcher: Optional[str] = None
+    """Its launcher, the one source of its recipe per dataset and row; None: sh/<its name>.sh."""
+    labeled_views: Tuple[str, ...] = ('weak',)
+    """The views drawn of each labeled image, in order: 'weak', 'strong' or 'crop_flip'."""
+    unlabeled_views: Tuple[str, ...] = ('weak', 'strong')
+    """The views drawn of each unlabeled image, in order."""
+    two_heads: bool = False
+    """The network has a second, balanced linear head; its forward returns (logits, balanced logits)."""
+    with_features: bool = False
+    """The forward also returns the pooled features: (logits, features)."""
+    labeled_in_pool: bool = False
+    """The unlabeled pool also holds the labeled images (marked in data.unlabeled_is_labeled)."""
+    generation_starts: Tuple[int, ...] = ()
+    """Steps at which a new generation starts (start_generation); the learning-rate schedule then
+    restarts, each cycle as long as the first generation."""
+
+    def __init__(self, args, data, num_features: Optional[int] = None):
+        """`args`: train.py's arguments; `data`: the split (dataset.data.SemiSupervisedData);
+        `num_features`: the width of the network's pooled features."""
+        super().__init__()
+
+    @classmethod
+    def check_arguments(cls, args) -> None:
+        """Checks across its flags and the loop's (one UserError line each); single flags are
+        checked by their Flag. Called before any data is read."""
+
+    def before_forward(self, inputs: torch.Tensor, y: torch.Tensor, ema_network: nn.Module) -> None:
+        """Called before the step's forward pass; `inputs` holds every view (labeled views first:
+        the first len(y) rows are the labeled batch's first view), `ema_network` is the weight EMA
+        (the network itself without one)."""
+
+    def loss(self, output, y: torch.Tensor, u_index: torch.Tensor) -> StepResult:
+        """The step's loss from the network's output on every view (rows: each labeled view of
+        the batch, then each unlabeled view; a tuple with two_heads / with_features), the labels
+        y of the labeled batch and the pool positions of the unlabeled batch. Its E-step (the
+        pseudo labels) happens here."""
+        raise NotImplementedError
+
+    def end_epoch(self) -> None:
+        """Called at the end of every epoch (--eval-step steps), before the evaluation."""
+
+    def unlabeled_prior(self) -> Optional[torch.Tensor]:
+        """Its current estimate of the unlabeled class distribution (logged with its KL to the
+        truth); None when it keeps none."""
+        return None
+
+    def eval_logits(self, output) -> torch.Tensor:
+        """The logits that are evaluated, from the network's output in eval mode."""
+        return output
+
+    def metrics(self) -> dict:
+        """What it logs of its own state with each evaluation (JSON values)."""
+        return {}
+
+    def start_generation(self, network: nn.Module, data, device) -> int:
+        """At a step of generation_starts: update the state for the new generation from the last
+        generation's `network` (its weight EMA) and the run's split, and return the seed of the new
+        generation's network."""
+        raise NotImplementedError(f'{type(self).__name__} has generation_starts but no start_generation')
+
+    def describe_generation(self) -> str:
+        """One log line on the generation that starts."""
+        return 'a new generation'
+
+    def training_data(self, data):
+        """The split the current generation trains on (`data`: the run's split)."""
+        return data

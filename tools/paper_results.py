@@ -1,0 +1,67 @@
+"""The numbers of the SimPro paper's Tables 1-3 (top-1 %, mean and std over 3 seeds; std None where
+the paper gives none), keyed by method and then by setting:
+
+- ('cifar10' | 'cifar100', setting name, gamma_l): gamma_u = gamma_l (uniform: 1), N1/M1 of the tables;
+- ('stl10', gamma_l);
+- ('smallimagenet' | 'smallimagenet_1k', image size): the balanced test set (gamma_t = 1), as ours.
+
+Its ACR-dagger rows are our ACR_d; its STL-10 and ImageNet "ACR" rows are the full ACR. A method
+the paper does not report has no entry; a new method adds its block (and says where it comes from).
+"""
+
+
+def _cifar(dataset: str, gamma_l: int, **by_setting) -> dict:
+    """{(dataset, setting, gamma_l): (mean, std)}; settings named as keywords (head_tail: 'head-tail')."""
+    return {(dataset, setting.replace('_', '-'), gamma_l): value for setting, value in by_setting.items()}
+
+
+PAPER_TOP1 = {
+    'FixMatch': {
+        **_cifar('cifar10', 150, consistent=(62.9, 0.36), uniform=(67.6, 2.56), reversed=(59.9, 0.82),
+                 middle=(64.3, 0.63), head_tail=(58.3, 1.46)),
+        **_cifar('cifar10', 100, consistent=(67.8, 1.13), uniform=(73.0, 3.81), reversed=(62.5, 0.94),
+                 middle=(71.7, 0.46), head_tail=(66.6, 0.87)),
+        **_cifar('cifar100', 20, consistent=(40.0, 0.96), uniform=(39.6, 1.16), reversed=(36.2, 0.63),
+                 middle=(39.7, 0.61), head_tail=(38.2, 0.82)),
+        ('stl10', 10): (72.4, 0.71), ('stl10', 20): (64.0, 2.27),
+        ('smallimagenet', 32): (38.7, None), ('smallimagenet', 64): (46.7, None)},
+    'CReST+': {
+        **_cifar('cifar10', 150, consistent=(67.5, 0.45), uniform=(74.9, 0.80), reversed=(62.0, 1.18),
+                 middle=(58.5, 0.68), head_tail=(59.3, 0.72)),
+        **_cifar('cifar10', 100, consistent=(76.3, 0.86), uniform=(82.2, 1.53), reversed=(62.9, 1.39),
+                 middle=(71.4, 0.60), head_tail=(67.2, 0.48)),
+        **_cifar('cifar100', 20, consistent=(40.1, 1.28), uniform=(37.6, 0.88), reversed=(32.4, 0.08),
+                 middle=(36.9, 0.57), head_tail=(35.1, 1.10)),
+        ('stl10', 10): (71.5, 0.96), ('stl10', 20): (68.5, 1.88)},
+    'DASO': {
+        **_cifar('cifar10', 150, consistent=(70.1, 1.81), uniform=(83.1, 0.47), reversed=(64.0, 0.11),
+                 middle=(69.0, 0.31), head_tail=(70.5, 0.59)),
+        **_cifar('cifar10', 100, consistent=(76.0, 0.37), uniform=(86.6, 0.84), reversed=(71.0, 0.95),
+                 middle=(73.1, 0.68), head_tail=(71.1, 0.32)),
+        **_cifar('cifar100', 20, consistent=(43.0, 0.15), uniform=(49.4, 0.93), reversed=(44.1, 0.25),
+                 middle=(43.1, 1.20), head_tail=(43.8, 0.43)),
+        ('stl10', 10): (78.4, 0.80), ('stl10', 20): (75.3, 0.44)},
+    'ACR_d': {
+        **_cifar('cifar10', 150, consistent=(70.9, 0.37), uniform=(91.9, 0.02), reversed=(83.2, 0.39),
+                 middle=(73.8, 0.83), head_tail=(77.6, 0.20)),
+        **_cifar('cifar10', 100, consistent=(76.1, 0.42), uniform=(92.5, 0.19), reversed=(85.2, 0.12),
+                 middle=(79.3, 0.30), head_tail=(79.3, 0.48)),
+        **_cifar('cifar100', 20, consistent=(40.7, 0.57), uniform=(50.2, 0.82), reversed=(44.1, 0.14),
+                 middle=(42.4, 0.47), head_tail=(41.1, 0.09)),
+        ('smallimagenet', 32): (49.5, None), ('smallimagenet', 64): (56.1, None),
+        ('smallimagenet_1k', 32): (13.2, None), ('smallimagenet_1k', 64): (23.4, None)},
+    'ACR': {
+        ('stl10', 10): (83.0, 0.32), ('stl10', 20): (81.5, 0.25),
+        ('smallimagenet', 32): (50.6, None), ('smallimagenet', 64): (57.3, None),
+        ('smallimagenet_1k', 32): (13.8, None), ('smallimagenet_1k', 64): (23.3, None)},
+    'SimPro': {
+        **_cifar('cifar10', 150, consistent=(74.2, 0.90), uniform=(93.6, 0.08), reversed=(83.5, 0.95),
+                 middle=(82.6, 0.38), head_tail=(81.0, 0.27)),
+        **_cifar('cifar10', 100, consistent=(80.7, 0.30), uniform=(93.8, 0.10), reversed=(85.8, 0.48),
+                 middle=(84.8, 0.54), head_tail=(83.0, 0.36)),
+        **_cifar('cifar100', 20, consistent=(43.1, 0.40), uniform=(52.2, 0.16), reversed=(45.5, 0.34),
+                 middle=(43.6, 0.35), head_tail=(44.8, 0.56)),
+        ('stl10', 10): (84.5, 0.39), ('stl10', 20): (82.5, 0.25),
+        ('smallimagenet', 32): (55.7, None), ('smallimagenet', 64): (63.8, None),
+        ('smallimagenet_1k', 32): (19.7, None), ('smallimagenet_1k', 64): (25.0, None)},
+}
