@@ -64,7 +64,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def epilog() -> str:
     launchers = ', '.join(str(launcher(name).relative_to(Path(__file__).parent)) for name in METHODS)
-    return (f"The paper's recipes are the launchers, one per method: bash sh/<method>.sh <dataset> <row> "
+    return (f"The paper's recipes are the launchers: bash sh/{DEFAULT_METHOD}.sh <dataset> <row>, one per method "
             f"({launchers}; a bad row lists the rows). The defaults above are the original parser's (lr 0.03, "
             f"250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first log line.")
 

@@ -16,7 +16,8 @@ from core.settings import RUN_ONLY, learned_settings, resolved
 from methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW_KEYS = ('dataset', 'imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT', 'img_size')  # a row's split
+SPLIT_KEYS = ('dataset', 'imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT', 'img_size')  # a table's column
+ROW_KEYS = SPLIT_KEYS + ('num_max', 'num_max_u')  # what tells a row from the others
 NOT_RECIPE = RUN_ONLY | {'seed', 'version', 'aug', 'amp', 'allow_short_classes'}  # (how, not what, it learns)
 _ROWS_SCRIPT = ('for i in $(seq 0 9999); do (source "$0" "$1" "$i") 2>/dev/null || break; '
                 'printf "\\036\\n"; done')  # every row of the launcher $0 on dataset $1, each ended by \036
@@ -44,7 +45,7 @@ def launcher_rows(path: str, dataset: str) -> tuple:
 
 class Recipe(NamedTuple):
     settings: dict       # the learning settings of the recipe (a row's split excluded)
-    where: str           # 'sh/SimPro.sh cifar10 2', or the launcher and dataset when no row has the split
+    where: str           # 'sh/SimPro.sh cifar10 2', or the launcher alone when no row has the split
     row: Optional[int]   # the index of the run's row; None when no row has its split
 
 
@@ -63,13 +64,13 @@ def recipe(settings: dict, parser) -> Optional[Recipe]:
             return Recipe(recipe_settings(row), f'{name} {dataset} {index}', index)
     rows = [recipe_settings(row) for row in rows]
     shared = {k: v for k, v in rows[0].items() if all(row.get(k) == v for row in rows)}
-    return Recipe(shared, f'{name}; no {dataset} row has this split', None)
+    return Recipe(shared, str(name), None)
 
 
 def recipe_settings(settings: dict) -> dict:
-    """The settings of a run that a recipe fixes: the learned ones but the row's split and how it
-    is computed (RUN_ONLY, --aug, --amp, ...)."""
-    return {k: v for k, v in learned_settings(resolved(settings)).items() if k not in NOT_RECIPE | set(ROW_KEYS)}
+    """The settings of a run that a recipe fixes: the learned ones but the table's column (N1 and M1
+    stay) and how it is computed (RUN_ONLY, --aug, --amp, ...)."""
+    return {k: v for k, v in learned_settings(resolved(settings)).items() if k not in NOT_RECIPE | set(SPLIT_KEYS)}
 
 
 def off_recipe(settings: dict, expected: Recipe) -> list:

@@ -8,6 +8,7 @@ import pytest
 import train
 from dataset import readers
 from dataset.data import build_data
+from methods import METHODS
 from test_splits import reference_counts
 from tools import fake_data
 
@@ -107,7 +108,7 @@ def test_selected_images_are_the_first_of_each_class_in_file_order(small_cifar10
     args = train.get_args_parser().parse_args(
         ['--data-dir', str(small_cifar10_root), '--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10',
          '--imb-ratio-unlabel', '10', '--flag-reverse-LT', '1', '--version', method])
-    data = build_data(args)
+    data = build_data(args, METHODS[method].labeled_in_pool)
     rows, labels = file_order_rows(small_cifar10_root, 10)
     n = reference_counts(20, 10, 10)
     m = reference_counts(30, 10, 10)[::-1]

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+import methods
 import train
 from conftest import ROOT
 from tools import fake_data
@@ -160,7 +161,10 @@ BAD_VALUES = [  # (flag, value, what the line must say is allowed)
 @pytest.mark.parametrize('flag,value,allowed', BAD_VALUES)
 def test_bad_value_is_one_line_before_anything_is_read_or_written(capsys, tmp_path, flag, value, allowed):
     out = tmp_path / 'run'
-    code = train.main(['--data-dir', str(tmp_path / 'no-data'), '--out', str(out), f'{flag}={value}'])
+    readers = methods.flag_readers().get(flag[2:].replace('-', '_'))
+    version = readers[1][0] if readers else 'SimPro'  # (a method flag: with a method that reads it)
+    code = train.main(['--data-dir', str(tmp_path / 'no-data'), '--out', str(out), '--version', version,
+                       f'{flag}={value}'])
     _, err = capsys.readouterr()
     shown = value if isinstance(value, str) else f'{value:g}'
     assert_one_line(code, err, f'{flag} {shown} is not allowed', allowed)

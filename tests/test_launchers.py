@@ -138,12 +138,12 @@ def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_pat
 @pytest.mark.parametrize('dataset,index', [(d, 0) for d in ROWS] + [('cifar10', 2), ('cifar10', 10)])
 def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, script, dataset, index):
     """core/recipes.py (what tools.report and a run's first log line compare with) equals the launchers."""
-    from core.recipes import off_recipe
+    from core.recipes import off_recipe, recipe
     args = launched_args(echo_python, script, dataset, index)
-    args.arch = args.arch or train.DEFAULT_ARCH[dataset]
-    assert off_recipe(vars(args)) == []
+    expected = recipe(vars(args), train.get_args_parser())
+    assert expected.where == f'sh/{script} {dataset} {index}' and off_recipe(vars(args), expected) == []
     args.lr, args.depth = args.lr * 2, 16
-    assert off_recipe(vars(args)) == [f'--depth 16 (recipe: {10 if dataset == "digits" else "default"})',
+    assert off_recipe(vars(args), expected) == [f'--depth 16 (recipe: {10 if dataset == "digits" else "default"})',
                                       f'--lr {args.lr} (recipe: {args.lr / 2})']
 
 

@@ -17,7 +17,8 @@ import torch
 import train
 from conftest import ROOT
 from test_resume import BASE, final_state, own_flags, run
-from tools import fake_data, outputs
+from core import checkpoint, run_lock
+from tools import fake_data
 from utils.errors import UserError
 
 TINY = ['--depth', 10, '--widen-factor', 1, '--total-steps', 8, '--eval-step', 4]
@@ -230,7 +231,7 @@ def test_a_really_full_disk_is_one_line_and_keeps_the_good_checkpoint(small_cifa
         (small_filesystem / 'filler').unlink()
         fill(small_filesystem, leave=len(good) * eighth // 8)
         with pytest.raises(UserError, match='No space left on device.*intact'):
-            outputs.save_checkpoint(state, out / 'checkpoint.pt', keep_previous=True)
+            checkpoint.save_checkpoint(state, out / 'checkpoint.pt', keep_previous=True)
         assert (out / 'checkpoint.pt').read_bytes() == good and not list(out.glob('*.tmp'))
     monkeypatch.undo()
     (small_filesystem / 'filler').unlink()
@@ -270,7 +271,7 @@ def test_a_dead_lock_taken_over_by_another_process_first_is_left_to_it(tmp_path)
     (out / 'run.lock').write_text(json.dumps({'pid': dead.pid, 'host': socket.gethostname()}))
     other = subprocess.Popen(['sleep', '60'])  # the process that takes the lock over first
     live = json.dumps({'pid': other.pid, 'host': socket.gethostname()})
-    lock = outputs.RunLock(out)
+    lock = run_lock.RunLock(out)
     real_alive = lock._alive
 
     def other_takes_over_after_we_looked(pid):

@@ -22,8 +22,8 @@ from tools import report
 EVALUATIONS = 4  # per finished run, evenly spread over its steps
 
 # (method, setting, extra arguments) -> {seed: top-1 at each evaluation}; a shorter list: unfinished.
-# Every run follows its method's paper recipe (core/recipes.py) but for the extra arguments.
-SETTINGS = {'consistent': ('150', '0'), 'reversed': ('150', '1'), 'uniform': ('1', '0')}
+# Every run follows its method's paper recipe (its launcher, sh/<method>.sh) but for the extra arguments.
+SETTINGS = {'consistent': 0, 'uniform': 1, 'reversed': 2}  # their rows of sh/tables.sh (gamma_l 150)
 RUNS = {
     ('SimPro', 'consistent', ('--lr', '0.17')): {0: [50, 70, 76, 75], 1: [52, 68, 73, 74], 2: [48, 71, 72, 73.6]},
     ('SimPro', 'reversed', ('--lr', '0.17')): {0: [60, 80, 85, 84], 1: [58, 79, 80, 82], 2: [61, 95]},
@@ -36,13 +36,10 @@ RUNS = {
 
 
 def run_args(method, setting, extra, seed, out):
-    from core.recipes import recipe
-    gamma_u, mode = SETTINGS[setting]
-    hyper = [f'--{k.replace("_", "-")}={v}' for k, v in recipe({'version': method, 'dataset': 'cifar10'}).items()
-             if k not in ('arch', 'depth', 'widen_factor', 'bn_momentum', 'nesterov', 'use_ema', 'wdecay_all',
-                          'ema_warmup')]
-    argv = ['--dataset', 'cifar10', '--imb-ratio-label', '150', '--imb-ratio-unlabel', gamma_u,
-            '--flag-reverse-LT', mode, '--version', method, '--seed', str(seed), *hyper, '--out', str(out), *extra]
+    """The arguments of the method's launcher on the setting's cifar10 row, with the extra ones."""
+    from core.recipes import launcher, launcher_rows
+    row = launcher_rows(str(launcher(method)), 'cifar10')[SETTINGS[setting]]
+    argv = [*row, '--seed', str(seed), '--out', str(out), *extra]
     if seed == 1:
         argv += ['--device', 'cpu', '--num-workers', '0']  # run-only: must not split the group
     args = vars(train.get_args_parser().parse_args(argv))

@@ -152,7 +152,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_cifar10_
         if len(calls) >= 3:  # from step 3 on, loss_u is NaN
             terms['loss_u'] = terms['loss_u'] * float('nan')
             total = total + terms['loss_u']
-        return total, terms, mask, label
+        return methods.StepResult(total, terms, mask, label)
 
     monkeypatch.setattr(methods.SimPro, 'loss', poisoned)
     assert run(small_cifar10_root, tmp_path, '--total-steps', 6, '--eval-step', 2) == 2

@@ -9,14 +9,22 @@ import train
 from conftest import ROOT
 from dataset.splits import setting_name
 from tools import fake_data, report
-from core.outputs import default_out_dir
+from core.recipes import off_recipe, recipe
+from core.run_folder import default_out_dir as out_dir
+from dataset.data import DATASETS
 
 
 def parse(*argv):
     args = train.get_args_parser().parse_args(list(map(str, argv)))
-    args.arch = args.arch or train.DEFAULT_ARCH[args.dataset]
+    args.arch = args.arch or DATASETS[args.dataset].arch
     args.img_size = args.img_size or 32
     return args
+
+
+def default_out_dir(args):
+    """The folder train.py gives a run without --out."""
+    expected = recipe(vars(args), train.get_args_parser())
+    return out_dir(args, on_recipe=expected is not None and off_recipe(vars(args), expected) == [])
 
 
 def test_defaults_are_the_original_parsers():

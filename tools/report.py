@@ -89,12 +89,15 @@ def paper_key(dataset: str, setting: 'Setting') -> Optional[tuple]:
     return None
 
 
-def paper_top1(args: dict, method: str, setting: 'Setting', on_row: bool = True) -> Optional[tuple]:
-    """(mean, std) the paper reports for this dataset, setting and method, for a run on a row of the
-    tables (`on_row`: its method's launcher has a row with its split), however it was trained; None
-    if it reports none. (`summarize` says whether the recipe was the paper's.)"""
-    key = paper_key(args.get('dataset'), setting) if on_row else None
-    return None if key is None else PAPER_TOP1.get(method, {}).get(key)
+def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
+    """(mean, std) the paper reports for this dataset, setting and method, for a run whose split is a
+    row of the tables (its method's launcher has a row with its split, N1 and M1), however it was
+    trained; None if it reports none. (`summarize` says whether the recipe was the paper's.)"""
+    key = paper_key(args.get('dataset'), setting)
+    if key is None or key not in PAPER_TOP1.get(method, {}):
+        return None
+    expected = recipe({**args, 'version': method}, train.get_args_parser())
+    return PAPER_TOP1[method][key] if expected is not None and expected.row is not None else None
 
 
 # ------------------------------------------------------------------ runs and groups
@@ -285,9 +288,8 @@ def summarize(group: Group) -> dict:
         row[f'{name}_mean'], row[f'{name}_std'] = mean_std([r.records[-1][metric] for r in finished])
     # the paper's number only beside a run of the paper's recipe; its tables report the mean of
     # the last 20 evaluations (the original's summary), so that is what is compared
-    expected = recipe(group.args, train.get_args_parser())
-    paper = paper_top1(group.args, group.method, setting, on_row=expected is not None and expected.row is not None)
-    row['paper_recipe'] = off_recipe(group.args, expected) == [] if paper else None
+    paper = paper_top1(group.args, group.method, setting)
+    row['paper_recipe'] = off_recipe(group.args, recipe(group.args, train.get_args_parser())) == [] if paper else None
     row['paper_top1'], row['paper_top1_std'] = paper if paper and row['paper_recipe'] else (None, None)
     row['diff_vs_paper'] = (row['mean20_top1_mean'] - row['paper_top1']
                             if row['paper_top1'] is not None and row['mean20_top1_mean'] is not None else None)
