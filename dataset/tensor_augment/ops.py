@@ -1,9 +1,5 @@
-"""Batched augmentation on the device of the batch: weak / strong views and RandAugmentMC.
-
-The same augmentation as dataset/augment.py (the per-sample PIL port of FixMatch-pytorch),
-computed on uint8 tensors (N, 3, H, W) wherever they live (GPU in training, CPU in tests).
-Every random draw comes from a torch.Generator on that device, passed in, so a batch depends
-only on the generator's seed; the global RNGs are never touched.
+"""The pixel ops of the batched augmentation, each pixel-for-pixel equal to Pillow's, and the
+RandAugment pool.
 
 Every op is pixel-for-pixel equal to Pillow's, for all magnitudes the pool uses (checked
 against PIL itself in tests/test_tensor_augment.py, at 16x16, 32x32 and 64x64): flip, the
@@ -33,20 +29,12 @@ its formulas:
 - magnitudes come from tables made with augment._float_parameter / _int_parameter, so
   they equal the reference's doubles (a float64 division on the GPU may be a reciprocal
   multiplication, which is why no division by a scalar is done on the device).
-
-Random draws are made on the host (a CPU generator), and so is everything that depends only on
-them; per slot, the samples that drew each op are transformed together (the five geometric ops
-as one affine transform), so no Python loop runs over images and the device is never asked
-for a value: nothing waits for the GPU. The same draws give the same pixels on every device.
 """
-import functools
 import math
-from typing import NamedTuple
 
 import torch
 
 from dataset import augment as _ref
-from dataset.augment import CUTOUT
 
 _N_OPS = len(_ref.FIXMATCH_POOL)
 
@@ -393,182 +381,3 @@ def send(host, like):
     if like.is_cuda:
         host = host.pin_memory()
     return host.to(like.device, non_blocking=True)
-
-
-_IDENTITY = [p[0] for p in POOL].index('identity')
-_AFFINE, _SKIPPED = _N_OPS, _N_OPS + 1     # slot groups after the pool's own indices
-
-
-@functools.lru_cache(maxsize=None)
-def _plan_tables(height, width):
-    """For slot_plan, computed once per image size with the ops' own parameter functions:
-    the group of each pool op, (14,) int64, and the parameter row of every (op, magnitude 0..10,
-    sign < 0 or > 0), (14, 11, 2, 6) float64: the magnitude in column 0, or the fixed-point
-    affine coefficients of a geometric op."""
-    groups, rows = [], torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
-    v, sign = torch.arange(11).repeat(2), torch.tensor([-1] * 11 + [1] * 11)
-    for index, (name, _, param, _, _) in enumerate(POOL):
-        groups.append(_AFFINE if name in MATRICES else index)
-        if param is None:
-            continue
-        value = op_parameter(index, v, sign, height, width)
-        if name in MATRICES:
-            coefficients = fixed_point(MATRICES[name](value, height, width)).double()
-            rows[index] = coefficients.view(2, 11, 6).transpose(0, 1)
-        else:
-            rows[index, :, :, 0] = value.double().view(2, 11).t()
-    return torch.tensor(groups), rows
-
-
-def slot_plan(draws, slot, height, width):
-    """The host side of one RandAugmentMC slot, computed from the draws (on the host) alone.
-
-    Every sample belongs to one group: the pool op it drew (0..13), the geometric ops together
-    (_AFFINE: one transform with per-sample coefficients), or _SKIPPED (its coin said no).
-    Returns (order, counts, parameters): the samples group after group, the size of each group,
-    and each sample's parameter in that order as (N, 6) float64, the magnitude in column 0 or
-    the fixed-point affine coefficients (all exact in float64)."""
-    op, v, sign = draws.op[:, slot], draws.magnitude[:, slot], draws.sign[:, slot]
-    group_of_op, rows = _plan_tables(height, width)
-    group = torch.where(draws.apply[:, slot], group_of_op[op], _SKIPPED)
-    order = torch.argsort(group, stable=True)
-    parameters = rows[op, v, (sign > 0).long()]
-    return order, torch.bincount(group, minlength=_SKIPPED + 1).tolist(), parameters[order]
-
-
-def apply_group(group, images, parameters):
-    """Run one slot_plan group on its images with their (N, 6) parameters, on the device."""
-    if group == _AFFINE:
-        return affine_fixed(images, parameters.long())
-    op, param = POOL[group][1:3]
-    return op(images) if param is None else op(images, parameters[:, 0])
-
-
-class Draws(NamedTuple):
-    """RandAugmentMC's random draws for N images and n slots."""
-    op: torch.Tensor        # (N, n) int64, pool index, uniform over the 14 ops
-    magnitude: torch.Tensor  # (N, n) int64, uniform in 1..m-1
-    apply: torch.Tensor     # (N, n) bool, each with probability 1/2
-    sign: torch.Tensor      # (N, n) int64, -1 with probability 1/2 (used by signed ops only)
-    centre: torch.Tensor    # (N, 2) float64, cutout centre (x, y) as a fraction of (W, H)
-
-
-class RandAugmentMC:
-    """Batched augment.RandAugmentMC: per sample and slot, an op uniform over the pool, a
-    magnitude in 1..m-1, applied with probability 1/2 (signed ops negated with probability
-    1/2); slots in order; then the cutout, always."""
-
-    def __init__(self, n=2, m=10, cutout=CUTOUT):
-        assert n >= 1 and 1 <= m <= 10
-        self.n = n
-        self.m = m
-        self.cutout = cutout
-
-    def draw(self, n_images, generator) -> Draws:
-        device = generator.device
-        shape = (n_images, self.n)
-        op = torch.randint(0, _N_OPS, shape, generator=generator, device=device)
-        magnitude = torch.randint(1, self.m, shape, generator=generator, device=device)
-        apply = torch.rand(shape, generator=generator, device=device) < 0.5
-        sign = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1, 1)
-        centre = torch.rand((n_images, 2), generator=generator, device=device, dtype=torch.float64)
-        return Draws(op, magnitude, apply, sign, centre)
-
-    def apply(self, images, draws: Draws):
-        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device.
-
-        Everything that depends only on the draws (groups, magnitudes, affine coefficients,
-        cutout boxes) is computed on the host and sent in one copy per slot, so the device never
-        has to report back: nothing here waits for the GPU, and a slot costs the same number of
-        kernel launches (a few hundred at most) whatever the batch size."""
-        draws = Draws(*(t.cpu() for t in draws))
-        h, w = images.shape[2:]
-        out = images.clone()
-        for slot in range(self.n):
-            order, counts, parameters = slot_plan(draws, slot, h, w)
-            packed = send(torch.cat([order.double().unsqueeze(1), parameters], 1), images)
-            groups = zip(packed[:, 0].long().split(counts), packed[:, 1:].split(counts))
-            for group, (idx, group_parameters) in enumerate(groups):
-                if len(idx) and group not in (_IDENTITY, _SKIPPED):
-                    out[idx] = apply_group(group, out[idx], group_parameters)
-        cx, cy = draws.centre[:, 0] * w, draws.centre[:, 1] * h     # np.random.uniform(0, w)
-        box = send(torch.stack(cutout_box(cx, cy, self.cutout, h, w)), images)
-        return cutout(out, *box)
-
-    def __call__(self, images, generator):
-        return self.apply(images, self.draw(len(images), generator))
-
-    def __repr__(self):
-        return f'{type(self).__name__}(n={self.n}, m={self.m})'
-
-
-# ---------------------------------------------------------------- views
-
-def crop_padding(height):
-    """The reflect padding of the weak crop: int(H * 0.125) (4 at 32, 8 at 64)."""
-    return int(height * 0.125)
-
-
-def draw_weak(n_images, height, generator, flip=True):
-    """(flip (N,) bool with probability 1/2 (all False without flip), top (N,), left (N,))
-    with offsets uniform in 0..2*pad, as RandomHorizontalFlip then RandomCrop.get_params."""
-    device = generator.device
-    pad = crop_padding(height)
-    if flip:
-        flips = torch.rand(n_images, generator=generator, device=device) < 0.5
-    else:
-        flips = torch.zeros(n_images, dtype=torch.bool, device=device)
-    top = torch.randint(0, 2 * pad + 1, (n_images,), generator=generator, device=device)
-    left = torch.randint(0, 2 * pad + 1, (n_images,), generator=generator, device=device)
-    return flips, top, left
-
-
-def flip_crop(images, flips, top, left, pad, zero_pad=None):
-    """Horizontal flip where `flips`, then pad by `pad` and crop HxW at (top, left) of the padded
-    image, in one gather. The padding reflects (edge not repeated, as np.pad 'reflect'), or is
-    black where `zero_pad` (N,) is true.
-
-    A zero-padded crop at (top, left) followed by a flip, the original ACR_d's labeled view on the
-    ImageNet variants, is the flip followed by the zero-padded crop at (top, 2 * pad - left)."""
-    _, _, h, w = images.shape
-
-    def source(p, size):                       # padded coordinate -> source coordinate
-        p = p - pad
-        reflected = torch.where(p < 0, -p, p)
-        reflected = torch.where(reflected >= size, 2 * (size - 1) - reflected, reflected)
-        return reflected if zero_pad is None else torch.where(zero_pad.view(-1, 1), p.clamp(0, size - 1), reflected)
-
-    rows = source(top.view(-1, 1) + torch.arange(h, device=images.device), h)
-    cols = source(left.view(-1, 1) + torch.arange(w, device=images.device), w)
-    cols = torch.where(flips.view(-1, 1), w - 1 - cols, cols)
-    out = _gather_pixels(images, rows.unsqueeze(2) * w + cols.unsqueeze(1))
-    if zero_pad is None:
-        return out
-    inside = lambda p, size: ((p >= pad) & (p < size + pad)) | ~zero_pad.view(-1, 1)  # noqa: E731
-    rows_inside = inside(top.view(-1, 1) + torch.arange(h, device=images.device), h)
-    cols_inside = inside(left.view(-1, 1) + torch.arange(w, device=images.device), w)
-    black_border = ~(rows_inside.unsqueeze(2) & cols_inside.unsqueeze(1))  # (N, H, W)
-    return out.masked_fill(black_border.unsqueeze(1), 0)
-
-
-def weak(images, generator, flip=True):
-    """Per-sample horizontal flip (p = 1/2, if flip), then reflect-padded random crop."""
-    n, _, h, _ = images.shape
-    flips, top, left = send(torch.stack(draw_weak(n, h, generator, flip)), images)
-    return flip_crop(images, flips.bool(), top, left, crop_padding(h))
-
-
-def strong(images, generator, flip=True, cutout=CUTOUT):
-    """weak, then RandAugmentMC(n=2, m=10) with a `cutout`-pixel grey square."""
-    return RandAugmentMC(n=2, m=10, cutout=cutout)(weak(images, generator, flip), generator)
-
-
-def normalize(images, mean, std):
-    """uint8 (N, C, H, W) -> float32, exactly torchvision's ToTensor then Normalize on the CPU, on
-    any device: every divisor is a tensor on the device (CUDA divides by a Python or host scalar by
-    multiplying with its reciprocal, which can be off by a bit), cached, so no copy waits."""
-    device = images.device
-    scale = _table('255', lambda: 255.0, torch.float32, device)
-    mean = _table(('mean', tuple(mean)), lambda: mean, torch.float32, device).view(-1, 1, 1)
-    std = _table(('std', tuple(std)), lambda: std, torch.float32, device).view(-1, 1, 1)
-    return images.to(torch.float32).div_(scale).sub_(mean).div_(std)   # in place: one new tensor
