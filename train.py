@@ -112,11 +112,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help='evaluate an EMA of the weights')
     optim.add_argument('--ema-decay', type=float, default=0.999, help='decay of the weight EMA')
     optim.add_argument('--lr-schedule', choices=('cosine', 'constant'), default='cosine',
-                       help="cosine: FixMatch's cos(7 pi t / 16 T); constant: no decay (DASO's recipe)")
+                       help="cosine: lr cos(7 pi t / 16 T) after step t of T; constant: no decay")
     optim.add_argument('--wdecay-all', action=argparse.BooleanOptionalAction, default=False,
-                       help="weight decay on every parameter, biases and BatchNorm included (DASO's recipe)")
+                       help="weight decay on every parameter, biases and BatchNorm included")
     optim.add_argument('--ema-warmup', action=argparse.BooleanOptionalAction, default=False,
-                       help="weight EMA decay min(1 - 1/t, --ema-decay) after step t (DASO's recipe)")
+                       help="weight EMA decay min(1 - 1/t, --ema-decay) after step t")
 
     run = p.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='drives initialisation, data order and augmentation '
@@ -368,7 +368,7 @@ def train(args, data, stop: StopSignal) -> None:
                                        else 'none yet')
                     progress.update(step, result.loss)
             if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
-                run.method.end_epoch()  # (SimPro: the closed-form M-step of the priors)
+                run.method.end_epoch()  # (e.g. a prior's closed-form M-step)
                 tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
                                   data.num_classes, device)
                 is_best = tested['top1'] > history['best_top1']

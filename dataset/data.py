@@ -1,4 +1,5 @@
-"""The dataset registry: from command-line settings to one labeled/unlabeled/test split.
+"""The dataset catalog (DATASETS, at the end: what the rest of the code knows of each dataset) and
+the builders: from command-line settings to one labeled/unlabeled/test split.
 
 `build_data(args)` returns a `SemiSupervisedData`: one uint8 array of the training images the
 split uses, index arrays for the labeled set and the unlabeled pool, and the test set.

@@ -16,9 +16,9 @@ Writes into --out (default ./report):
   of finished and unfinished runs, the mean of the last 20 evaluations (what the paper's tables
   report: the original's summary), best top-1 and final top-1 (the last evaluation), each as mean
   and sample standard deviation (ddof=1; empty with a single finished run) over the finished runs,
-  whether the runs follow the paper's recipe (core/recipes.py: the launchers' network, steps,
-  batch, lr and method settings), and, for those that do, the paper's number and our mean of the
-  last 20 minus it;
+  whether the runs follow the paper's recipe (their method's launcher for their row, read by
+  core/recipes.py: network, steps, batch, lr and method settings), and, for those that do, the
+  paper's number (tools/paper_results.py) and our mean of the last 20 minus it;
 - results.md: the paper's tables, one per dataset and gamma_l, methods as rows and the settings
   ("reversed (gamma_l=150, gamma_u=150)", ...) as columns; STL-10 and ImageNet-127 keep their own
   unlabeled distribution, named "natural"; the ImageNet columns name the image size;

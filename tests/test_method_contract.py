@@ -1,0 +1,108 @@
+"""The method contract as the loop uses it (methods/base.py): the loop names no method and asks no
+method what it has; a flag belongs to the methods that read it; a run stores, compares and resumes
+the settings it reads; a launcher without a recipe for a dataset says so."""
+import ast
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import methods
+import train
+from conftest import ROOT
+from core.recipes import recipe
+from methods.base import Method
+from test_errors import assert_one_line
+from test_resume import Interrupted, crash_after_checkpoint, final_state, run
+
+
+def test_the_loop_names_no_method_and_asks_none_what_it_has():
+    source = (ROOT / 'train.py').read_text()
+    calls = [node.func.id for node in ast.walk(ast.parse(source))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
+    assert 'getattr' not in calls and 'hasattr' not in calls
+    named = [name for name in methods.METHODS if re.search(rf'(?<![\w-]){re.escape(name)}(?![\w+])', source)]
+    assert named == []
+
+
+def test_every_method_is_a_method_and_every_member_has_a_default():
+    assert all(issubclass(m, Method) for m in methods.METHODS.values())
+    base = Method(None, None)
+    assert base.unlabeled_prior() is None and base.metrics() == {} and base.generation_starts == ()
+    assert base.eval_logits('output') == 'output' and base.training_data('data') == 'data'
+    with pytest.raises(NotImplementedError):
+        base.loss(None, None, None)
+
+
+@pytest.mark.parametrize('dest', sorted(methods.flag_readers()))
+def test_a_flag_of_other_methods_is_one_line(capsys, tmp_path, dest):
+    flag, readers = methods.flag_readers()[dest]
+    others = [name for name in methods.METHODS if name not in readers]
+    if not others:
+        pytest.skip(f'{flag.name} is read by every method')
+    value = 'presence' if dest == 'anchor_estimate' else ('--no-dist-align' if dest == 'dist_align' else '1')
+    argv = [value] if value.startswith('--') else [flag.name, value]
+    code = train.main(['--version', others[0], *argv, '--data-dir', str(tmp_path / 'nothing')])
+    owner = f'a {readers[0]} flag' if len(readers) == 1 else f'a flag of {", ".join(readers[:-1])} and {readers[-1]}'
+    assert_one_line(code, capsys.readouterr().err, f'{flag.name} is {owner}; --version {others[0]} does not read it')
+
+
+def test_a_run_stores_only_what_it_reads(small_cifar10_root, tmp_path):
+    assert run(small_cifar10_root, tmp_path, '--total-steps', 2) == 0
+    stored = json.loads((tmp_path / 'args.json').read_text())
+    assert {'tau', 'ema_u', 'threshold', 'lr'} <= set(stored)
+    assert not set(stored) & {'dist_temp', 'tau1', 'generations', 'anchor_estimate'}
+    assert torch.load(tmp_path / 'checkpoint.pt', weights_only=False)['args'] == stored
+
+
+def forget(out, dest):
+    """Make the run in `out` look written before the flag `dest` existed."""
+    for name in ('checkpoint.pt', 'checkpoint.prev.pt'):
+        if (out / name).exists():
+            state = torch.load(out / name, weights_only=False)
+            del state['args'][dest]
+            torch.save(state, out / name)
+    stored = json.loads((out / 'args.json').read_text())
+    del stored[dest]
+    (out / 'args.json').write_text(json.dumps(stored))
+
+
+def test_a_checkpoint_older_than_a_flag_resumes_with_its_default(small_cifar10_root, tmp_path, monkeypatch, capsys):
+    assert run(small_cifar10_root, tmp_path / 'whole') == 0
+    crash_after_checkpoint(monkeypatch, step=2)
+    with pytest.raises(Interrupted):
+        run(small_cifar10_root, tmp_path / 'split')
+    monkeypatch.undo()
+    forget(tmp_path / 'split', 'tau')
+    assert run(small_cifar10_root, tmp_path / 'split', '--resume', 'auto', '--tau', 2) == 2
+    assert_one_line(2, capsys.readouterr().err, '--tau 2.0 (the checkpoint predates this flag; its run had the '
+                                                'default, 1.0)')
+    assert run(small_cifar10_root, tmp_path / 'split', '--resume', 'auto') == 0
+    log = (tmp_path / 'split' / 'log.txt').read_text()
+    assert log.count('note: --tau: the checkpoint predates this flag; it resumes with its default, 1.0') == 1
+    assert final_state(tmp_path / 'split')[0] == final_state(tmp_path / 'whole')[0]
+
+
+def test_a_launcher_without_a_recipe_for_a_dataset_refuses_it(tmp_path):
+    """A dataset of sh/tables.sh that a launcher's case lacks never runs train.py's defaults."""
+    shutil.copytree(ROOT / 'sh', tmp_path / 'sh')
+    tables = tmp_path / 'sh' / 'tables.sh'
+    tables.write_text(tables.read_text().replace('    digits)  #', '    digits|digits2)  #'))
+    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'digits2', '0'], capture_output=True,
+                            text=True, env={'PYTHON': 'false', 'PATH': '/usr/bin:/bin'})
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr == 'error: SimPro.sh has no recipe for digits2; add one to its case\n'
+
+
+def test_no_recipe_is_known_where_the_launcher_has_none(monkeypatch):
+    from seventh_method.fixmatch_da import FixMatchDA
+    monkeypatch.setitem(methods.METHODS, 'FixMatchDA', FixMatchDA)
+    parser = train.get_args_parser()
+    settings = vars(parser.parse_args(['--version', 'FixMatchDA', '--dataset', 'stl10']))
+    assert recipe(settings, parser) is None
+    settings = vars(parser.parse_args(['--version', 'FixMatchDA', '--dataset', 'digits', '--num-max', '20',
+                                       '--num-max-u', '120', '--imb-ratio-label', '20', '--imb-ratio-unlabel', '20']))
+    assert recipe(settings, parser).where == 'tests/seventh_method/FixMatchDA.sh digits 0'
