@@ -178,8 +178,8 @@ def check_network(args) -> None:
         with torch.device('meta'):
             new_model(args, DATASETS[args.dataset].num_classes)
     except ModelConfigError as e:
-        given = ' '.join(f'{flag} {value}' for flag, value in (('--depth', args.depth),
-                                                               ('--widen-factor', args.widen_factor)) if value is not None)
+        sizes = (('--depth', args.depth), ('--widen-factor', args.widen_factor))
+        given = ' '.join(f'{flag} {value}' for flag, value in sizes if value is not None)
         raise UserError(f'--arch {args.arch}{" " + given if given else ""}: {e}')
 
 
@@ -251,10 +251,10 @@ class Training:
 
 def build_training(args, data, device, method=None, seed=None) -> Training:
     """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run (or of
-    new generation: its method carries on, the network is drawn from the generation's seed)."""
+    a new generation: its method carries on, the network is drawn from the generation's seed)."""
     seed_everything(args.seed if seed is None else seed)
     model = new_model(args, data.num_classes).to(device)
-    if method is None:  # (a method draws no random numbers: the network's initialisation is the same)
+    if method is None:  # (after the network: a method's own random draws never move its initialisation)
         method = METHODS[args.version](args, data, num_features=model.num_features).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)

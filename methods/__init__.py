@@ -46,5 +46,6 @@ def foreign_settings(version: str) -> set:
     return set(flag_readers()) - own
 
 
-__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag', 'Method', 'SimPro',
-           'StepResult', 'flag_readers', 'foreign_settings', 'logit_adjustment', 'scale_ratio', 'symmetric_kl']
+__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag',
+           'Method', 'SimPro', 'StepResult', 'flag_readers', 'foreign_settings', 'logit_adjustment', 'scale_ratio',
+           'symmetric_kl']
