@@ -325,11 +325,11 @@ def train(args, data, stop: StopSignal) -> None:
                                             defaults=vars(parser.parse_args([])))  # (refuses other settings,
     # other data, another run's --out)
     run = build_training(args, data, device)
-    history, step, meter = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device)
+    history, step, meter, record = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device), None
     if checkpoint:
         run.load_state_dict(checkpoint)
         set_rng_states(checkpoint['rng'])
-        history, step = checkpoint['history'], checkpoint['step']
+        history, step, record = checkpoint['history'], checkpoint['step'], checkpoint.get('record')
         meter.load_state_dict(checkpoint['meter'])
     batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
     with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
@@ -338,7 +338,7 @@ def train(args, data, stop: StopSignal) -> None:
         progress = Progress(args, step, math.ceil(args.total_steps / args.eval_step) * args.eval_step,
                             main_process)
         log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
-        log.forget_metrics_after(step)
+        log.forget_metrics_after(step, last=record)
         if expected is None:
             log.line(f'note: {launcher(args.version).name} has no recipe for {args.dataset}; this run is not '
                      f'compared with a paper recipe')
@@ -378,11 +378,11 @@ def train(args, data, stop: StopSignal) -> None:
                 log.metrics(record)
                 log.line(epoch_line(record))
                 meter, started = EpochMeter(device), time.time()
-                save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+                save_run(out / CHECKPOINT, run, step, history, meter, args, identity, record)
                 if is_best:
-                    save_run(out / BEST, run, step, history, meter, args, identity)
+                    save_run(out / BEST, run, step, history, meter, args, identity, record)
             elif stopping:  # mid-epoch: save where we are, with the epoch's E-step sums so far
-                save_run(out / CHECKPOINT, run, step, history, meter, args, identity)
+                save_run(out / CHECKPOINT, run, step, history, meter, args, identity, record)
             if stopping:
                 log.line(f'stopped by {stop.name} at step {step}; checkpoint saved. Continue with the same '
                          f'command and --resume auto')
@@ -392,12 +392,12 @@ def train(args, data, stop: StopSignal) -> None:
         log.close()
 
 
-def save_run(path: Path, run: Training, step, history, meter, args, data: dict) -> None:
-    """Everything a resumed run needs to continue exactly, and the identity of the data it reads
-    (written by the first process only)."""
+def save_run(path: Path, run: Training, step, history, meter, args, data: dict, record: Optional[dict]) -> None:
+    """Everything a resumed run needs to continue exactly, the identity of the data it reads and
+    the last evaluation's line of metrics.jsonl (written by the first process only)."""
     if distributed.is_main():
         state = {**run.state_dict(), 'rng': rng_states(), 'history': history, 'step': step,
-                 'meter': meter.state_dict(), 'args': read_settings(vars(args)), 'data': data}
+                 'meter': meter.state_dict(), 'args': read_settings(vars(args)), 'data': data, 'record': record}
         save_checkpoint(state, path, keep_previous=path.name == CHECKPOINT)
 
 

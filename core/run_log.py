@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -60,16 +61,18 @@ class RunLog:
         if self.board:
             self.board.close()
 
-    def forget_metrics_after(self, step: int) -> None:
+    def forget_metrics_after(self, step: int, last: Optional[dict] = None) -> None:
         """On resume: drop metrics of evaluations after the checkpoint's step (a run stopped between
         writing them and its checkpoint), and a half-written last line (a run killed while writing
-        it); the resumed run writes them again, identically."""
+        it); the resumed run writes them again, identically. `last`, the checkpoint's copy of its
+        last evaluation's line, is written back when the file lost it (torn at the run's last step,
+        nothing is redone)."""
         path = self.out / 'metrics.jsonl'
-        if not self.enabled or not path.exists():
+        if not self.enabled:
             return
-        text = path.read_text()
+        text = path.read_text() if path.exists() else ''
         lines = text.splitlines()
-        kept = []
+        kept, steps = [], set()
         for number, line in enumerate(lines, 1):
             try:
                 record = json.loads(line) if line.strip() else None
@@ -81,6 +84,9 @@ class RunLog:
                 continue
             if record is not None and record['step'] <= step:
                 kept.append(line + '\n')
+                steps.add(record['step'])
+        if last is not None and last['step'] not in steps:
+            kept.append(json.dumps(last) + '\n')  # (it is the last line: later ones were dropped above)
         if ''.join(kept) != text:
             tmp = path.with_name(path.name + '.tmp')
             tmp.write_text(''.join(kept))

@@ -1,17 +1,20 @@
 # The experiment tables of the paper (SPEC section 8), shared by every launcher.
 # `table_row DATASET INDEX` sets ROW (an array of train.py arguments for that row) and
-# DATASET, or prints the valid choices and exits non-zero.
+# DATASET, or prints the valid choices and exits with status 2.
 
 MODES=(consistent reversed shuffled middle head-tail)   # --flag-reverse-LT 0..4
 
 # One row per line, its index is its place in the list (0, 1, ...):
 #   row gamma_l gamma_u mode [image size]    (gamma_u 1 is the uniform setting, whatever the mode)
 # To add a setting, append a line to its dataset and run it by its new index.
-table_row() {
-  DATASET=${1:-}
-  local index=${2:-} n m
+DATASETS=(cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits)
+
+# dataset_rows DATASET: ROWS (one "gamma_l gamma_u mode [size]" per row), N and M; status 1 for an
+# unknown dataset.
+dataset_rows() {
+  local n m
   ROWS=()
-  case $DATASET in
+  case $1 in
     cifar10)  # N1=500, M1=4000
       n=500; m=4000
       row 150 150 0   # 0: consistent, gamma 150
@@ -73,21 +76,50 @@ table_row() {
       row 20 20 4   # 4: head-tail
       ;;
     *)
-      echo "error: unknown dataset '${DATASET}'; choose one of: cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits" >&2
-      echo "usage: bash $0 <dataset> <index> [extra train.py arguments]" >&2
-      exit 2 ;;
+      return 1 ;;
   esac
-  if ! [[ $index =~ ^[0-9]+$ ]] || (( index >= ${#ROWS[@]} )); then
-    echo "error: index '${index}' is not a row of ${DATASET}; choose one of:" >&2
-    local i
-    for i in "${!ROWS[@]}"; do
-      echo "  $i: $(describe_row ${ROWS[$i]})" >&2
+  N=$n; M=$m
+}
+
+# The rows of DATASET, one per line, on stderr.
+list_rows() {
+  local i
+  for i in "${!ROWS[@]}"; do
+    echo "  $i: $(DATASET=$1 describe_row ${ROWS[$i]})" >&2
+  done
+}
+
+usage() {
+  echo "usage: bash $0 <dataset> <index> [extra train.py arguments, which override the table]" >&2
+}
+
+table_row() {
+  DATASET=${1:-}
+  local index=${2:-} d
+  if [[ -z $DATASET || $DATASET == -h || $DATASET == --help ]]; then
+    usage
+    for d in "${DATASETS[@]}"; do
+      dataset_rows "$d"
+      echo "$d:" >&2
+      list_rows "$d"
     done
     exit 2
   fi
+  if ! dataset_rows "$DATASET"; then
+    echo "error: unknown dataset '${DATASET}'; choose one of: ${DATASETS[*]}" >&2
+    usage
+    exit 2
+  fi
+  # an index is decimal digits (010 is row 10, not octal 8)
+  if ! [[ $index =~ ^[0-9]+$ ]] || (( 10#$index >= ${#ROWS[@]} )); then
+    echo "error: index '${index}' is not a row of ${DATASET}; choose one of:" >&2
+    list_rows "$DATASET"
+    exit 2
+  fi
+  index=$((10#$index))
   local gl gu md size
   read -r gl gu md size <<< "${ROWS[$index]}"
-  ROW=(--dataset "$DATASET" --num-max "$n" --num-max-u "$m" --imb-ratio-label "$gl" --imb-ratio-unlabel "$gu"
+  ROW=(--dataset "$DATASET" --num-max "$N" --num-max-u "$M" --imb-ratio-label "$gl" --imb-ratio-unlabel "$gu"
        --flag-reverse-LT "$md")
   if [[ -n $size ]]; then
     ROW+=(--img-size "$size")
@@ -133,10 +165,21 @@ run_train() {
     printf '%s\n' "$@"
     exit 0
   fi
+  local variable
+  for variable in NPROC NNODES; do
+    if ! [[ ${!variable:-1} =~ ^[0-9]+$ ]] || (( 10#${!variable:-1} < 1 )); then
+      echo "error: ${variable}=${!variable} is not allowed; use a whole number >= 1 (processes per machine for NPROC, machines for NNODES)" >&2
+      exit 2
+    fi
+  done
+  if [[ -n ${NODE_RANK:-} ]] && ! [[ $NODE_RANK =~ ^[0-9]+$ ]]; then
+    echo "error: NODE_RANK=${NODE_RANK} is not allowed; use a whole number >= 0" >&2
+    exit 2
+  fi
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local command=("${PYTHON:-python}")
-  if (( ${NPROC:-1} > 1 || ${NNODES:-1} > 1 )); then
-    command+=(-m torch.distributed.run --nproc_per_node "${NPROC:-1}" --nnodes "${NNODES:-1}"
+  if (( 10#${NPROC:-1} > 1 || 10#${NNODES:-1} > 1 )); then
+    command+=(-m torch.distributed.run --nproc_per_node "$((10#${NPROC:-1}))" --nnodes "$((10#${NNODES:-1}))"
               --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}"
               --master_port "${MASTER_PORT:-29500}")
   fi

@@ -1,0 +1,88 @@
+"""What a new user trips over (issue 19): launcher indices and environment, runs that end otherwise
+than asked, the final metrics line, early checks, and one-line errors of every command."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import train
+from conftest import ROOT
+from test_resume import Interrupted, crash_after_checkpoint, final_state, run
+
+
+def launcher(*argv, **environment):
+    env = {'PATH': os.environ['PATH'], 'PRINT_ARGS': '1', **environment}
+    return subprocess.run(['bash', 'sh/SimPro.sh', *argv], cwd=ROOT, capture_output=True, text=True, env=env)
+
+
+def split_of(result):
+    args = train.get_args_parser().parse_args(result.stdout.splitlines())
+    return args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT
+
+
+@pytest.mark.parametrize('index,row', [('010', 10), ('08', 8), ('09', 9), ('0', 0), ('00', 0), ('19', 19)])
+def test_a_launcher_index_is_decimal(index, row):
+    """010 is row 10, never octal 8; 08 and 09 are rows 8 and 9, never a bash error and defaults."""
+    assert split_of(launcher('cifar10', index)) == split_of(launcher('cifar10', str(row)))
+
+
+@pytest.mark.parametrize('index', ['20', '-1', 'x', '1.0', ' 1', '0x1', ''])
+def test_what_is_no_row_index_lists_the_rows(index):
+    result = launcher('cifar10', index)
+    assert result.returncode == 2 and result.stdout == ''
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: index '{index}' is not a row of cifar10; choose one of:"
+    assert lines[1:] and lines[-1] == '  19: gamma_l=100 gamma_u=100 shuffled'
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['-h'], []])
+def test_a_launcher_without_a_dataset_shows_its_usage_and_rows(argv):
+    result = launcher(*argv)
+    assert result.returncode == 2 and result.stdout == ''
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith('usage: bash sh/SimPro.sh <dataset> <index>')
+    assert 'cifar10:' in lines and 'digits:' in lines and '  4: gamma_l=20 gamma_u=20 head-tail' in lines
+
+
+@pytest.mark.parametrize('variable', ['NPROC', 'NNODES'])
+@pytest.mark.parametrize('value', ['abc', '2.5', '1e3', '0', '-1', ' 2'])
+def test_nproc_and_nnodes_are_whole_numbers(variable, value):
+    result = launcher('digits', '0', PRINT_ARGS='', PYTHON='false', **{variable: value})
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr == (f'error: {variable}={value} is not allowed; use a whole number >= 1 (processes per '
+                             f'machine for NPROC, machines for NNODES)\n')
+
+
+def test_nproc_runs_torchrun_with_that_many_processes():
+    result = launcher('digits', '0', PRINT_ARGS='', PYTHON='echo', NPROC='02')
+    assert result.returncode == 0
+    assert '-m torch.distributed.run --nproc_per_node 2 --nnodes 1 ' in result.stdout.splitlines()[1]
+
+
+def torn(path, keep: float = 0.5):
+    """Cut the last line of `path` in the middle, as a process killed while writing it would."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(''.join(lines[:-1]) + lines[-1][:int(len(lines[-1]) * keep)])
+
+
+def test_a_torn_last_line_at_the_final_step_is_written_back(small_cifar10_root, tmp_path):
+    assert run(small_cifar10_root, tmp_path / 'whole') == 0
+    shutil.copytree(tmp_path / 'whole', tmp_path / 'torn')
+    torn(tmp_path / 'torn' / 'metrics.jsonl')
+    assert run(small_cifar10_root, tmp_path / 'torn', '--resume', 'auto') == 0
+    assert (tmp_path / 'torn' / 'metrics.jsonl').read_text() == (tmp_path / 'whole' / 'metrics.jsonl').read_text()
+
+
+def test_a_torn_line_of_the_checkpoints_step_is_written_back(small_cifar10_root, tmp_path, monkeypatch):
+    assert run(small_cifar10_root, tmp_path / 'whole') == 0
+    crash_after_checkpoint(monkeypatch, step=4)
+    with pytest.raises(Interrupted):
+        run(small_cifar10_root, tmp_path / 'split')
+    monkeypatch.undo()
+    torn(tmp_path / 'split' / 'metrics.jsonl', keep=0.3)
+    assert run(small_cifar10_root, tmp_path / 'split', '--resume', 'auto') == 0
+    assert [r['step'] for r in final_state(tmp_path / 'split')[0]] == [2, 4, 6]
+    assert final_state(tmp_path / 'split')[0] == final_state(tmp_path / 'whole')[0]
