@@ -86,3 +86,50 @@ def test_a_torn_line_of_the_checkpoints_step_is_written_back(small_cifar10_root,
     assert run(small_cifar10_root, tmp_path / 'split', '--resume', 'auto') == 0
     assert [r['step'] for r in final_state(tmp_path / 'split')[0]] == [2, 4, 6]
     assert final_state(tmp_path / 'split')[0] == final_state(tmp_path / 'whole')[0]
+
+
+def digits_runs(tmp_path, environments: dict) -> dict:
+    """Short SimPro digits runs (the demo's launcher row, 20 steps), one per environment, at once;
+    their metrics.jsonl without the seconds."""
+    def start(name, environment):
+        command = ['bash', 'sh/SimPro.sh', 'digits', '2', '--total-steps', '20', '--eval-step', '10',
+                   '--no-progress', '--device', 'cpu', '--out', str(tmp_path / name)]
+        return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env=environment)
+    processes = {name: start(name, environment) for name, environment in environments.items()}
+    for name, process in processes.items():
+        assert process.wait() == 0, process.stderr.read()[-2000:]
+    return {name: [{k: v for k, v in json.loads(line).items() if k != 'seconds'}
+                   for line in (tmp_path / name / 'metrics.jsonl').read_text().splitlines()] for name in processes}
+
+
+def test_the_demo_gives_the_same_numbers_whatever_instruction_set_the_cpu_offers(tmp_path):
+    """The same run under two CPUs' instruction sets (emulated with the kernels' own switches: AVX2 and
+    the x86-64 baseline) is bit for bit the same in the demo's environment; outside it, it is not."""
+    import torch
+    from tools import demo
+    avx2 = {**os.environ, 'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2', 'MKL_CBWR': 'AVX2'}
+    baseline = {**os.environ, 'ATEN_CPU_CAPABILITY': 'default', 'ONEDNN_MAX_CPU_ISA': 'SSE41',
+                'MKL_CBWR': 'COMPATIBLE', 'OMP_NUM_THREADS': '1'}
+    runs = {'avx2': demo.run_environment(avx2), 'baseline': demo.run_environment(baseline)}
+    control = torch.backends.cpu.get_cpu_capability() in ('AVX2', 'AVX512')  # (this CPU has AVX2)
+    metrics = digits_runs(tmp_path, {**runs, **({'unpinned': baseline} if control else {})})
+    assert len(metrics['avx2']) == 2 and metrics['baseline'] == metrics['avx2']
+    if control:
+        assert metrics['unpinned'] != metrics['avx2']
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--parallel', '0'], '--parallel 0 is not allowed; use an integer >= 1'),
+    (['--seeds', '-1'], '--seeds -1 is not allowed; use integers in 0..2**32-1'),
+    (['--seeds', 'x'], "argument --seeds: invalid int value: 'x'"),
+    (['--out', 'README.md'], '--out README.md is a file; choose a folder'),
+    (['--methods', 'Nope'], "argument --methods: invalid choice: 'Nope'")])
+def test_the_demos_options_are_checked_in_one_line(argv, message, capsys, monkeypatch):
+    from tools import demo
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        demo.main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and out == ''
+    assert err.startswith(f'bash sh/demo.sh: error: {message}') and err.count('\n') == 1

@@ -9,8 +9,13 @@
 Each run is a digits row of the launchers (sh/<method>.sh digits <row>), two at a time with one
 thread each. Runs live in --out (default demo/); a finished run is not trained again (delete it
 to start over).
+
+The numbers are the same on every x86-64 CPU with AVX2 (every Intel Core since 2013, AMD since
+2015): the CPU kernels would otherwise pick their instruction set per machine (oneDNN's
+convolutions, MKL's matrix products, ATen's vector code), and with it the order of their
+floating-point sums, so that the same run gives other numbers on an AVX-512 machine. The demo pins
+all three to AVX2 (PINNED_CPU), which costs nothing measurable on an AVX-512 machine (README, "Quick start").
 """
-import argparse
 import json
 import os
 import re
@@ -24,6 +29,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {'consistent': 0, 'uniform': 1, 'reversed': 2, 'middle': 3, 'head-tail': 4}  # digits rows of sh/tables.sh
 STEP_LINE = re.compile(r'^step (\d+)/(\d+) ')
+# the instruction set of ATen's vector code, of oneDNN (its convolutions) and of MKL's results
+PINNED_CPU = {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2', 'MKL_CBWR': 'AVX2'}
+
+
+def run_environment(environment=None) -> dict:
+    """The environment of a demo run: `environment` (default: this process's) with one CPU thread and
+    the CPU kernels pinned to PINNED_CPU, whatever it said."""
+    return {**(os.environ if environment is None else environment), 'OMP_NUM_THREADS': '1',
+            'OMP_WAIT_POLICY': 'PASSIVE', **PINNED_CPU}
 
 
 def run_dir(out: Path, seed: int, setting: str, method: str) -> Path:
@@ -35,10 +49,9 @@ def launch(job, out: Path):
     directory = run_dir(out, seed, setting, method)
     directory.parent.mkdir(parents=True, exist_ok=True)
     log = open(directory.with_suffix('.out'), 'w')
-    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'OMP_WAIT_POLICY': 'PASSIVE'}
     command = ['bash', f'sh/{method}.sh', 'digits', str(ROWS[setting]), '--seed', str(seed),
                '--out', str(directory), '--resume', 'auto', '--no-progress']
-    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env), log
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=run_environment()), log
 
 
 def steps_done(output: Path) -> int:
@@ -119,17 +132,25 @@ def table(out: Path, seeds, settings, methods) -> str:
     return '\n'.join(rows)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     from methods import METHODS  # (after __main__ put the repository on the path)
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0])
+    from train import OneLineParser
+    parser = OneLineParser(prog='bash sh/demo.sh', description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds, integers in 0..2**32-1')
     parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=list(METHODS),
                         help='any registered method (each runs its launcher, sh/<method>.sh)')
     parser.add_argument('--settings', nargs='+', default=['reversed', 'consistent'], choices=list(ROWS))
     parser.add_argument('--out', type=Path, default=Path('demo'), help='where the runs are kept')
-    parser.add_argument('--parallel', type=int, default=2, help='runs at a time (one CPU thread each)')
+    parser.add_argument('--parallel', type=int, default=2, help='runs at a time (one CPU thread each), >= 1')
     args = parser.parse_args(argv)
+    if args.parallel < 1:
+        parser.error(f'--parallel {args.parallel} is not allowed; use an integer >= 1')
+    bad_seeds = [seed for seed in args.seeds if not 0 <= seed < 2 ** 32]
+    if bad_seeds:
+        parser.error(f'--seeds {bad_seeds[0]} is not allowed; use integers in 0..2**32-1')
     out = args.out.resolve()
+    if out.exists() and not out.is_dir():
+        parser.error(f'--out {args.out} is a file; choose a folder')
     jobs = [(seed, setting, method) for seed in args.seeds for setting in args.settings for method in args.methods]
     started = time.time()
     print(f'training {len(jobs)} runs on real handwritten digits, {args.parallel} at a time; runs in {args.out}/')
@@ -137,8 +158,9 @@ def main(argv=None) -> None:
     print(f'\ndone in {time.time() - started:.0f} s. Digits, 20..1 labels per class (gamma_l=20), unlabeled '
           f'120..6 per class; top-1 and tail (classes 7-9, 1 label each) accuracy in %:\n')
     print(table(out, args.seeds, args.settings, args.methods))
+    return 0
 
 
 if __name__ == '__main__':
     sys.path.insert(0, str(ROOT))
-    main()
+    sys.exit(main())
