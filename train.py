@@ -12,6 +12,7 @@ differs; its recipes are its launcher in sh/.
 Runs on one CUDA GPU when present, else on the CPU (`--device` overrides), or under torchrun on
 several GPUs and machines (`torchrun --nproc_per_node 4 train.py ...`, or NPROC=4 with the launchers).
 """
+import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import argparse
 import math
 import sys
@@ -327,10 +328,14 @@ def train(args, data, stop: StopSignal) -> None:
     run = build_training(args, data, device)
     history, step, meter, record = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device), None
     if checkpoint:
-        run.load_state_dict(checkpoint)
-        set_rng_states(checkpoint['rng'])
-        history, step, record = checkpoint['history'], checkpoint['step'], checkpoint.get('record')
-        meter.load_state_dict(checkpoint['meter'])
+        try:
+            run.load_state_dict(checkpoint)
+            set_rng_states(checkpoint['rng'])
+            history, step, record = checkpoint['history'], checkpoint['step'], checkpoint.get('record')
+            meter.load_state_dict(checkpoint['meter'])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UserError(f'the checkpoint does not fit the run of these settings ({str(e).splitlines()[0][:200]}); '
+                            f'resume it with the code and settings that wrote it, or use a new --out')
     batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
     with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
         if main_process and not (checkpoint and (out / 'args.json').exists()):
@@ -345,6 +350,11 @@ def train(args, data, stop: StopSignal) -> None:
         elif off:
             log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe ({expected.where}): '
                      f'{", ".join(off)}')
+        if progress.last_step != args.total_steps:
+            notes.append(f'--total-steps {args.total_steps} is no whole number of epochs of --eval-step '
+                         f'{args.eval_step}: the run trains {progress.last_step} steps (whole epochs, as the original; '
+                         f'the schedule\'s T stays {args.total_steps})')
+        notes += [f'{args.version}: {idle}' for idle in run.method.idle_parts(args, progress.last_step)]
         for note in notes:
             log.line(f'note: {note}')
         log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '

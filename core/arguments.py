@@ -2,6 +2,9 @@
 is written: a bad value is one line naming the flag, the value and what is allowed. The loop's
 flags are checked here (RULES), a method's flags by their own Flag and the method's
 check_arguments (methods/base.py)."""
+import os
+from pathlib import Path
+
 import torch
 
 from methods import METHODS, flag_readers
@@ -52,6 +55,30 @@ def check_arguments(args, given=()) -> None:
         if kind not in DEVICE_TYPES:
             raise UserError(f'--device {args.device} is not a device to train on; use cpu, cuda or cuda:<index>')
     method.check_arguments(args)
+    check_run_paths(args)
+
+
+def check_run_paths(args) -> None:
+    """The device, --resume and --out, as far as they can be checked before any data is read."""
+    if args.device is not None and torch.device(args.device).type == 'cuda':
+        index = torch.device(args.device).index or 0
+        if not torch.cuda.is_available():
+            raise UserError(f'--device {args.device} is not usable here (no CUDA GPU is visible); use --device cpu')
+        if index >= torch.cuda.device_count():
+            raise UserError(f'--device {args.device} is not usable here ({torch.cuda.device_count()} CUDA GPUs are '
+                            f'visible); use cuda:0..cuda:{torch.cuda.device_count() - 1}')
+    if args.resume not in (None, 'auto'):
+        path = Path(args.resume)
+        if not (path.is_file() or (path / 'checkpoint.pt').is_file()):
+            raise UserError(f'--resume {args.resume}: no checkpoint there')
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f'--out {args.out} is a file; choose a folder')
+        existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UserError(f'cannot write to --out {args.out} ({existing} is not writable); choose a writable '
+                            f'directory')
 
 
 def check_method_flags(version: str, given) -> None:

@@ -70,11 +70,22 @@ def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> Non
                         f'are intact; free space or choose another --out, then resume') from None
 
 
+KEYS = ('model', 'ema', 'optimizer', 'scheduler', 'method', 'rng', 'history', 'step', 'meter', 'args')  # of a run's
+
+
 def load_checkpoint(path: Path) -> dict:
+    """The checkpoint of a train.py run in `path`; a UserError saying why when the file is none."""
     try:
-        return torch.load(path, map_location='cpu', weights_only=False)
+        state = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:  # truncated, not a checkpoint, unreadable
-        raise UserError(f'cannot read checkpoint {path} ({type(e).__name__}); pass another --resume')
+        raise UserError(f'cannot read checkpoint {path} ({type(e).__name__})')
+    if not isinstance(state, dict):
+        raise UserError(f'cannot read checkpoint {path} (it holds a {type(state).__name__}, not a train.py checkpoint)')
+    missing = [key for key in KEYS if key not in state]
+    if missing:
+        raise UserError(f'cannot read checkpoint {path} (it lacks {", ".join(missing)}: not a checkpoint of this '
+                        f'train.py)')
+    return state
 
 
 def latest_good_checkpoint(out: Path, warn=print):
@@ -86,6 +97,7 @@ def latest_good_checkpoint(out: Path, warn=print):
             return load_checkpoint(path)
         except UserError as e:
             if i + 1 == len(candidates):
-                raise UserError(f'{e}; no earlier checkpoint in {out} loads either')
+                raise UserError(f'{e}; no earlier checkpoint in {out} loads either; delete them to start afresh, '
+                                f'or choose another --out')
             warn(f'warning: {e}; falling back to {candidates[i + 1]}')
     return None

@@ -69,7 +69,10 @@ def resolve_resume(args, identity: dict, default_out: Path, defaults: dict):
         path = path / CHECKPOINT if path.is_dir() else path
         if not path.is_file():
             raise UserError(f'--resume {args.resume}: no checkpoint there')
-        checkpoint, source = load_checkpoint(path), path.parent
+        try:
+            checkpoint, source = load_checkpoint(path), path.parent
+        except UserError as e:
+            raise UserError(f'{e}; pass another --resume')
         out = Path(args.out) if args.out else source
     else:
         if (out / CHECKPOINT).exists() or (out / PREVIOUS).exists():
@@ -77,8 +80,7 @@ def resolve_resume(args, identity: dict, default_out: Path, defaults: dict):
         checkpoint, source = None, None
     notes = []
     if checkpoint:
-        notes = check_same_settings(checkpoint['args'], args, defaults)
-        check_same_data(checkpoint, identity, args)
+        notes = check_same_settings(checkpoint['args'], args, defaults) + check_same_data(checkpoint, identity, args)
     if checkpoint is None or not same_folder(out, source):
         check_holds_no_other_run(out, args, identity, defaults)
     return out, checkpoint, notes
@@ -135,12 +137,15 @@ def data_identity(data) -> dict:
             'test set': f'{len(data.test_images)} images, {checksum(data.test_labels, sample(data.test_images))}'}
 
 
-def check_same_data(checkpoint: dict, identity: dict, args) -> None:
-    """A resumed run must read the data its checkpoint's run read (checkpoints from before this
-    check hold no identity and are not checked)."""
+def check_same_data(checkpoint: dict, identity: dict, args) -> list:
+    """A resumed run must read the data its checkpoint's run read; a checkpoint from before this
+    check holds no identity and is not checked (returned: the note that says so)."""
     saved = checkpoint.get('data')
-    if saved is None or saved == identity:
-        return
+    if saved is None:
+        return ['the checkpoint holds no identity of its data (an older train.py wrote it): the data it was trained '
+                'on cannot be checked']
+    if saved == identity:
+        return []
     differ = ', '.join(f'{what} {saved.get(what)} (now {now})' for what, now in identity.items()
                        if saved.get(what) != now)
     raise UserError(f'--data-dir {args.data_dir} holds other data than the checkpoint\'s run read from '

@@ -110,6 +110,14 @@ class ACRd(Method):
     two_heads = True
     labeled_in_pool = True  # the original's pool also holds the labeled images (CIFAR, ImageNet-1k, digits)
 
+    @classmethod
+    def idle_parts(cls, args, steps: int) -> list:
+        epochs = steps // args.eval_step
+        if args.est_epoch < epochs - 1:
+            return []
+        return [f'the estimate of the unlabeled distribution never updates (it starts in epoch --est-epoch + 2 = '
+                f'{args.est_epoch + 2}; the run has {epochs})']
+
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
         if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's labeled view there:

@@ -6,6 +6,7 @@ sh/<name>.sh that holds its recipe. Each member below has a default that does no
 so a method overrides only what makes it differ. The loop, per run:
 
     check_arguments(args)                      before any data is read (one-line errors)
+    idle_parts(args, steps)                    what never acts in this run, said when it starts
     method = Method(args, data, num_features)  its state: buffers, checkpointed with the network
     every step:   before_forward(...)  ->  network forward on every view  ->  loss(...)
     every epoch:  end_epoch()  ->  evaluate with eval_logits(...)  ->  log unlabeled_prior(), metrics()
@@ -89,6 +90,12 @@ class Method(nn.Module):
     def check_arguments(cls, args) -> None:
         """Checks across its flags and the loop's (one UserError line each); single flags are
         checked by their Flag. Called before any data is read."""
+
+    @classmethod
+    def idle_parts(cls, args, steps: int) -> list:
+        """What of the method never happens in a run of `steps` steps (in epochs of --eval-step), and
+        why: one phrase each, for the run's first log line."""
+        return []
 
     def before_forward(self, inputs: torch.Tensor, y: torch.Tensor, ema_network: nn.Module) -> None:
         """Called before the step's forward pass; `inputs` holds every view (labeled views first:

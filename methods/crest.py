@@ -112,6 +112,14 @@ class CReSTPlus(FixMatch):
             if not allowed:
                 raise UserError(f'{flag} {value} is not allowed with --version CReST+; use {what}')
 
+    @classmethod
+    def idle_parts(cls, args, steps: int) -> list:
+        length = args.total_steps // args.generations
+        if args.generations == 1 or length >= args.eval_step:
+            return []
+        return [f'generations of {length} steps are shorter than an epoch (--eval-step {args.eval_step}): some end '
+                f'before any evaluation']
+
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)

@@ -50,6 +50,17 @@ class DASO(Method):
             raise UserError(f'--queue-max-size {args.queue_max_size} is smaller than one labeled batch of '
                             f'{args.batch_size * distributed.launched_processes()} (over all processes); raise it')
 
+    @classmethod
+    def idle_parts(cls, args, steps: int) -> list:
+        idle = []
+        if args.pretrain_steps >= steps:
+            idle.append(f'the blending and the alignment loss never start (--pretrain-steps {args.pretrain_steps} '
+                        f'>= the run\'s {steps} steps)')
+        elif args.pl_dist_update_period >= steps:
+            idle.append(f'the blending weights stay uniform (no window of --pl-dist-update-period '
+                        f'{args.pl_dist_update_period} steps ends before the run\'s last step, {steps})')
+        return idle
+
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
         if num_features is None:

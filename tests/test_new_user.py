@@ -133,3 +133,89 @@ def test_the_demos_options_are_checked_in_one_line(argv, message, capsys, monkey
     out, err = capsys.readouterr()
     assert stop.value.code == 2 and out == ''
     assert err.startswith(f'bash sh/demo.sh: error: {message}') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('command', [['train.py', '--help'], ['-m', 'tools.report', '.'], ['-m', 'tools.demo'],
+                                     ['-m', 'tools.bench'], ['-m', 'tools.bench_data'], ['-m', 'tools.fake_data'],
+                                     ['-m', 'dataset.prepare_imagenet127']])
+def test_ctrl_c_while_starting_is_one_line(tmp_path, command):
+    """A Ctrl-C while Python imports torch or NumPy (here: they raise KeyboardInterrupt when imported)."""
+    for name in ('torch', 'numpy'):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / '__init__.py').write_text('raise KeyboardInterrupt\n')
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, 'PYTHONPATH': str(tmp_path)})
+    assert (result.returncode, result.stdout, result.stderr) == (130, '', 'stopped by Ctrl-C\n')
+
+
+def test_a_run_that_trains_other_steps_than_asked_says_so_first(small_cifar10_root, tmp_path):
+    assert run(small_cifar10_root, tmp_path / 'a', '--total-steps', 5, '--eval-step', 2) == 0
+    notes = [line for line in (tmp_path / 'a' / 'log.txt').read_text().splitlines() if ' note: ' in line]
+    assert notes[-1].endswith('note: --total-steps 5 is no whole number of epochs of --eval-step 2: the run trains 6 '
+                              "steps (whole epochs, as the original; the schedule's T stays 5)")
+    assert run(small_cifar10_root, tmp_path / 'b', '--total-steps', 4, '--eval-step', 2) == 0
+    assert 'whole number of epochs' not in (tmp_path / 'b' / 'log.txt').read_text()
+
+
+@pytest.mark.parametrize('extra,idle', [
+    (['--version', 'DASO', '--pretrain-steps', 6], 'DASO: the blending and the alignment loss never start '
+                                                   "(--pretrain-steps 6 >= the run's 6 steps)"),
+    (['--version', 'DASO', '--pretrain-steps', 2, '--pl-dist-update-period', 6],
+     "DASO: the blending weights stay uniform (no window of --pl-dist-update-period 6 steps ends before the run's "
+     "last step, 6)"),
+    (['--version', 'ACR', '--est-epoch', 2], 'ACR: the estimate of the unlabeled distribution never updates (it '
+                                             'starts in epoch --est-epoch + 2 = 4; the run has 3)'),
+    (['--version', 'CReST+', '--generations', 3, '--eval-step', 3],
+     'CReST+: generations of 2 steps are shorter than an epoch (--eval-step 3): some end before any evaluation')])
+def test_a_method_that_never_acts_says_so_first(small_cifar10_root, tmp_path, extra, idle):
+    assert run(small_cifar10_root, tmp_path, '--depth', 10, '--widen-factor', 1, *extra) == 0
+    start = (tmp_path / 'log.txt').read_text().split(' starting: ')[0]
+    assert f'note: {idle}\n' in start
+
+
+def test_methods_that_act_say_nothing_of_it(small_cifar10_root, tmp_path):
+    assert run(small_cifar10_root, tmp_path, '--version', 'ACR', '--est-epoch', 1, '--depth', 10,
+               '--widen-factor', 1) == 0
+    assert 'never' not in (tmp_path / 'log.txt').read_text()
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--device', 'cuda:99'], '--device cuda:99 is not usable here'),
+    (['--resume', 'no/such/checkpoint.pt'], '--resume no/such/checkpoint.pt: no checkpoint there'),
+    (['--out', 'README.md'], '--out README.md is a file; choose a folder'),
+    (['--version', 'DASO', '--queue-max-size', 2, '--batch-size', 4], '--queue-max-size 2 is smaller than one')])
+def test_what_needs_no_data_is_checked_before_the_data_is_read(capsys, monkeypatch, argv, message):
+    """--data-dir holds nothing: these lines must come before the data is looked for."""
+    monkeypatch.chdir(ROOT)
+    assert train.main(['--data-dir', 'no/such/data', *map(str, argv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {message}') and err.count('\n') == 1
+
+
+@pytest.mark.parametrize('content,why', [
+    ([1, 2, 3], 'it holds a list, not a train.py checkpoint'),
+    ({'model': {}}, 'it lacks ema, optimizer, scheduler, method, rng, history, step, meter, args: not a checkpoint '
+                    'of this train.py')])
+def test_a_file_that_is_no_checkpoint_is_one_line(small_cifar10_root, tmp_path, capsys, content, why):
+    import torch
+    torch.save(content, tmp_path / 'odd.pt')
+    assert run(small_cifar10_root, tmp_path / 'run', '--resume', tmp_path / 'odd.pt') == 2
+    err = capsys.readouterr().err
+    assert err == f'error: cannot read checkpoint {tmp_path / "odd.pt"} ({why}); pass another --resume\n'
+
+
+def test_a_checkpoint_of_another_network_or_without_its_data_identity(small_cifar10_root, tmp_path, capsys):
+    import torch
+    assert run(small_cifar10_root, tmp_path / 'run', '--total-steps', 2) == 0
+    state = torch.load(tmp_path / 'run' / 'checkpoint.pt', weights_only=False)
+    state['model'] = {'fc.weight': torch.zeros(1)}
+    torch.save(state, tmp_path / 'other.pt')
+    capsys.readouterr()
+    assert run(small_cifar10_root, tmp_path / 'resumed', '--total-steps', 2, '--resume', tmp_path / 'other.pt') == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: the checkpoint does not fit the run of these settings (') and err.count('\n') == 1
+    state = torch.load(tmp_path / 'run' / 'checkpoint.pt', weights_only=False)
+    del state['data']
+    torch.save(state, tmp_path / 'run' / 'checkpoint.pt')
+    assert run(small_cifar10_root, tmp_path / 'run', '--total-steps', 2, '--resume', 'auto') == 0
+    assert 'note: the checkpoint holds no identity of its data' in (tmp_path / 'run' / 'log.txt').read_text()

@@ -23,6 +23,7 @@ not depend on their content). The last line of stdout is one JSON object:
   debug mode (null without CUDA; the test suite checks the same on the meta device);
 - step_per_s_compiled: the fast path with --compile (only with --compile; null otherwise).
 """
+import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import argparse
 import json
 import os
