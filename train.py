@@ -44,23 +44,8 @@ from core.stopping import StopSignal
 from core.training import (ModelEMA, constant_schedule, cosine_schedule, param_groups, rng_states, seed_everything,
                            set_rng_states)
 from utils import distributed
+from utils.cli import HelpFormatter, OneLineParser
 from utils.errors import UserError
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr (no usage block), exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """'(default: X)' after a help text, unless X is None or False or the text already says it."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or 'default' in (action.help or ''):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def epilog() -> str:

@@ -24,7 +24,6 @@ not depend on their content). The last line of stdout is one JSON object:
 - step_per_s_compiled: the fast path with --compile (only with --compile; null otherwise).
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
-import argparse
 import json
 import os
 import time
@@ -35,6 +34,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import train
+from utils.cli import OneLineParser
 from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
 from methods import METHODS
 
@@ -172,14 +172,24 @@ def synchronize(device):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--steps', type=int, help='timed training steps (default: 20 on CUDA, 1 on the CPU)')
+    parser = OneLineParser(prog='python -m tools.bench', description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='cpu or cuda[:i]')
+    parser.add_argument('--steps', type=int, help='timed training steps, >= 1 (default: 20 on CUDA, 1 on the CPU)')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
-                        help='loader workers of the PIL baseline')
+                        help='loader workers of the PIL baseline, >= 0')
     parser.add_argument('--compile', action='store_true', help='also time the fast path under torch.compile')
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    if args.steps is not None and args.steps < 1:
+        parser.error(f'--steps {args.steps} is not allowed; use an integer >= 1')
+    if args.workers < 0:
+        parser.error(f'--workers {args.workers} is not allowed; use an integer >= 0')
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f'--device {args.device} is not a device; use cpu or cuda[:i]')
+    if device.type not in ('cpu', 'cuda') or (device.type == 'cuda' and not torch.cuda.is_available()):
+        parser.error(f'--device {args.device} is not usable here; use cpu' + ('' if torch.cuda.is_available()
+                                                                               else ' (no CUDA GPU is visible)'))
     cuda = device.type == 'cuda'
     steps = args.steps or (20 if cuda else 1)
     data = random_split()

@@ -7,7 +7,6 @@ as the last line, one JSON object: the bytes kept, the size of one batch file, a
 resident-memory increase while reading (the original held about three full copies).
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
-import argparse
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tools import fake_data
+from utils.cli import OneLineParser
 
 MEASURE = '''
 import json, sys, time
@@ -32,9 +32,11 @@ print(json.dumps({"kept_bytes": images.nbytes, "seconds": round(time.time() - st
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--per-class', type=int, default=200, help='training images per class in the fake')
+    parser = OneLineParser(prog='python -m tools.bench_data', description=__doc__.split('\n')[0])
+    parser.add_argument('--per-class', type=int, default=200, help='training images per class in the fake, >= 1')
     args = parser.parse_args(argv)
+    if args.per_class < 1:
+        parser.error(f'--per-class {args.per_class} is not allowed; use an integer >= 1')
     with tempfile.TemporaryDirectory() as root:
         fake_data.write_small_imagenet(root, 127, 64, args.per_class, 2)
         batch = (Path(root) / 'small_imagenet_127_64' / 'train_data_batch_1').stat().st_size

@@ -135,7 +135,7 @@ def table(out: Path, seeds, settings, methods) -> str:
 
 def main(argv=None) -> int:
     from methods import METHODS  # (after __main__ put the repository on the path)
-    from train import OneLineParser
+    from utils.cli import OneLineParser
     parser = OneLineParser(prog='bash sh/demo.sh', description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds, integers in 0..2**32-1')
     parser.add_argument('--methods', nargs='+', default=['SimPro', 'FixMatch'], choices=list(METHODS),

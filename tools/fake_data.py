@@ -4,7 +4,6 @@ pipeline without downloading anything. They are read by the same readers as the 
     python -m tools.fake_data ./fake-data cifar10      # then: python train.py --data-dir ./fake-data ...
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
-import argparse
 import pickle
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset import readers
+from utils.cli import OneLineParser
 
 
 def _labels_in_file_order(counts, rng) -> np.ndarray:
@@ -92,16 +92,22 @@ WRITERS = {  # dataset -> writer(root, small): small keeps the training images a
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m tools.fake_data',
-                                     description='Write a fake dataset in the official on-disk format.')
+    parser = OneLineParser(prog='python -m tools.fake_data', description='Write a fake dataset in the official '
+                                                                         'on-disk format.')
     parser.add_argument('root', help='data directory to write into (then pass it as --data-dir)')
     parser.add_argument('dataset', choices=sorted(WRITERS))
     parser.add_argument('--small', action='store_true',
                         help='a test set of a few hundred images (200 for CIFAR and STL-10), so that a trial run '
                              'evaluates in a second; the training images are the same')
     args = parser.parse_args(argv)
-    WRITERS[args.dataset](args.root, args.small)
+    if Path(args.root).exists() and not Path(args.root).is_dir():
+        parser.error(f'{args.root} is a file; choose a folder to write into')
+    try:
+        WRITERS[args.dataset](args.root, args.small)
+    except OSError as e:
+        parser.error(f'cannot write under {args.root} ({e.strerror}: {e.filename}); choose a writable folder')
     print(f'wrote a fake {args.dataset} under {args.root}')
+    return 0
 
 
 if __name__ == '__main__':
