@@ -13,6 +13,12 @@ import torch
 from utils.errors import UserError
 
 
+# TensorBoard's section of a metric: the test set's numbers under test/, the estimate's under prior/,
+# the rest (losses, mask ratio, pseudo-label accuracy, learning rate, time) under train/
+TENSORBOARD_SECTION = {'top1': 'test', 'top5': 'test', 'best_top1': 'test', 'mean20_top1': 'test',
+                       'evaluated': 'test', 'kl_pi_u': 'prior'}
+
+
 class RunLog:
     """log.txt (human lines, also shown), metrics.jsonl (one JSON object per evaluation) and, with
     --tensorboard, the same scalars under tensorboard/. Only the first process writes."""
@@ -42,7 +48,7 @@ class RunLog:
         step = record['step']
         for key, value in record.items():
             if isinstance(value, (int, float)) and key not in ('step', 'epoch'):
-                self.board.add_scalar(f'train/{key}', value, step)
+                self.board.add_scalar(f'{TENSORBOARD_SECTION.get(key, "train")}/{key}', value, step)
         for name, value in (record.get('group_acc') or {}).items():
             if value is not None:
                 self.board.add_scalar(f'group_acc/{name}', value, step)

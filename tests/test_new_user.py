@@ -219,3 +219,67 @@ def test_a_checkpoint_of_another_network_or_without_its_data_identity(small_cifa
     torch.save(state, tmp_path / 'run' / 'checkpoint.pt')
     assert run(small_cifar10_root, tmp_path / 'run', '--total-steps', 2, '--resume', 'auto') == 0
     assert 'note: the checkpoint holds no identity of its data' in (tmp_path / 'run' / 'log.txt').read_text()
+
+
+def synthetic_run(directory, seed=0, method='SimPro', top1s=(50, 60, 70, 80), **changes):
+    from test_report import run_args, write_run
+    args = {**run_args(method, 'reversed', (), seed, directory), **changes}
+    write_run(directory, args, list(top1s))
+    return directory
+
+
+def report_of(tmp_path, *paths):
+    from tools import report
+    import contextlib
+    import io
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = report.main([*map(str, paths), '--out', str(tmp_path / 'report')])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_report_skips_a_run_it_cannot_read_with_one_warning(tmp_path):
+    synthetic_run(tmp_path / 'runs' / 'good')
+    strings = synthetic_run(tmp_path / 'runs' / 'strings', seed=1)
+    args = json.loads((strings / 'args.json').read_text())
+    (strings / 'args.json').write_text(json.dumps({**args, 'total_steps': '43000'}))
+    (tmp_path / 'runs' / 'broken').mkdir()
+    (tmp_path / 'runs' / 'broken' / 'args.json').write_text('{not json')
+    (tmp_path / 'runs' / 'broken' / 'metrics.jsonl').write_text('')
+    code, out, err = report_of(tmp_path, tmp_path / 'runs')
+    assert code == 0, err
+    warnings = err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith('warning: skipping the run in ') for w in warnings)
+    assert "holds total_steps = '43000', not what train.py writes" in err and 'broken/args.json' in err
+    assert '(1 runs in 1 groups, 0 unfinished)' in out
+
+
+def test_the_report_counts_a_seed_once_and_names_the_copies(tmp_path):
+    for folder in ('a', 'b', 'c', 'd'):
+        synthetic_run(tmp_path / 'runs' / folder, seed=0)
+    code, out, err = report_of(tmp_path, tmp_path / 'runs')
+    assert code == 0 and 'seed 0 in 4 folders' in err and f'counted once, from {tmp_path / "runs" / "a"}' in err
+    results = (tmp_path / 'report' / 'results.md').read_text()
+    assert '| SimPro | 80.0 (n=1) |' in results and 'seeds finished' not in results.split('## ')[1]
+
+
+def test_the_report_removes_an_earlier_reports_plots_and_says_what_does_not_exist(tmp_path):
+    synthetic_run(tmp_path / 'one' / 'run')
+    synthetic_run(tmp_path / 'two' / 'run', method='ACR_d', dataset='cifar10')
+    assert report_of(tmp_path, tmp_path / 'one', tmp_path / 'two')[0] == 0
+    before = {p.name for p in (tmp_path / 'report').glob('*.png')}
+    code, out, err = report_of(tmp_path, tmp_path / 'one')
+    after = {p.name for p in (tmp_path / 'report').glob('*.png')}
+    assert code == 0 and after < before and not any('ACR_d' in name for name in after)
+    assert 'plots of an earlier report' in out
+    code, out, err = report_of(tmp_path, tmp_path / 'missing')
+    assert code == 2 and err == f'error: {tmp_path / "missing"} does not exist\n'
+
+
+def test_the_report_plots_an_estimate_whose_truth_needs_the_data(tmp_path):
+    """ImageNet-127: the true unlabeled prior is in the data only; the estimate is still plotted."""
+    directory = synthetic_run(tmp_path / 'runs' / 'in127', dataset='smallimagenet', img_size=32)
+    code, out, err = report_of(tmp_path, directory)
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / 'report').glob('prior_*.png')] == ['prior_smallimagenet_SimPro_natural_32px_seed0.png']
+    assert 'show the estimate alone' in out

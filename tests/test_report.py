@@ -213,7 +213,7 @@ def test_a_path_without_runs_is_a_one_line_error(tmp_path):
     assert result.stderr == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "empty"}\n'
     assert result.stdout == '' and not (tmp_path / 'out').exists()
     code, _, err = run_report([str(tmp_path / 'missing')])
-    assert code == 2 and err == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "missing"}\n'
+    assert code == 2 and err == f'error: {tmp_path / "missing"} does not exist\n'  # (issue 19)
 
 
 def test_paper_numbers_apply_only_to_the_paper_split():

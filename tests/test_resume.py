@@ -136,12 +136,13 @@ def test_tensorboard_gets_the_same_scalars(small_cifar10_root, tmp_path):
     assert run(small_cifar10_root, tmp_path, '--total-steps', 4, '--tensorboard') == 0
     records = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     events = EventAccumulator(str(tmp_path / 'tensorboard')).Reload()
-    top1 = events.Scalars('train/top1')
+    top1 = events.Scalars('test/top1')
     assert [e.step for e in top1] == [2, 4]
     assert [e.value for e in top1] == pytest.approx([r['top1'] for r in records])
     assert [e.value for e in events.Scalars('pi_u/class_3')] == pytest.approx([r['pi_u'][3] for r in records])
     assert events.Scalars('group_acc/few')[-1].value == pytest.approx(records[-1]['group_acc']['few'])
     assert 'pi_u' in events.Tags()['histograms']
+    assert 'train/loss' in events.Tags()['scalars'] and 'train/top1' not in events.Tags()['scalars']
 
 
 def test_tensorboard_missing_is_one_clear_line(small_cifar10_root, tmp_path, monkeypatch, capsys):

@@ -71,6 +71,7 @@ SETTING_KEYS = {'stl10': ('imb_ratio_label',), 'smallimagenet': ('img_size',),
 SPLIT_KEYS = ('imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')  # every other dataset
 
 FIGURE_SIZE, DPI = (6.4, 4.8), 100
+PLOT_FILES = ('top1_vs_step_*.png', 'kl_vs_step_*.png', 'per_class_*.png', 'prior_*.png')  # what write_plots names
 CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'n_finished',
                'n_unfinished', 'mean20_top1_mean', 'mean20_top1_std', 'best_top1_mean', 'best_top1_std',
                'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
@@ -198,28 +199,41 @@ class Group:
         return f'{self.method} ({self.variant})' if self.variant else self.method
 
 
+NUMBERS = ('total_steps', 'eval_step', 'imb_ratio_label', 'imb_ratio_unlabel', 'num_max', 'num_max_u', 'seed')
+
+
 def read_run(path: Path) -> Run:
+    """A run directory's arguments and evaluations; UserError (the run is skipped) when its args.json
+    cannot be read or holds no run's arguments."""
     try:
         args = json.loads((path / 'args.json').read_text())
     except (OSError, ValueError) as e:
         raise UserError(f'cannot read {path / "args.json"} ({e})')
+    if not isinstance(args, dict):
+        raise UserError(f'{path / "args.json"} holds no arguments of a run')
+    wrong = [k for k in NUMBERS if k in args and (isinstance(args[k], bool) or not isinstance(args[k], (int, float)))]
+    if wrong or not isinstance(args.get('version'), str) or not isinstance(args.get('dataset'), str):
+        what = f'{wrong[0]} = {args[wrong[0]]!r}' if wrong else 'no version or dataset'
+        raise UserError(f'{path / "args.json"} holds {what}, not what train.py writes')
     records = {}
     for number, line in enumerate((path / 'metrics.jsonl').read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except ValueError:  # e.g. a line being written right now
-            print(f'warning: skipping line {number} of {path / "metrics.jsonl"}: not JSON', file=sys.stderr)
-            continue
-        records[record['step']] = record  # a redone evaluation replaces the earlier one
+            records[record['step']] = record  # a redone evaluation replaces the earlier one
+        except (ValueError, KeyError, TypeError):  # e.g. a line being written right now
+            print(f'warning: skipping line {number} of {path / "metrics.jsonl"}: not an evaluation', file=sys.stderr)
     return Run(path, args, [records[s] for s in sorted(records)])
 
 
 def find_runs(paths) -> list:
-    """Every run directory (args.json + metrics.jsonl) under the paths, each once."""
+    """Every run directory (args.json + metrics.jsonl) under the paths, each once; a run that cannot
+    be read is skipped with a warning naming it."""
     runs, seen = [], set()
     for root in map(Path, paths):
+        if not root.exists():
+            raise UserError(f'{root} does not exist')
         found = sorted(p.parent for p in root.rglob('args.json') if (p.parent / 'metrics.jsonl').is_file()) \
             if root.is_dir() else []
         if not found:
@@ -227,7 +241,12 @@ def find_runs(paths) -> list:
         for directory in found:
             if directory.resolve() not in seen:
                 seen.add(directory.resolve())
-                runs.append(read_run(directory))
+                try:
+                    runs.append(read_run(directory))
+                except UserError as e:
+                    print(f'warning: skipping the run in {directory}: {e}', file=sys.stderr)
+    if not runs:
+        raise UserError(f'no readable runs under {", ".join(map(str, paths))}')
     return runs
 
 
@@ -253,11 +272,16 @@ def group_runs(runs) -> list:
         groups.setdefault(key, Group(shared)).runs.append(run)
     groups = list(groups.values())
     for group in groups:
-        group.runs.sort(key=lambda r: (r.args.get('seed', 0), str(r.path)))
-        seeds = [r.args.get('seed') for r in group.runs]
-        if len(set(seeds)) < len(seeds):
-            print(f'warning: {group.method} on {group.dataset} {group.setting.label}: several runs with the same '
-                  f'seed ({", ".join(str(r.path) for r in group.runs)}); each is counted', file=sys.stderr)
+        group.runs.sort(key=lambda r: (r.args.get('seed', 0), not r.finished, str(r.path)))
+        by_seed = {}
+        for r in group.runs:
+            by_seed.setdefault(r.args.get('seed'), []).append(r)
+        for seed, same in by_seed.items():
+            if len(same) > 1:
+                print(f'warning: {group.method} on {group.dataset} {group.setting.label}: seed {seed} in '
+                      f'{len(same)} folders ({", ".join(str(r.path) for r in same)}); counted once, from '
+                      f'{same[0].path}', file=sys.stderr)
+        group.runs = [same[0] for same in by_seed.values()]  # (a finished one first)
     for dataset, method in {(g.dataset, g.method) for g in groups}:
         same = [g for g in groups if (g.dataset, g.method) == (dataset, method)]
         fixed = set(SETTING_KEYS.get(dataset, SPLIT_KEYS)) | {'dataset', 'version'}
@@ -448,7 +472,7 @@ def plot_curves(groups, metric: str, ylabel: str, title: str, path: Path) -> Opt
     axes.set(xlabel='step', ylabel=ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
+    _legend(axes)
     return _save(figure, path)
 
 
@@ -477,35 +501,51 @@ def plot_per_class(groups, title: str, path: Path) -> Optional[Path]:
     axes.set(xlabel='class (0: most labeled images)', ylabel='final top-1 accuracy (%)', ylim=(0, 105))
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3, axis='y')
-    axes.legend(fontsize=8)
+    _legend(axes)
     return _save(figure, path)
 
 
-def plot_prior(run: Run, truth: np.ndarray, path: Path) -> Path:
+def plot_prior(run: Run, truth: Optional[np.ndarray], path: Path) -> Path:
     """The final pi_u next to the true unlabeled prior, as bars; log scale when the truth spans
-    more than a factor of 10; the symmetric KL in the title."""
+    more than a factor of 10; the symmetric KL in the title. Without the truth (it needs the data:
+    STL-10, the ImageNet variants), the estimate alone and the KL the run logged."""
     final = run.records[-1]
     estimate = np.asarray(final['pi_u'], dtype=np.float64)
     estimate = estimate / estimate.sum()
     figure = _new_figure()
     axes = figure.add_subplot()
-    classes = np.arange(len(truth))
-    axes.bar(classes - 0.2, truth, 0.4, label='true unlabeled prior', color='tab:gray')
-    axes.bar(classes + 0.2, estimate, 0.4, label=f'estimate pi_u (step {final["step"]})', color='tab:blue')
-    if truth.max() / truth.min() > 10:
+    classes = np.arange(len(estimate))
+    if truth is not None:
+        axes.bar(classes - 0.2, truth, 0.4, label='true unlabeled prior', color='tab:gray')
+    axes.bar(classes + (0.2 if truth is not None else 0), estimate, 0.4 if truth is not None else 0.8,
+             label=f'estimate pi_u (step {final["step"]})', color='tab:blue')
+    spread = truth if truth is not None else estimate
+    if spread.max() / max(spread.min(), 1e-12) > 10:
         axes.set_yscale('log')
-    if len(truth) <= 20:
+    if len(classes) <= 20:
         axes.set_xticks(classes)
     axes.set(xlabel='class (0: most labeled images)', ylabel='probability')
     args = run.args
+    kl = symmetric_kl(estimate, truth) if truth is not None else final.get('kl_pi_u')
+    kl_text = (f'symmetric KL(pi_u, true prior) = {kl:.4f}' + (' (logged; the true prior needs the data)'
+                                                                if truth is None else '')) if kl is not None else \
+        'the true prior is not known without the data'
     axes.set_title(f'{args.get("version")} on {args.get("dataset")} {setting_of(args).label}, seed {args.get("seed")}'
-                   f'\nsymmetric KL(pi_u, true prior) = {symmetric_kl(estimate, truth):.4f}', fontsize=10)
-    axes.legend(fontsize=8)
+                   f'\n{kl_text}', fontsize=10)
+    _legend(axes)
     return _save(figure, path)
 
 
-def _unique(name: str, used: set) -> str:
+def _legend(axes) -> None:
+    """The legend beside the axes, where it covers no data."""
+    axes.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def _unique(name: str, used: set, folder: Path) -> str:
+    """`name`, or with the run's folder when another plot has that name."""
     stem, k = name, 2
+    if name in used:
+        name = stem = safe_name(f'{name}_{folder.name}')
     while name in used:
         name, k = f'{stem}_{k}', k + 1
     used.add(name)
@@ -537,20 +577,22 @@ def write_plots(groups, out: Path) -> tuple:
             if final.get('pi_u') is None:
                 no_estimate += 1
                 continue
-            if truth is None or len(truth) != len(final['pi_u']):
-                unknown.add(group.dataset)
+            if truth is not None and len(truth) != len(final['pi_u']):
+                mismatched.append(str(run.path))
                 continue
+            if truth is None:
+                unknown.add(group.dataset)
             logged = final.get('kl_pi_u')
-            if logged is not None and abs(symmetric_kl(final['pi_u'], truth) - logged) > 1e-6:
+            if truth is not None and logged is not None and abs(symmetric_kl(final['pi_u'], truth) - logged) > 1e-6:
                 mismatched.append(str(run.path))  # e.g. --allow-short-classes took fewer images
                 continue
             variant = f'_{group.variant}' if group.variant else ''
             name = safe_name(f'prior_{group.dataset}_{group.method}{variant}_{group.setting.slug}'
                              f'_seed{run.args.get("seed")}')
-            written.append(plot_prior(run, truth, out / f'{_unique(name, used)}.png'))
+            written.append(plot_prior(run, truth, out / f'{_unique(name, used, run.path)}.png'))
     if unknown:
-        notes.append(f'no prior plots for {", ".join(sorted(unknown))}: the true unlabeled prior is not known '
-                     f'without the data')
+        notes.append(f'the prior plots of {", ".join(sorted(unknown))} show the estimate alone: the true unlabeled '
+                     f'prior is not known without the data')
     if no_estimate:
         notes.append(f'no prior plots for {no_estimate} run(s) without an estimate pi_u (FixMatch, or no evaluation)')
     if mismatched:
@@ -583,6 +625,11 @@ def main(argv=None) -> int:
         write_csv(rows, out / 'results.csv')
         write_markdown(groups, rows, out / 'results.md')
         plots, notes = write_plots(groups, out)
+        stale = [f for pattern in PLOT_FILES for f in out.glob(pattern) if f not in plots]
+        for f in stale:  # (an earlier report's, of runs not in this one)
+            f.unlink()
+        if stale:
+            notes.append(f'removed {len(stale)} plots of an earlier report in {out}/ that this one does not draw')
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
