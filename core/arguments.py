@@ -46,7 +46,8 @@ def check_arguments(args, given=()) -> None:
     for name, (allowed, valid) in rules.items():
         value = getattr(args, name, None)
         if value is not None and not valid(value):
-            raise UserError(f'--{name.replace("_", "-")} {value:g} is not allowed; use {allowed}')
+            shown = value if isinstance(value, (int, str)) else f'{value:g}'  # (as typed: 4294967296, not 4.29e+09)
+            raise UserError(f'--{name.replace("_", "-")} {shown} is not allowed; use {allowed}')
     if args.device is not None:
         try:
             kind = torch.device(args.device).type

@@ -139,9 +139,21 @@ def write_batch(path: Path, content: dict) -> str:
     return writer.sha256.hexdigest()
 
 
+def size_text(n: float) -> str:
+    """A byte count in the largest unit that keeps a digit before the point: 512 B, 3.4 MiB, 12.0 GiB."""
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB':
+            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
+        n /= 1024
+
+
 def check_inputs_and_room(source: Path, target: Path, image_size: int, force: bool) -> int:
     """The input files' total size, after checking they exist, that the target holds no ImageNet-127
     (unless force) and that its disk has room for the output."""
+    for folder in (source.parent, source, target):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f'{folder} is a file, not a folder; pass the folder that holds small_imagenet_1k_<size>/ '
+                            f'as --data-dir')
     missing = [source / name for name in FILES if not (source / name).is_file()]
     if missing:
         more = f' (and {len(missing) - 1} more files)' if len(missing) > 1 else ''
@@ -155,8 +167,8 @@ def check_inputs_and_room(source: Path, target: Path, image_size: int, force: bo
     replaced = sum(path.stat().st_size for path in existing)
     free = shutil.disk_usage(target).free
     if free + replaced < needed * 1.01:  # pickle headers and labels: the output is a little larger
-        raise UserError(f'{target} has {free / 2 ** 30:.1f} GiB free but the output needs about '
-                        f'{needed / 2 ** 30:.1f} GiB; free space or pass another --data-dir')
+        raise UserError(f'{target} has {size_text(free + replaced)} free but the output needs about '
+                        f'{size_text(needed * 1.01)}; free space or pass another --data-dir')
     return needed
 
 

@@ -283,3 +283,13 @@ def test_the_report_plots_an_estimate_whose_truth_needs_the_data(tmp_path):
     assert code == 0, err
     assert [p.name for p in (tmp_path / 'report').glob('prior_*.png')] == ['prior_smallimagenet_SimPro_natural_32px_seed0.png']
     assert 'show the estimate alone' in out
+
+
+def test_messages_say_what_was_typed(capsys, tmp_path):
+    assert train.main(['--seed', str(2 ** 32), '--data-dir', str(tmp_path)]) == 2
+    assert capsys.readouterr().err == 'error: --seed 4294967296 is not allowed; use an integer in 0..2**32-1\n'
+    from dataset import prepare_imagenet127
+    (tmp_path / 'file').write_text('')
+    assert prepare_imagenet127.main(['--data-dir', str(tmp_path / 'file'), '--img-size', '32']) == 2
+    assert capsys.readouterr().err.startswith(f'error: {tmp_path / "file"} is a file, not a folder')
+    assert prepare_imagenet127.size_text(512) == '512 B' and prepare_imagenet127.size_text(3.5 * 2 ** 20) == '3.5 MiB'

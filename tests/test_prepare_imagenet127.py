@@ -165,7 +165,7 @@ def test_not_enough_free_disk(capsys, imagenet_1k, monkeypatch):
     import shutil
     monkeypatch.setattr(shutil, 'disk_usage', lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
     line = one_line_error(capsys, '--data-dir', imagenet_1k, '--img-size', 32)
-    assert 'has 0.0 GiB free but the output needs about' in line
+    assert 'has 1.0 MiB free but the output needs about ' in line and ' MiB; free space' in line  # (issue 19)
     assert not list((imagenet_1k / 'small_imagenet_127_32').iterdir())
 
 
