@@ -9,6 +9,10 @@ sys.path.insert(0, str(ROOT))
 
 from tools import fake_data  # noqa: E402
 
+# How long a subprocess a test waits for may run before it counts as hung: a bound on a failure (a
+# process that never ends), never a measure of speed, so generous enough for a slow, loaded machine.
+HANG_LIMIT = 3600
+
 
 @pytest.fixture(scope='session')
 def cifar10_root(tmp_path_factory):

@@ -3,6 +3,8 @@
     PROBE_STUCK=evaluate:2   the 2nd evaluation hangs reading the FIFO PROBE_FIFO (anything stuck:
                              a data source, a GPU, a collective); also train_step:N, build_data:1
     PROBE_SIGNAL=6           the first process sends itself SIGTERM during its 6th training step
+    PROBE_EVENTS=<file>      a line 'signal <name>' is appended to the file whenever train.py's
+                             handler receives a signal (before it acts on it)
 """
 import os
 import signal
@@ -37,4 +39,14 @@ if 'PROBE_STUCK' in os.environ:
     misbehave_at(name, int(call), hang)
 if 'PROBE_SIGNAL' in os.environ and os.environ.get('RANK', '0') == '0':
     misbehave_at('train_step', int(os.environ['PROBE_SIGNAL']), lambda: os.kill(os.getpid(), signal.SIGTERM))
+if 'PROBE_EVENTS' in os.environ:
+    from core.stopping import StopSignal
+    handle = StopSignal._handle
+
+    def announced(self, signum, frame):
+        with open(os.environ['PROBE_EVENTS'], 'a') as events:
+            events.write(f'signal {signal.Signals(signum).name}\n')
+        return handle(self, signum, frame)
+
+    StopSignal._handle = announced
 sys.exit(train.main(sys.argv[1:]))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from methods import METHODS
 from methods.crest import CReSTPlus, align, select
 import test_launchers
@@ -233,7 +233,7 @@ def test_two_processes_hold_the_same_crest_state(small_cifar10_root, tmp_path):
                       '--generations', 3, '--threshold', 0.3])
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py',
-                             *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+                             *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((tmp_path / f'method_rank{r}.json').read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 6 and ranks[0] == ranks[1]

@@ -130,7 +130,6 @@ def test_views_per_method(small_cifar10_root):
     for method, views in (('SimPro', (2, 3)), ('ACR_d', (1, 3))):
         args = train.get_args_parser().parse_args(['--data-dir', str(small_cifar10_root), '--num-max', '20',
                                                    '--num-max-u', '30', '--version', method])
-        from methods import METHODS
         labeled, unlabeled, test = build_data(args).datasets(METHODS[method].labeled_views,
                                                              METHODS[method].unlabeled_views)
         (x, y, i), (u, uy, j), (t, ty, k) = labeled[3], unlabeled[5], test[7]

@@ -5,7 +5,7 @@ import subprocess
 
 import torch
 
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from methods import symmetric_kl
 
 
@@ -14,7 +14,7 @@ def test_simpro_learns_digits_and_finds_the_reversed_prior(tmp_path):
     out = tmp_path / 'run'
     env = {**os.environ, 'OMP_WAIT_POLICY': 'PASSIVE'}
     result = subprocess.run(['bash', 'sh/SimPro.sh', 'digits', '2', '--total-steps', '800', '--out', str(out),
-                             '--no-progress'], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+                             '--no-progress'], cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr
     final = json.loads((out / 'metrics.jsonl').read_text().splitlines()[-1])
     assert final['step'] == 800

@@ -69,7 +69,8 @@ def test_it_trains_checkpoints_resumes_exactly_and_its_recipe_drives_the_note(re
     note = (tmp_path / 'whole' / 'log.txt').read_text().splitlines()[0]
     assert note.endswith('note: FixMatchDA on cifar10 runs off its paper recipe (tests/seventh_method/FixMatchDA.sh '
                          'cifar10 2): --depth 10 (recipe: default), --widen-factor 1 (recipe: default), '
-                         '--threshold 0.3 (recipe: 0.95), --total-steps 20 (recipe: 250000), --eval-step 5 (recipe: 500), '
+                         '--threshold 0.3 (recipe: 0.95), --total-steps 20 (recipe: 250000), '
+                         '--eval-step 5 (recipe: 500), '
                          '--batch-size 8 (recipe: 64), --mu 2 (recipe: 7)')
 
     assert report.main([str(tmp_path / 'whole'), '--out', str(tmp_path / 'report')]) == 0

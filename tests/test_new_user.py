@@ -281,7 +281,8 @@ def test_the_report_plots_an_estimate_whose_truth_needs_the_data(tmp_path):
     directory = synthetic_run(tmp_path / 'runs' / 'in127', dataset='smallimagenet', img_size=32)
     code, out, err = report_of(tmp_path, directory)
     assert code == 0, err
-    assert [p.name for p in (tmp_path / 'report').glob('prior_*.png')] == ['prior_smallimagenet_SimPro_natural_32px_seed0.png']
+    plots = [p.name for p in (tmp_path / 'report').glob('prior_*.png')]
+    assert plots == ['prior_smallimagenet_SimPro_natural_32px_seed0.png']
     assert 'show the estimate alone' in out
 
 

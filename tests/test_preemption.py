@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import train
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from test_resume import BASE, final_state, own_flags, run
-from core import checkpoint, run_lock
+from core.checkpoint import save_checkpoint
+from core.run_lock import RunLock
 from tools import fake_data
 from utils.errors import UserError
 
@@ -100,7 +101,7 @@ def test_a_signal_wherever_it_lands_then_resume_equals_an_uninterrupted_run(smal
     assert_same_run(final_state(tmp_path), whole_runs(method))
 
 
-def torchrun(args, env, timeout=600):
+def torchrun(args, env, timeout=HANG_LIMIT):
     return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
                            str(random.randint(20000, 40000)), *args], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=timeout)
@@ -231,7 +232,7 @@ def test_a_really_full_disk_is_one_line_and_keeps_the_good_checkpoint(small_cifa
         (small_filesystem / 'filler').unlink()
         fill(small_filesystem, leave=len(good) * eighth // 8)
         with pytest.raises(UserError, match='No space left on device.*intact'):
-            checkpoint.save_checkpoint(state, out / 'checkpoint.pt', keep_previous=True)
+            save_checkpoint(state, out / 'checkpoint.pt', keep_previous=True)
         assert (out / 'checkpoint.pt').read_bytes() == good and not list(out.glob('*.tmp'))
     monkeypatch.undo()
     (small_filesystem / 'filler').unlink()
@@ -271,7 +272,7 @@ def test_a_dead_lock_taken_over_by_another_process_first_is_left_to_it(tmp_path)
     (out / 'run.lock').write_text(json.dumps({'pid': dead.pid, 'host': socket.gethostname()}))
     other = subprocess.Popen(['sleep', '60'])  # the process that takes the lock over first
     live = json.dumps({'pid': other.pid, 'host': socket.gethostname()})
-    lock = run_lock.RunLock(out)
+    lock = RunLock(out)
     real_alive = lock._alive
 
     def other_takes_over_after_we_looked(pid):
@@ -306,14 +307,22 @@ def start(cmd, fifo, env=None):
     pytest.fail('the process never read the FIFO')
 
 
-def ends_within(process, seconds):
-    started = time.time()
+def ends(process):
+    """Wait for a process stuck on a FIFO nobody writes to: only a signal can end it (HANG_LIMIT
+    bounds a process that ignored the signal, which would otherwise wait forever)."""
     try:
-        process.wait(timeout=seconds)
+        process.wait(timeout=HANG_LIMIT)
     except subprocess.TimeoutExpired:
         process.kill()
-        pytest.fail(f'still running {seconds} s after the signal')
-    return time.time() - started
+        pytest.fail(f'still running {HANG_LIMIT} s after the signal')
+
+
+def wait_for_line(path, line):
+    """Wait until the file `path` holds `line` (written by the process under test)."""
+    deadline = time.time() + HANG_LIMIT
+    while not (path.exists() and line in path.read_text().splitlines()):
+        assert time.time() < deadline, f'{path} never got {line!r}'
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
@@ -323,7 +332,7 @@ def test_a_signal_while_the_split_is_read_ends_the_process_in_one_line(small_cif
     process, writer = start(command(small_cifar10_root, out, script='tests/signal_probe.py'), fifo,
                             {'PROBE_STUCK': 'build_data:1', 'PROBE_FIFO': str(fifo)})  # a data file that never comes
     process.send_signal(sig)
-    ends_within(process, 10)
+    ends(process)
     os.close(writer)
     err = process.communicate()[1]
     assert process.returncode == 128 + sig and not out.exists()
@@ -336,7 +345,7 @@ def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(
     process, writer = start(command(small_cifar10_root, out, script='tests/signal_probe.py'), fifo,
                             {'PROBE_STUCK': 'evaluate:2', 'PROBE_FIFO': str(fifo)})
     process.send_signal(signal.SIGTERM)
-    ends_within(process, 10)
+    ends(process)
     os.close(writer)
     err = process.communicate()[1]
     assert process.returncode == 128 + signal.SIGTERM, err
@@ -348,13 +357,15 @@ def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(
 def test_a_second_sigint_ends_a_stuck_process_at_once(small_cifar10_root, tmp_path):
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
     os.mkfifo(fifo)
+    events = tmp_path / 'events'
     process, writer = start(command(small_cifar10_root, out, script='tests/signal_probe.py'), fifo,
-                            {'PROBE_STUCK': 'train_step:6', 'PROBE_FIFO': str(fifo)})  # stuck in step 6
+                            {'PROBE_STUCK': 'train_step:6', 'PROBE_FIFO': str(fifo),
+                             'PROBE_EVENTS': str(events)})  # stuck in step 6
     process.send_signal(signal.SIGINT)  # asks for a stop at the end of the step, which never comes
-    time.sleep(1)
+    wait_for_line(events, 'signal SIGINT')
     assert process.poll() is None
     process.send_signal(signal.SIGINT)
-    ends_within(process, 10)
+    ends(process)
     os.close(writer)
     assert process.returncode == -signal.SIGINT
     assert torch.load(out / 'checkpoint.pt', weights_only=False)['step'] == 4

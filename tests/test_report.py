@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import train
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from dataset.splits import long_tail_counts, order_unlabeled
 from methods import symmetric_kl
 from tools import report
@@ -208,7 +208,7 @@ def test_plots_are_real_images(synthetic):
 def test_a_path_without_runs_is_a_one_line_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     result = subprocess.run([sys.executable, '-m', 'tools.report', str(tmp_path / 'empty'), '--out',
-                             str(tmp_path / 'out')], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                             str(tmp_path / 'out')], cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT)
     assert result.returncode == 2
     assert result.stderr == f'error: no runs (args.json + metrics.jsonl) under {tmp_path / "empty"}\n'
     assert result.stdout == '' and not (tmp_path / 'out').exists()

@@ -115,10 +115,10 @@ def test_resume_errors(small_cifar10_root, tmp_path, capsys):
 def test_runs_under_torchrun_with_one_process(small_cifar10_root, tmp_path):
     import subprocess
     import sys
-    from conftest import ROOT
+    from conftest import HANG_LIMIT, ROOT
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '1', 'train.py',
                              *map(str, BASE), '--total-steps', '2', '--data-dir', str(small_cifar10_root),
-                             '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                             '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / 'metrics.jsonl').read_text().splitlines()) == 1
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from test_resume import BASE, final_state, own_flags, run
 
 FAKE_TEST_IMAGES = 50  # small_cifar10_root: 5 per class
@@ -28,7 +28,7 @@ def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar1
     args = train_command(small_cifar10_root, out, '--aug', aug)[2:]
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py', *args],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((tmp_path / f'priors_rank{r}.json').read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 3 and ranks[0] == ranks[1]  # bit-identical priors after every update
@@ -52,7 +52,7 @@ def test_two_processes_hold_the_same_method_state_after_every_step(small_cifar10
                          '--widen-factor', 1, *extra)[2:]
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py', *args],
-                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+                            cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((tmp_path / f'method_rank{r}.json').read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 6 and ranks[0] == ranks[1]
@@ -60,7 +60,7 @@ def test_two_processes_hold_the_same_method_state_after_every_step(small_cifar10
         assert len({state[name] for state in ranks[0]}) > 1, name
 
 
-def kill_when(process, condition, timeout=120):
+def kill_when(process, condition, timeout=HANG_LIMIT):
     """SIGKILL the process as soon as `condition()` holds (or it ends)."""
     deadline = time.time() + timeout
     while process.poll() is None and time.time() < deadline:
@@ -109,7 +109,7 @@ def test_sigterm_saves_mid_epoch_and_resume_is_exact(small_cifar10_root, tmp_pat
     out = tmp_path / 'term'
     command = train_command(small_cifar10_root, out, *extra)
     command[1] = 'tests/signal_probe.py'  # train.py's main, sending itself SIGTERM during step 5: never in an
-    process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,  # evaluation,
+    process = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT,  # evaluation,
                              env={**os.environ, 'PROBE_SIGNAL': '5'})  # whatever the machine's load
     output = process.stdout + process.stderr
     assert process.returncode == 0, output

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import train
-from conftest import ROOT
+from conftest import HANG_LIMIT, ROOT
 from dataset.splits import setting_name
 from tools import fake_data, report
 from core.recipes import off_recipe, recipe
@@ -95,7 +95,7 @@ def test_a_run_off_its_recipe_says_so_first(tmp_path, small_cifar10_root):
                              '--num-max-u', '30', '--depth', '10', '--widen-factor', '1', '--total-steps', '2',
                              '--eval-step', '2', '--batch-size', '4', '--mu', '1', '--num-workers', '0',
                              '--device', 'cpu', '--no-progress', '--out', str(out)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=HANG_LIMIT)
     assert result.returncode == 0, result.stderr
     first = (out / 'log.txt').read_text().splitlines()[0]
     assert 'note: SimPro on cifar10 runs off its paper recipe (sh/SimPro.sh): ' in first
