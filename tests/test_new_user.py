@@ -294,3 +294,37 @@ def test_messages_say_what_was_typed(capsys, tmp_path):
     assert prepare_imagenet127.main(['--data-dir', str(tmp_path / 'file'), '--img-size', '32']) == 2
     assert capsys.readouterr().err.startswith(f'error: {tmp_path / "file"} is a file, not a folder')
     assert prepare_imagenet127.size_text(512) == '512 B' and prepare_imagenet127.size_text(3.5 * 2 ** 20) == '3.5 MiB'
+
+
+@pytest.mark.parametrize('module,argv,message', [
+    ('bench', ['--steps', '-1'], '--steps -1 is not allowed; use an integer >= 1'),
+    ('bench', ['--workers', '-2'], '--workers -2 is not allowed; use an integer >= 0'),
+    ('bench', ['--device', 'tpu'], '--device tpu is not a device; use cpu or cuda[:i]'),
+    ('bench_data', ['--per-class', '0'], '--per-class 0 is not allowed; use an integer >= 1'),
+    ('fake_data', ['README.md', 'cifar10'], 'README.md is a file; choose a folder to write into'),
+    ('fake_data', ['README.md/inside', 'cifar10'], 'cannot write under README.md/inside')])
+def test_the_tools_check_their_options_in_one_line(capsys, monkeypatch, module, argv, message):
+    import importlib
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(f'tools.{module}').main(argv)
+    out, err = capsys.readouterr()
+    assert stop.value.code == 2 and out == ''
+    assert err.startswith(f'python -m tools.{module}: error: {message}') and err.count('\n') == 1
+
+
+def test_plot_legends_cover_no_data_and_plot_names_tell_runs_apart(monkeypatch, tmp_path):
+    from pathlib import Path
+    from tools import report
+    figures = []
+    monkeypatch.setattr(report, '_save', lambda figure, path: figures.append(figure) or path)
+    runs = [synthetic_run(tmp_path / 'runs' / name, seed=seed) for name, seed in (('a', 0), ('b', 1))]
+    groups = report.group_runs([report.read_run(run) for run in runs])
+    report.plot_curves(groups, 'top1', 'top-1', 'title', tmp_path / 'top1.png')
+    report.plot_per_class(groups, 'title', tmp_path / 'per_class.png')
+    for figure in figures:
+        figure.canvas.draw()
+        axes = figure.axes[0]
+        legend = axes.get_legend().get_window_extent()
+        assert not legend.overlaps(axes.get_window_extent())
+    assert report._unique('prior_x', {'prior_x'}, Path('runs/seed3')) == 'prior_x_seed3'
