@@ -328,3 +328,14 @@ def test_plot_legends_cover_no_data_and_plot_names_tell_runs_apart(monkeypatch, 
         legend = axes.get_legend().get_window_extent()
         assert not legend.overlaps(axes.get_window_extent())
     assert report._unique('prior_x', {'prior_x'}, Path('runs/seed3')) == 'prior_x_seed3'
+
+
+def test_a_fall_back_to_the_previous_checkpoint_says_only_that(tmp_path):
+    import torch
+    from core.checkpoint import KEYS, latest_good_checkpoint
+    (tmp_path / 'checkpoint.pt').write_bytes(b'torn')
+    torch.save(dict.fromkeys(KEYS), tmp_path / 'checkpoint.prev.pt')
+    warnings = []
+    assert latest_good_checkpoint(tmp_path, warn=warnings.append) == dict.fromkeys(KEYS)
+    assert warnings == [f'warning: cannot read checkpoint {tmp_path / "checkpoint.pt"} (UnpicklingError); '
+                        f'falling back to {tmp_path / "checkpoint.prev.pt"}']
