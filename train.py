@@ -59,7 +59,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=epilog())
     data = p.add_argument_group('data and split')
     data.add_argument('--dataset', default='cifar10', choices=tuple(DATASETS))
-    data.add_argument('--data-dir', default='./data', help='root holding cifar-10/, cifar-100/, stl-10/, small_imagenet_*/')
+    data.add_argument('--data-dir', default='./data',
+                      help='root holding cifar-10/, cifar-100/, stl-10/, small_imagenet_*/')
     data.add_argument('--download', action='store_true',
                       help='fetch CIFAR-10/100 or STL-10 with torchvision when the files are missing')
     data.add_argument('--num-max', type=int, default=500, help='N1: labeled images of the largest class')
@@ -313,14 +314,7 @@ def train(args, data, stop: StopSignal) -> None:
     run = build_training(args, data, device)
     history, step, meter, record = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device), None
     if checkpoint:
-        try:
-            run.load_state_dict(checkpoint)
-            set_rng_states(checkpoint['rng'])
-            history, step, record = checkpoint['history'], checkpoint['step'], checkpoint.get('record')
-            meter.load_state_dict(checkpoint['meter'])
-        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise UserError(f'the checkpoint does not fit the run of these settings ({str(e).splitlines()[0][:200]}); '
-                            f'resume it with the code and settings that wrote it, or use a new --out')
+        history, step, record = restore(run, meter, checkpoint)
     batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
     with RunLock(out, enabled=main_process):  # one process at a time writes a run folder
         if main_process and not (checkpoint and (out / 'args.json').exists()):
@@ -329,18 +323,7 @@ def train(args, data, stop: StopSignal) -> None:
                             main_process)
         log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
         log.forget_metrics_after(step, last=record)
-        if expected is None:
-            log.line(f'note: {launcher(args.version).name} has no recipe for {args.dataset}; this run is not '
-                     f'compared with a paper recipe')
-        elif off:
-            log.line(f'note: {args.version} on {args.dataset} runs off its paper recipe ({expected.where}): '
-                     f'{", ".join(off)}')
-        if progress.last_step != args.total_steps:
-            notes.append(f'--total-steps {args.total_steps} is no whole number of epochs of --eval-step '
-                         f'{args.eval_step}: the run trains {progress.last_step} steps (whole epochs, as the original; '
-                         f'the schedule\'s T stays {args.total_steps})')
-        notes += [f'{args.version}: {idle}' for idle in run.method.idle_parts(args, progress.last_step)]
-        for note in notes:
+        for note in start_notes(args, expected, off, progress.last_step, run.method) + notes:
             log.line(f'note: {note}')
         log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
                  f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
@@ -387,7 +370,35 @@ def train(args, data, stop: StopSignal) -> None:
         log.close()
 
 
-def save_run(path: Path, run: Training, step, history, meter, args, data: dict, record: Optional[dict]) -> None:
+def restore(run: Training, meter: EpochMeter, checkpoint: dict):
+    """Load the checkpoint into the run and the meter; (history, step, last metrics line)."""
+    try:
+        run.load_state_dict(checkpoint)
+        set_rng_states(checkpoint['rng'])
+        meter.load_state_dict(checkpoint['meter'])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f'the checkpoint does not fit the run of these settings ({str(e).splitlines()[0][:200]}); '
+                        f'resume it with the code and settings that wrote it, or use a new --out')
+    return checkpoint['history'], checkpoint['step'], checkpoint.get('record')
+
+
+def start_notes(args, expected, off, steps: int, method: Method) -> list:
+    """What a run says before it starts: how it stands to its paper recipe, the steps it trains when
+    they are not --total-steps, and the parts of its method that never act."""
+    notes = []
+    if expected is None:
+        notes.append(f'{launcher(args.version).name} has no recipe for {args.dataset}; this run is not compared '
+                     f'with a paper recipe')
+    elif off:
+        notes.append(f'{args.version} on {args.dataset} runs off its paper recipe ({expected.where}): {", ".join(off)}')
+    if steps != args.total_steps:
+        notes.append(f'--total-steps {args.total_steps} is no whole number of epochs of --eval-step {args.eval_step}: '
+                     f'the run trains {steps} steps (whole epochs, as the original; the schedule\'s T stays '
+                     f'{args.total_steps})')
+    return notes + [f'{args.version}: {idle}' for idle in method.idle_parts(args, steps)]
+
+
+def save_run(path: Path, run: Training, step, history, meter, args, data: dict, record: Optional[dict]):
     """Everything a resumed run needs to continue exactly, the identity of the data it reads and
     the last evaluation's line of metrics.jsonl (written by the first process only)."""
     if distributed.is_main():
