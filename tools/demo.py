@@ -1,10 +1,10 @@
 """The CPU demo on real handwritten digits: SimPro against FixMatch on a mismatched setting
 (unlabeled distribution reversed) and on the consistent one, then a small table.
 
-    bash sh/demo.sh                        # seed 0, about 3 minutes on 2 CPU cores
+    bash sh/demo.sh                        # seed 0, about 8 minutes on 2 CPU cores
     bash sh/demo.sh --seeds 0 1 2          # per-seed rows and the mean
     bash sh/demo.sh --seeds 0 1 2 --methods FixMatch CReST+ DASO ACR_d ACR SimPro
-                                           # the README's table: 36 runs, about an hour
+                                           # the README's table: 36 runs, about 66 minutes
 
 Each run is a digits row of the launchers (sh/<method>.sh digits <row>), two at a time with one
 thread each. Runs live in --out (default demo/); a finished run is not trained again (delete it

@@ -70,7 +70,7 @@ SETTING_KEYS = {'stl10': ('imb_ratio_label',), 'smallimagenet': ('img_size',),
                 'smallimagenet_1k': ('imb_ratio_label', 'img_size')}
 SPLIT_KEYS = ('imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')  # every other dataset
 
-FIGURE_SIZE, DPI = (6.4, 4.8), 100
+FIGURE_SIZE, DPI = (8.0, 4.8), 100  # (the legend beside the axes)
 PLOT_FILES = ('top1_vs_step_*.png', 'kl_vs_step_*.png', 'per_class_*.png', 'prior_*.png')  # what write_plots names
 CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'n_finished',
                'n_unfinished', 'mean20_top1_mean', 'mean20_top1_std', 'best_top1_mean', 'best_top1_std',
