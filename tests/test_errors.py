@@ -166,7 +166,7 @@ def test_bad_value_is_one_line_before_anything_is_read_or_written(capsys, tmp_pa
     code = train.main(['--data-dir', str(tmp_path / 'no-data'), '--out', str(out), '--version', version,
                        f'{flag}={value}'])
     _, err = capsys.readouterr()
-    shown = value if isinstance(value, str) else f'{value:g}'
+    shown = value if isinstance(value, (str, int)) else f'{value:g}'  # (an integer as typed: issue 19)
     assert_one_line(code, err, f'{flag} {shown} is not allowed', allowed)
     assert not out.exists()
 
