@@ -116,7 +116,8 @@ def test_bad_dataset_and_index(script):
 def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path, script):
     out = tmp_path / 'run'
     result = launch(script, 'cifar10', 3, '--data-dir', cifar10_launcher_root, '--total-steps', 40,
-                    '--eval-step', 20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--out', out)
+                    '--eval-step', 20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10,
+                    '--widen-factor', 1, '--out', out)  # (a WRN-10-1: the run's outputs are the point here)
     assert result.returncode == 0, result.stderr
     assert f'output {out}' in result.stdout
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
