@@ -9,7 +9,8 @@ import train
 
 BASE = ['--num-max', 20, '--num-max-u', 30, '--imb-ratio-label', 10, '--imb-ratio-unlabel', 10,
         '--flag-reverse-LT', 1, '--total-steps', 6, '--eval-step', 2, '--batch-size', 4, '--mu', 2,
-        '--num-workers', 0, '--lr', 0.1, '--threshold', 0.3, '--ema-u', 0.5, '--device', 'cpu', '--no-progress']
+        '--num-workers', 0, '--lr', 0.1, '--threshold', 0.3, '--ema-u', 0.5, '--device', 'cpu', '--no-progress',
+        '--depth', 10, '--widen-factor', 1]  # a WRN-10-1: what these tests prove does not need a WRN-28-2
 
 
 def own_flags(argv) -> list:
