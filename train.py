@@ -31,7 +31,7 @@ from dataset.sampler import PassBatches, check_fits_batch
 from dataset.splits import UNLABELED_MODES
 from methods import DEFAULT_METHOD, METHODS, Method, StepResult, flag_readers, symmetric_kl
 from models import ARCHS, ModelConfigError, build_model, count_parameters
-from core.arguments import check_arguments
+from core.arguments import check_arguments, has_tensor_views
 from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
 from core.evaluate import evaluate, group_accuracy, shot_groups
 from core.meter import EpochMeter
@@ -55,8 +55,30 @@ def epilog() -> str:
             f"250,000 steps, mu 1), not a paper recipe; a run off its paper recipe says so in its first log line.")
 
 
+class TrainParser(OneLineParser):
+    """train.py's parser: a method flag that a method has its own default of (Method.defaults)
+    parses to None when left out, then takes the default of the run's --version."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, rest = super().parse_known_args(args, namespace)
+        method, readers = METHODS.get(getattr(namespace, 'version', None)), flag_readers()
+        for dest in own_defaults() if method else ():
+            if getattr(namespace, dest, argparse.SUPPRESS) is None:
+                setattr(namespace, dest, method.defaults.get(dest, readers[dest][0].options['default']))
+        return namespace, rest
+
+
+def own_defaults() -> dict:
+    """Method flag (destination) -> {method name: its own default} for the flags some method has one of."""
+    owned = {}
+    for name, method in METHODS.items():
+        for dest, value in method.defaults.items():
+            owned.setdefault(dest, {})[name] = value
+    return owned
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=epilog())
+    p = TrainParser(description=__doc__.split('\n')[0], formatter_class=HelpFormatter, epilog=epilog())
     data = p.add_argument_group('data and split')
     data.add_argument('--dataset', default='cifar10', choices=tuple(DATASETS))
     data.add_argument('--data-dir', default='./data',
@@ -142,7 +164,11 @@ def add_method_flags(parser, shared_group) -> None:
                 names = readers[0] if len(readers) == 1 else f'{", ".join(readers[:-1])} or {readers[-1]}'
                 groups[title] = parser.add_argument_group(title, f'read with --version {names} only')
             group = groups[title]
-        group.add_argument(flag.name, **flag.options)
+        options, owned = dict(flag.options), own_defaults().get(flag.dest)
+        if owned:  # (None: "left out"; the parser fills in the default of the run's --version)
+            others = '; '.join(f'{name}: {value}' for name, value in owned.items())
+            options.update(default=None, help=f'{options["help"]} (default: {flag.options["default"]}; {others})')
+        group.add_argument(flag.name, **options)
 
 
 def given_flags(argv=None) -> set:
@@ -154,8 +180,10 @@ def given_flags(argv=None) -> set:
 
 
 def new_model(args, num_classes):
-    return build_model(args.arch, num_classes, two_heads=METHODS[args.version].two_heads, depth=args.depth,
-                       widen_factor=args.widen_factor, bn_momentum=args.bn_momentum)
+    method = METHODS[args.version]
+    return build_model(args.arch, num_classes, two_heads=method.two_heads, depth=args.depth,
+                       widen_factor=args.widen_factor, bn_momentum=args.bn_momentum,
+                       projection=method.projection_heads)
 
 
 def check_network(args) -> None:
@@ -295,7 +323,7 @@ def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
     convolution algorithms once (every training step has the same shapes)."""
     cuda = device.type == 'cuda'
     fits = cuda and image_bytes <= torch.cuda.get_device_properties(device).total_memory // 4
-    args.aug = args.aug or ('gpu' if fits else 'cpu')
+    args.aug = args.aug or ('gpu' if fits and has_tensor_views(METHODS[args.version]) else 'cpu')
     args.channels_last = cuda if args.channels_last is None else args.channels_last
     args.amp = args.amp and cuda
     torch.backends.cudnn.benchmark = cuda

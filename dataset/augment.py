@@ -16,6 +16,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageEnhance
+import PIL.ImageFilter
 import PIL.ImageOps
 from torchvision import transforms
 
@@ -178,12 +179,37 @@ def strong(image_size, flip=True, cutout=CUTOUT):
     return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10, cutout=cutout)])
 
 
+class GaussianBlur:
+    """PIL's Gaussian blur with a radius drawn uniformly from `sigma` (MoCo v2's, as CCL draws it)."""
+
+    def __init__(self, sigma=(0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, img):
+        return img.filter(PIL.ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+
+def contrastive(image_size):
+    """CCL's labeled contrastive view (SimCLR's): a random resized crop of 20-100% of the area, a
+    flip, colour jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8, grey with probability 0.2 and a
+    Gaussian blur with probability 0.5 (zhouzihao11/CCL dataset/cifar.py: Transform_Con_Labeled)."""
+    return transforms.Compose([transforms.RandomResizedCrop(size=image_size, scale=(0.2, 1.0)),
+                               transforms.RandomHorizontalFlip(),
+                               transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                               transforms.RandomGrayscale(p=0.2),
+                               transforms.RandomApply([GaussianBlur()], p=0.5)])
+
+
 def test_transform(mean, std):
     """Evaluation transform: ToTensor then Normalize, no augmentation."""
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 test_transform.__test__ = False  # not a pytest test despite its name
+
+
+VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')
+TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip')  # those the tensor path (--aug gpu) draws too
 
 
 class Views:
@@ -203,11 +229,11 @@ class Views:
 
 
 def views(kinds, image_size, mean, std, flip=True, cutout=CUTOUT):
-    """Views of the given kinds ('weak', 'strong' or 'crop_flip'), in order, e.g. a method's
-    `unlabeled_views` = ('weak', 'strong', 'strong'); ValueError for an unknown kind."""
+    """Views of the given kinds (VIEW_KINDS), in order, e.g. a method's `unlabeled_views` =
+    ('weak', 'strong', 'strong'); ValueError for an unknown kind."""
     make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout),
-            'crop_flip': lambda: crop_flip(image_size)}
+            'crop_flip': lambda: crop_flip(image_size), 'contrastive': lambda: contrastive(image_size)}
     unknown = set(kinds) - set(make)
     if unknown:
-        raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected weak, strong or crop_flip')
+        raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected one of {", ".join(VIEW_KINDS)}')
     return Views([make[k]() for k in kinds], test_transform(mean, std))

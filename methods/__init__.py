@@ -7,6 +7,7 @@ methods/common.py and, for flags, methods/base.py.
 from methods.acr import ACR
 from methods.acr_d import ACRd
 from methods.base import Flag, Method, StepResult
+from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
 from methods.crest import CReSTPlus
 from methods.daso import DASO
@@ -20,6 +21,7 @@ METHODS = {
     'ACR_d': ACRd,
     'ACR': ACR,
     'SimPro': SimPro,
+    'CCL': CCL,  # (after the paper's rows: Zhou et al., NeurIPS 2024)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 
@@ -46,6 +48,6 @@ def foreign_settings(version: str) -> set:
     return set(flag_readers()) - own
 
 
-__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag',
+__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag',
            'Method', 'SimPro', 'StepResult', 'flag_readers', 'foreign_settings', 'logit_adjustment', 'scale_ratio',
            'symmetric_kl']

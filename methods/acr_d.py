@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import EMA_U, THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import EMA_U, EST_EPOCH, THRESHOLD, Flag, Method, StepResult, finite
 from methods.common import logit_adjustment
 from utils import distributed
 
@@ -19,9 +19,7 @@ FLAGS = (  # read by ACR_d and ACR
          'a finite number', finite),
     Flag('--tau2', dict(type=float, default=2.0, help='adjustment of the balanced labeled loss'),
          'a finite number', finite),
-    Flag('--est-epoch', dict(type=int, default=5, help='epochs before the unlabeled-prior estimate starts (logged by '
-                                                       'ACR_d, setting tau1 in ACR)'),
-         'an integer >= 0', lambda v: v >= 0),
+    EST_EPOCH,
     Flag('--anchor-estimate', dict(choices=('presence', 'counts'), default='presence',
                                    help="a step's evidence per class for the estimate: presence (the official "
                                         "code's update, which overwrites: the last row predicted as the class "

@@ -46,6 +46,11 @@ def finite(value) -> bool:
 # Flags that several methods read (a method lists the ones it reads in its `flags`)
 THRESHOLD = Flag('--threshold', dict(type=float, default=0.95, help='confidence threshold of pseudo labels'),
                  'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
+TAU = Flag('--tau', dict(type=float, default=1.0, help='exponent of the priors in the logit adjustment'),
+           'a finite number', finite)
+EST_EPOCH = Flag('--est-epoch', dict(type=int, default=5, help='epochs before the estimate of the unlabeled distribution '
+                                                               'starts (ACR_d logs it, ACR sets tau1, CCL adjusts by it)'),
+                 'an integer >= 0', lambda v: v >= 0)
 EMA_U = Flag('--ema-u', dict(type=float, default=0.9,
                              help="momentum of the method's estimate of the unlabeled class distribution "
                                   "(SimPro: per epoch; ACR: per step)"),
@@ -75,6 +80,12 @@ class Method(nn.Module):
     """The network has a second, balanced linear head; its forward returns (logits, balanced logits)."""
     with_features: bool = False
     """The forward also returns the pooled features: (logits, features)."""
+    projection_heads: bool = False
+    """The network (with two_heads) also has CCL's projection heads; its training forward returns
+    (logits, balanced logits, projected features, projected class centres)."""
+    defaults: dict = {}
+    """Its own defaults of flags it shares with other methods (destination -> value), e.g. CCL's
+    --tau 2.0 beside SimPro's 1.0; a run that does not pass the flag gets this one."""
     labeled_in_pool: bool = False
     """The unlabeled pool also holds the labeled images (marked in data.unlabeled_is_labeled)."""
     generation_starts: Tuple[int, ...] = ()

@@ -14,13 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import EMA_U, THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import EMA_U, TAU, THRESHOLD, Method, StepResult
 from methods.common import logit_adjustment
 from utils.distributed import all_reduce_sum
-
-TAU = Flag('--tau', dict(type=float, default=1.0, help='exponent of the priors in the logit adjustment'),
-           'a finite number', finite)
-
 
 def scale_ratio(num_labeled: int, num_unlabeled: int, batch_size: int, mu: int) -> float:
     """r = unlabeled batches per pass over the unlabeled set / labeled batches per pass over the

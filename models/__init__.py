@@ -1,6 +1,7 @@
 """Backbones for SimPro: WideResNet-28-2 (CIFAR), CIFAR ResNeXt, and ResNet-50 with a
 CIFAR stem (ImageNet-127 at 32x32/64x64). `two_heads=True` adds the balanced head
-used by ACR_d; such a model's forward returns (logits, logits_balanced).
+used by ACR_d; such a model's forward returns (logits, logits_balanced). `projection=True` also
+adds CCL's projection heads (models/common.py: classify).
 """
 from torch import nn
 
@@ -17,10 +18,11 @@ class ModelConfigError(UserError, ValueError):
     """A bad arch/depth/width: a ValueError, and a UserError so train.py reports it cleanly."""
 
 
-def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None, bn_momentum=None):
+def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None, bn_momentum=None,
+                projection=False):
     """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width;
     bn_momentum overrides every BatchNorm's momentum (0.001 in WRN/ResNeXt, 0.1 in ResNet-50)."""
-    model = _build(arch, num_classes, two_heads, depth, widen_factor)
+    model = _build(arch, num_classes, two_heads, depth, widen_factor, projection)
     if bn_momentum is not None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -28,9 +30,11 @@ def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=Non
     return model
 
 
-def _build(arch, num_classes, two_heads, depth, widen_factor):
+def _build(arch, num_classes, two_heads, depth, widen_factor, projection):
     if arch not in ARCHS:
         raise ModelConfigError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
+    if projection and (arch == 'resnext' or not two_heads):
+        raise ModelConfigError("CCL's projection heads need two heads on a wideresnet or resnet50")
     if num_classes < 1:
         raise ModelConfigError(f'num_classes must be >= 1, got {num_classes}')
     try:
@@ -38,7 +42,7 @@ def _build(arch, num_classes, two_heads, depth, widen_factor):
             return WideResNet(num_classes,
                               depth=28 if depth is None else depth,
                               widen_factor=2 if widen_factor is None else widen_factor,
-                              two_heads=two_heads)
+                              two_heads=two_heads, projection=projection)
         if arch == 'resnext':
             # FixMatch's settings: 4x4d ResNeXt-29 for CIFAR-10, 8x64d for CIFAR-100.
             cardinality, d, w = (4, 28, 4) if num_classes < 100 else (8, 29, 64)
@@ -48,7 +52,7 @@ def _build(arch, num_classes, two_heads, depth, widen_factor):
                                 two_heads=two_heads)
         if depth is not None or widen_factor is not None:
             raise ValueError('resnet50 has a fixed depth and width; do not pass --depth or --widen-factor')
-        return resnet50(num_classes, two_heads=two_heads)
+        return resnet50(num_classes, two_heads=two_heads, projection=projection)
     except ValueError as e:
         raise ModelConfigError(str(e)) from None
 

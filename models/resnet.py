@@ -9,7 +9,7 @@ ACR_d; forward then returns a tuple.
 import torch
 import torch.nn as nn
 
-from .common import classify, init_weights
+from .common import classify, init_weights, projection_heads
 
 
 class Bottleneck(nn.Module):
@@ -40,7 +40,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, num_classes, layers=(3, 4, 6, 3), two_heads=False):
+    def __init__(self, num_classes, layers=(3, 4, 6, 3), two_heads=False, projection=False):
         super().__init__()
         self.in_planes = 64
         self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
@@ -54,6 +54,8 @@ class ResNet(nn.Module):
         self.num_features = 512 * Bottleneck.expansion
         self.fc = nn.Linear(self.num_features, num_classes)
         self.fc_balanced = nn.Linear(self.num_features, num_classes) if two_heads else None
+        # CCL's projection heads (its centres project the balanced head's weight)
+        self.projection, self.centre_projection = projection_heads(self.num_features) if projection else (None, None)
 
         init_weights(self, 'relu')
 
@@ -71,5 +73,5 @@ class ResNet(nn.Module):
         return classify(self, feat, with_features)
 
 
-def resnet50(num_classes, two_heads=False):
-    return ResNet(num_classes, (3, 4, 6, 3), two_heads=two_heads)
+def resnet50(num_classes, two_heads=False, projection=False):
+    return ResNet(num_classes, (3, 4, 6, 3), two_heads=two_heads, projection=projection)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import classify, init_weights
+from .common import classify, init_weights, projection_heads
 
 BN_MOMENTUM = 0.001  # slow running statistics, as in FixMatch
 LEAKY_SLOPE = 0.1
@@ -60,7 +60,7 @@ def _group(n, in_planes, out_planes, stride, drop_rate, activate_before_residual
 
 
 class WideResNet(nn.Module):
-    def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False):
+    def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False):
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}')
@@ -77,6 +77,8 @@ class WideResNet(nn.Module):
         self.num_features = channels[3]
         self.fc = nn.Linear(channels[3], num_classes)
         self.fc_balanced = nn.Linear(channels[3], num_classes) if two_heads else None
+        # CCL's projection heads (its centres project the balanced head's weight)
+        self.projection, self.centre_projection = projection_heads(channels[3]) if projection else (None, None)
 
         init_weights(self, 'leaky_relu')
 
