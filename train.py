@@ -29,7 +29,8 @@ from dataset.data import DATASETS, build_data
 from dataset.device_batches import DeviceBatches, EvalBatches, to_device
 from dataset.sampler import PassBatches, check_fits_batch
 from dataset.splits import UNLABELED_MODES
-from methods import DEFAULT_METHOD, METHODS, Method, StepResult, flag_readers, symmetric_kl
+from methods import (DEFAULT_METHOD, METHODS, Method, StepResult, fill_own_defaults, flag_readers, own_defaults,
+                     symmetric_kl)
 from models import ARCHS, ModelConfigError, build_model, count_parameters
 from core.arguments import check_arguments, has_tensor_views
 from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
@@ -61,20 +62,8 @@ class TrainParser(OneLineParser):
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, rest = super().parse_known_args(args, namespace)
-        method, readers = METHODS.get(getattr(namespace, 'version', None)), flag_readers()
-        for dest in own_defaults() if method else ():
-            if getattr(namespace, dest, argparse.SUPPRESS) is None:
-                setattr(namespace, dest, method.defaults.get(dest, readers[dest][0].options['default']))
+        fill_own_defaults(vars(namespace))
         return namespace, rest
-
-
-def own_defaults() -> dict:
-    """Method flag (destination) -> {method name: its own default} for the flags some method has one of."""
-    owned = {}
-    for name, method in METHODS.items():
-        for dest, value in method.defaults.items():
-            owned.setdefault(dest, {})[name] = value
-    return owned
 
 
 def get_args_parser() -> argparse.ArgumentParser:

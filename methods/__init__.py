@@ -48,6 +48,25 @@ def foreign_settings(version: str) -> set:
     return set(flag_readers()) - own
 
 
+def own_defaults() -> dict:
+    """Method flag (destination) -> {method name: its own default} for the flags that some method has
+    its own default of (Method.defaults; e.g. CCL's --tau)."""
+    owned = {}
+    for name, method in METHODS.items():
+        for dest, value in method.defaults.items():
+            owned.setdefault(dest, {})[name] = value
+    return owned
+
+
+def fill_own_defaults(settings: dict) -> None:
+    """In parsed settings, a flag of own_defaults() left out (None) takes the default of the settings'
+    --version, else its Flag's."""
+    method, readers = METHODS.get(settings.get('version')), flag_readers()
+    for dest in own_defaults() if method else ():
+        if dest in settings and settings[dest] is None:
+            settings[dest] = method.defaults.get(dest, readers[dest][0].options['default'])
+
+
 __all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag',
-           'Method', 'SimPro', 'StepResult', 'flag_readers', 'foreign_settings', 'logit_adjustment', 'scale_ratio',
-           'symmetric_kl']
+           'Method', 'SimPro', 'StepResult', 'fill_own_defaults', 'flag_readers', 'foreign_settings', 'logit_adjustment',
+           'own_defaults', 'scale_ratio', 'symmetric_kl']

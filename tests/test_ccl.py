@@ -1,0 +1,206 @@
+"""CCL (methods/ccl.py) against the official code's step (zhouzihao11/CCL train.py and
+loss/semiConLoss.py at 0410cb1), rewritten below as that code computes it: rows in its order, the
+contrastive rows picked with torch.nonzero, the inverse with torch.inverse."""
+import json
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train
+from conftest import HANG_LIMIT, ROOT
+from methods import CCL, METHODS
+from models import build_model, count_parameters
+
+C, B, MU = 5, 4, 3
+U = B * MU
+
+
+def official_probabilities(label_feat, unlabel_feat, label):
+    """unlabelProbability, as loss/semiConLoss.py computes it."""
+    simuu = F.softmax(unlabel_feat @ unlabel_feat.t(), dim=1)
+    mat = torch.inverse(torch.eye(simuu.shape[0], dtype=simuu.dtype) - 0.2 * simuu)
+    simul = torch.exp(unlabel_feat @ label_feat.t() / 0.1)
+    py_sum = label.sum(0).repeat(simul.size(0), 1)
+    logits = torch.log(simul @ label / py_sum)
+    return mat @ (0.8 * F.softmax(logits, dim=1))
+
+
+def official_sharp(a):
+    a = a ** 4.0
+    return a / a.sum(dim=1, keepdim=True)
+
+
+def official_step(g, h, z, centres, y, p_l, p_u, p_all, mask_l, args):
+    """The loss of one official step and its additions to num_all and num_unlabeled. Rows here are
+    ours (labeled weak, strong, strong, then unlabeled weak, strong, strong); the official feature
+    list is built from them in its own order."""
+    cross = lambda a, b: -torch.mean(torch.sum(a * torch.log(b), dim=1))  # noqa: E731
+    la = lambda py, tro: torch.log(py ** tro + 1e-12)  # noqa: E731
+    logits_x, logits_x_b = g[:B], h[:B]
+    logits_x_w, logits_x_s, logits_x_s1 = g[3 * B:].chunk(3)
+    logits_x_b_w, logits_x_b_s, logits_x_b_s1 = h[3 * B:].chunk(3)
+    pro = U / (U + B)
+    l_u_s = F.cross_entropy(logits_x, y)
+    l_b_s = F.cross_entropy(logits_x_b + la(p_l, args.tau), y)
+    logits_la_u = -la((1 - pro) * p_l + pro * p_all, 1.0) + la(p_u, 1 + args.tau / 2)
+    logits_co = 1 / 2 * (logits_x_w + logits_la_u) + 1 / 2 * logits_x_b_w
+    energy = -torch.logsumexp(logits_co / args.T, dim=1)
+    pseudo_label_co = F.softmax(logits_co / args.T, dim=1)
+    pseudo_label_con = official_sharp(F.softmax(logits_co / args.T, dim=1))
+    prob_co, targets_co = torch.max(pseudo_label_co, dim=-1)
+    mask = prob_co.ge(args.threshold).float()
+    targets_co2, mask_twice = torch.cat([targets_co, targets_co]), torch.cat([mask, mask])
+    l_u_b = (F.cross_entropy(torch.cat([logits_x_b_s, logits_x_b_s1]) + la(p_all, args.tau), targets_co2,
+                             reduction='none') * mask_twice).mean()
+    l_u_u = (F.cross_entropy(torch.cat([logits_x_s, logits_x_s1]), targets_co2, reduction='none') * mask_twice).mean()
+    loss_cls = (max(1.5, MU) * l_u_u + l_u_s) + (max(1.5, MU) * l_u_b + l_b_s)
+    # the projected features in the official input order: x, u_w, u_s, u_s1, x_s, x_s1
+    x_s, x_s1 = z[B:2 * B], z[2 * B:3 * B]
+    u_w, u_s, u_s1 = z[3 * B:].chunk(3)
+    center_label = torch.ones(C, C, dtype=z.dtype)
+    one_hot = torch.cat([F.one_hot(y, C), F.one_hot(y, C)]).to(z.dtype)
+    label_feat, label = torch.cat([centres, x_s, x_s1]), torch.cat([center_label, one_hot])
+    with torch.no_grad():
+        up_aim = official_sharp(official_probabilities(label_feat, u_w, label))
+    up1, up2 = official_probabilities(label_feat, u_s, label), official_probabilities(label_feat, u_s1, label)
+    up_u = (up1 + up2) / 2
+    contrac_loss = (cross(up_aim, up1) + cross(up_aim, up2) + cross(up_u, up_u)) / 3
+    idx = torch.nonzero(energy.le(-8.75)).squeeze()
+    f3, f4 = u_s[idx].reshape(-1, z.shape[1]), u_s1[idx].reshape(-1, z.shape[1])
+    picked = pseudo_label_con[idx].reshape(-1, C)
+    label2 = torch.cat([center_label, one_hot, picked, picked])
+    feat = torch.cat([centres, x_s, x_s1, f3, f4])
+    sim = torch.exp(feat @ feat.t() / 0.1) * (torch.ones(len(feat), len(feat), dtype=z.dtype).fill_diagonal_(0))
+    py_sum = label2.sum(0).repeat(len(feat), 1) - label2
+    logits = torch.log(sim @ label2 / py_sum)[C:]
+    contrac_loss2 = torch.nn.CrossEntropyLoss()(logits, label2[C:])
+    loss = args.lambda1 * loss_cls + args.lambda2 * contrac_loss + (1 - args.lambda1) * contrac_loss2
+    num_all = (pseudo_label_co * mask[:, None]).sum(0)
+    num_unlabeled = (pseudo_label_co * mask_l * energy.le(-8.75).float()[:, None]).sum(0)
+    return loss, (loss_cls, contrac_loss, contrac_loss2), num_all, num_unlabeled, len(idx.reshape(-1))
+
+
+def make_ccl(**changes):
+    args = SimpleNamespace(threshold=0.6, tau=2.0, T=1.0, alpha=0.5, beta=0.9, upbatch=2, est_epoch=0,
+                           lambda1=0.7, lambda2=1.5, mu=MU, eval_step=4)
+    vars(args).update(changes)
+    labeled = [9, 6, 4, 2, 1]
+    data = SimpleNamespace(labeled_per_class=labeled, unlabeled_is_labeled=[i % 3 == 0 for i in range(40)])
+    return CCL(args, data), args
+
+
+def random_output(seed, scale=8.0):
+    generator = torch.Generator().manual_seed(seed)
+    rows = 3 * B + 3 * U
+    g = torch.randn(rows, C, generator=generator, dtype=torch.float64) * scale
+    h = torch.randn(rows, C, generator=generator, dtype=torch.float64) * scale
+    z = F.normalize(torch.randn(rows, 8, generator=generator, dtype=torch.float64), dim=1)
+    centres = F.normalize(torch.randn(C, 8, generator=generator, dtype=torch.float64), dim=1)
+    y = torch.randint(0, C, (B,), generator=generator)
+    u_index = torch.randint(0, 40, (U,), generator=generator)
+    return (g, h, z, centres), y, u_index
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_the_step_equals_the_official_code(seed):
+    """The loss and its parts, on outputs where some rows are confident and some selected by energy."""
+    method, args = make_ccl()
+    output, y, u_index = random_output(seed)
+    p_l, p_u, p_all = (method.p_l.double(), method.p_u.double(), method.p_all.double())
+    mask_l = (~method.is_labeled[u_index]).double()[:, None]
+    loss, parts, num_all, num_unlabeled, selected = official_step(*output, y, p_l, p_u, p_all, mask_l, args)
+    result = method.loss(output, y, u_index)
+    assert 0 < selected < U  # the selection matters in this case
+    assert torch.allclose(result.loss, loss, rtol=1e-6, atol=1e-9), (result.loss, loss)
+    ours = (result.terms['loss_cls'], result.terms['loss_con'], result.terms['loss_soft'])
+    for mine, theirs in zip(ours, parts):
+        assert torch.allclose(mine, theirs, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(method.n_all, 1 + num_all.float(), rtol=1e-5)  # counted from ones
+    assert torch.allclose(method.n_u, 1 + num_unlabeled.float(), rtol=1e-5)
+
+
+def test_no_row_selected_leaves_only_the_labeled_rows_in_the_soft_term():
+    method, args = make_ccl()
+    output, y, u_index = random_output(0, scale=0.1)  # low energies nowhere: nothing selected
+    loss, parts, *_, selected = official_step(*output, y, method.p_l.double(), method.p_u.double(),
+                                              method.p_all.double(), torch.ones(U, 1, dtype=torch.float64), args)
+    result = method.loss(output, y, u_index)
+    assert selected == 0 and torch.allclose(result.terms['loss_soft'], parts[2], rtol=1e-6)
+
+
+def test_the_estimates_update_every_upbatch_steps_after_est_epoch():
+    """Epoch 0 (= --est-epoch) only counts; in epoch 1 every second step updates p_u and p_all by
+    their momenta from the counts since the last update, which then restart from ones."""
+    method, args = make_ccl(upbatch=2, est_epoch=0)
+    output, y, u_index = random_output(1)  # (3 of its unlabeled rows are selected, 11 confident)
+    for _ in range(2):
+        method.loss(output, y, u_index)
+    assert torch.equal(method.p_u, torch.full((C,), 0.2)) and torch.equal(method.p_all, method.p_l)  # epoch 0
+    method.end_epoch()
+    assert torch.equal(method.n_all, torch.ones(C)) and int(method.batch) == 0
+    method.loss(output, y, u_index)
+    n_all, n_u = method.n_all.clone(), method.n_u.clone()
+    p_u, p_all = method.p_u.clone(), method.p_all.clone()
+    method.loss(output, y, u_index)  # the second step of epoch 1: an update
+    step_all, step_u = n_all - 1, n_u - 1  # (the same output: the same additions)
+    expected_u = args.alpha * p_u + (1 - args.alpha) * (n_u + step_u) / (n_u + step_u).sum()
+    expected_all = args.beta * p_all + (1 - args.beta) * (n_all + step_all) / (n_all + step_all).sum()
+    assert torch.allclose(method.p_u, expected_u) and torch.allclose(method.p_all, expected_all)
+    assert not torch.equal(method.p_u, p_u)
+    assert torch.equal(method.n_all, torch.ones(C)) and torch.equal(method.n_u, torch.ones(C))
+
+
+def test_the_projection_heads_are_ccls_only():
+    """WRN-28-2 with CCL's heads has the official model's 1,568,484 parameters (10 classes); every
+    other method's network is unchanged."""
+    assert count_parameters(build_model('wideresnet', 10, two_heads=True, projection=True)) == 1_568_484
+    assert count_parameters(build_model('wideresnet', 10, two_heads=True)) == 1_468_900
+    assert [name for name, m in METHODS.items() if m.projection_heads] == ['CCL']
+    network = build_model('wideresnet', 10, two_heads=True, projection=True, depth=10, widen_factor=1).eval()
+    assert len(network(torch.zeros(2, 3, 32, 32))) == 2  # evaluation: the two heads' logits only
+
+
+def test_a_step_reads_no_device_value_on_the_host(small_cifar10_root):
+    """A whole CCL step (forward, the loss with its inverse and energy selection, SGD, the weight
+    EMA) on the meta device, where any read of a value on the host raises."""
+    args = train.get_args_parser().parse_args(['--version', 'CCL', '--data-dir', str(small_cifar10_root),
+                                               '--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10',
+                                               '--imb-ratio-unlabel', '10', '--batch-size', '4', '--mu', '2',
+                                               '--depth', '10', '--widen-factor', '1', '--est-epoch', '0',
+                                               '--upbatch', '1'])
+    from dataset.data import build_data
+    data = build_data(args, CCL.labeled_in_pool)
+    args.arch, args.aug, args.channels_last, args.amp = 'wideresnet', 'cpu', False, False
+    device = torch.device('meta')
+    run = train.build_training(args, data, device)
+    views = lambda n, k: [torch.empty(n, 3, 32, 32, device=device) for _ in range(k)]  # noqa: E731
+    labeled = (views(4, 3), torch.zeros(4, dtype=torch.long, device=device), None)
+    unlabeled = (views(8, 3), None, torch.zeros(8, dtype=torch.long, device=device))
+    for _ in range(2):
+        result = train.train_step(run, labeled, unlabeled, device, args)
+        run.method.end_epoch()
+    assert result.loss.device == device
+
+
+def test_tau_defaults_to_ccls_own_and_the_tensor_path_is_refused(small_cifar10_root, capsys):
+    parse = train.get_args_parser().parse_args
+    assert parse(['--version', 'CCL']).tau == 2.0 and parse([]).tau == 1.0 and parse(['--version', 'CCL', '--tau',
+                                                                                      '0.1']).tau == 0.1
+    assert train.main(['--version', 'CCL', '--aug', 'gpu', '--data-dir', str(small_cifar10_root)]) == 2
+    assert capsys.readouterr().err == ('error: --aug gpu: the tensor path draws no CCL view of kind contrastive '
+                                       'yet; use --aug cpu\n')
+
+
+def test_the_launcher_trains_digits_and_its_estimate_moves(tmp_path):
+    out = tmp_path / 'run'
+    result = subprocess.run(['bash', 'sh/CCL.sh', 'digits', '2', '--total-steps', '240', '--est-epoch', '0',
+                             '--out', str(out), '--no-progress'], cwd=ROOT, capture_output=True, text=True,
+                            timeout=HANG_LIMIT)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['step'] for r in records] == list(range(40, 241, 40))
+    assert records[0]['pi_u'] != records[-1]['pi_u']
+    assert records[-1]['top1'] > 20  # chance is 10
