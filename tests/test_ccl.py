@@ -204,3 +204,27 @@ def test_the_launcher_trains_digits_and_its_estimate_moves(tmp_path):
     assert [r['step'] for r in records] == list(range(40, 241, 40))
     assert records[0]['pi_u'] != records[-1]['pi_u']
     assert records[-1]['top1'] > 20  # chance is 10
+
+
+def launcher_args(dataset, index):
+    printed = subprocess.run(['bash', 'sh/CCL.sh', dataset, str(index)], cwd=ROOT, capture_output=True, text=True,
+                             env={'PATH': '/usr/bin:/bin', 'PRINT_ARGS': '1'}, check=True).stdout.splitlines()
+    return train.get_args_parser().parse_args(printed)
+
+
+@pytest.mark.parametrize('dataset, rows', [('cifar10', 20), ('cifar100', 11), ('stl10', 2), ('smallimagenet', 2)])
+def test_the_launcher_takes_the_official_config_of_each_row(dataset, rows):
+    """configs/cifar10/reverse_100.sh for reversed CIFAR-10 rows, con_*/uni_100 for the others (and
+    STL-10), the defaults for CIFAR-100, SmallImagenet's for ImageNet-127."""
+    for index in range(rows):
+        a = launcher_args(dataset, index)
+        got = (a.lr, a.batch_size, a.mu, a.tau, a.alpha, a.beta, a.est_epoch, a.upbatch, a.lambda1, a.lambda2)
+        if dataset == 'smallimagenet':
+            assert got == (0.03, 32, 2, 0.1, 0.5, 0.5, 5, 500, 0.7, 1.5)
+        elif dataset == 'cifar100':
+            assert got == (0.03, 64, 1, 2.0, 0.5, 0.5, 5, 500, 0.7, 1.0)
+        elif a.flag_reverse_LT == 1:
+            assert got == (0.03, 64, 1, 2.0, 0.999, 0.999, 5, 100, 0.7, 1.0), index
+        else:
+            assert got == (0.03, 64, 1, 2.0, 0.5, 0.9, 20, 500, 0.7, 1.0), index
+        assert (a.version, a.total_steps, a.eval_step, a.threshold, a.T) == ('CCL', 250000, 500, 0.95, 1.0)

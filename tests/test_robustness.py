@@ -42,7 +42,8 @@ def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar1
 
 @pytest.mark.parametrize('version,extra,moving', [
     ('ACR', ('--est-epoch', 0), ('estimate.u', 'estimate.kl_sum', 'adjust_1')),
-    ('DASO', ('--pretrain-steps', 1, '--pl-dist-update-period', 2), ('queue', 'prototypes', 'pl_dist'))])
+    ('DASO', ('--pretrain-steps', 1, '--pl-dist-update-period', 2), ('queue', 'prototypes', 'pl_dist')),
+    ('CCL', ('--est-epoch', 0, '--upbatch', 1), ('p_all', 'batch'))])
 def test_two_processes_hold_the_same_method_state_after_every_step(small_cifar10_root, tmp_path, version, extra,
                                                                     moving):
     """ACR's per-step estimate and DASO's queue and pseudo-label window see the global batch, so
