@@ -228,3 +228,13 @@ def test_the_launcher_takes_the_official_config_of_each_row(dataset, rows):
         else:
             assert got == (0.03, 64, 1, 2.0, 0.5, 0.9, 20, 500, 0.7, 1.0), index
         assert (a.version, a.total_steps, a.eval_step, a.threshold, a.T) == ('CCL', 250000, 500, 0.95, 1.0)
+
+
+def test_a_run_whose_estimates_never_update_says_so_first():
+    args = SimpleNamespace(eval_step=500, upbatch=500, est_epoch=5)
+    assert CCL.idle_parts(args, 500 * 7) == []  # epoch 6 (0-based) is past --est-epoch 5: it updates
+    assert CCL.idle_parts(args, 500 * 6) == ['the two estimates never update (they start in epoch --est-epoch + 2 '
+                                             '= 7; the run has 6)']
+    args.upbatch = 501
+    assert CCL.idle_parts(args, 500 * 100) == ['the two estimates never update (--upbatch 501 is longer than an '
+                                               'epoch of --eval-step 500)']
