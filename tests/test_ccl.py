@@ -1,8 +1,8 @@
 """CCL (methods/ccl.py) against the official code's step (zhouzihao11/CCL train.py and
-loss/semiConLoss.py at 0410cb1), rewritten below as that code computes it: rows in its order, the
-contrastive rows picked with torch.nonzero, the inverse with torch.inverse."""
+loss/semiConLoss.py at 0410cb1), rewritten below as that code computes it: features in its order,
+the contrastive rows picked with torch.nonzero, the inverse with torch.inverse; values by hand; its
+launcher's rows, dry runs and a short run."""
 import json
-import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -10,10 +10,13 @@ import torch
 import torch.nn.functional as F
 
 import train
-from conftest import HANG_LIMIT, ROOT
 from methods import CCL, METHODS
 from models import build_model, count_parameters
+import test_launchers
+from test_dry_run import check_row
+from test_launchers import ROWS, assert_row, launch, launched_args
 
+echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 C, B, MU = 5, 4, 3
 U = B * MU
 
@@ -194,40 +197,55 @@ def test_tau_defaults_to_ccls_own_and_the_tensor_path_is_refused(small_cifar10_r
                                        'yet; use --aug cpu\n')
 
 
-def test_the_launcher_trains_digits_and_its_estimate_moves(tmp_path):
+def ccl_recipe(a):
+    return a.lr, a.batch_size, a.mu, a.tau, a.alpha, a.beta, a.est_epoch, a.upbatch, a.lambda1, a.lambda2
+
+
+@pytest.mark.parametrize('dataset', list(ROWS))
+def test_every_row_takes_the_official_config_it_is_nearest(echo_python, dataset):
+    """configs/cifar10/reverse_100.sh for reversed CIFAR-10 rows, con_*/uni_100 for the others (and
+    STL-10, which has none), the defaults for CIFAR-100, SmallImagenet's for ImageNet-127, and the
+    digits recipe; every row's split as the other launchers pass it."""
+    for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
+        a = launched_args(echo_python, 'CCL.sh', dataset, index)
+        assert_row(a, 'CCL.sh', dataset, n, m, gl, gu, mode, size)
+        if dataset.startswith('smallimagenet'):
+            assert ccl_recipe(a) == (0.03, 32, 2, 0.1, 0.5, 0.5, 5, 500, 0.7, 1.5)
+        elif dataset == 'cifar100':
+            assert ccl_recipe(a) == (0.03, 64, 1, 2.0, 0.5, 0.5, 5, 500, 0.7, 1.0)
+        elif dataset == 'digits':
+            assert ccl_recipe(a) == (0.1, 8, 6, 2.0, 0.5, 0.9, 5, 40, 0.7, 1.0) and a.total_steps == 1200
+            continue
+        elif mode == 1:
+            assert ccl_recipe(a) == (0.03, 64, 1, 2.0, 0.999, 0.999, 5, 100, 0.7, 1.0), index
+        else:
+            assert ccl_recipe(a) == (0.03, 64, 1, 2.0, 0.5, 0.9, 20, 500, 0.7, 1.0), index
+        assert (a.total_steps, a.eval_step, a.threshold, a.T) == (250000, 500, 0.95, 1.0)
+
+
+def test_a_dry_run_of_every_cifar10_row_builds_its_split(cifar10_launcher_root, echo_python, capsys):
+    """Row 3 (middle) and row 4 (head-tail) included: unlabeled distributions CCL's own code cannot build."""
+    for index, (n, m, gl, gu, mode, _) in enumerate(ROWS['cifar10']):
+        result = launch('CCL.sh', 'cifar10', index, python=echo_python)
+        argv = result.stdout.splitlines()[2:] + ['--data-dir', str(cifar10_launcher_root), '--dry-run']
+        assert train.main(argv) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        check_row(summary, 10, n, m, gl, gu, mode, 20)
+        assert summary['params'] == 1_568_484  # WRN-28-2 with CCL's heads
+
+
+def test_a_short_launcher_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path):
     out = tmp_path / 'run'
-    result = subprocess.run(['bash', 'sh/CCL.sh', 'digits', '2', '--total-steps', '240', '--est-epoch', '0',
-                             '--out', str(out), '--no-progress'], cwd=ROOT, capture_output=True, text=True,
-                            timeout=HANG_LIMIT)
+    result = launch('CCL.sh', 'cifar10', 0, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step', 20,
+                    '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
+                    '--est-epoch', 0, '--upbatch', 10, '--out', out)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['step'] for r in records] == list(range(40, 241, 40))
-    assert records[0]['pi_u'] != records[-1]['pi_u']
-    assert records[-1]['top1'] > 20  # chance is 10
-
-
-def launcher_args(dataset, index):
-    printed = subprocess.run(['bash', 'sh/CCL.sh', dataset, str(index)], cwd=ROOT, capture_output=True, text=True,
-                             env={'PATH': '/usr/bin:/bin', 'PRINT_ARGS': '1'}, check=True).stdout.splitlines()
-    return train.get_args_parser().parse_args(printed)
-
-
-@pytest.mark.parametrize('dataset, rows', [('cifar10', 20), ('cifar100', 11), ('stl10', 2), ('smallimagenet', 2)])
-def test_the_launcher_takes_the_official_config_of_each_row(dataset, rows):
-    """configs/cifar10/reverse_100.sh for reversed CIFAR-10 rows, con_*/uni_100 for the others (and
-    STL-10), the defaults for CIFAR-100, SmallImagenet's for ImageNet-127."""
-    for index in range(rows):
-        a = launcher_args(dataset, index)
-        got = (a.lr, a.batch_size, a.mu, a.tau, a.alpha, a.beta, a.est_epoch, a.upbatch, a.lambda1, a.lambda2)
-        if dataset == 'smallimagenet':
-            assert got == (0.03, 32, 2, 0.1, 0.5, 0.5, 5, 500, 0.7, 1.5)
-        elif dataset == 'cifar100':
-            assert got == (0.03, 64, 1, 2.0, 0.5, 0.5, 5, 500, 0.7, 1.0)
-        elif a.flag_reverse_LT == 1:
-            assert got == (0.03, 64, 1, 2.0, 0.999, 0.999, 5, 100, 0.7, 1.0), index
-        else:
-            assert got == (0.03, 64, 1, 2.0, 0.5, 0.9, 20, 500, 0.7, 1.0), index
-        assert (a.version, a.total_steps, a.eval_step, a.threshold, a.T) == ('CCL', 250000, 500, 0.95, 1.0)
+    assert [r['step'] for r in records] == [20, 40] and all(r['evaluated'] == 200 for r in records)
+    assert abs(sum(records[-1]['pi_u']) - 1) < 1e-5 and records[1]['p_all'] != records[0]['p_all']
+    saved = torch.load(out / 'checkpoint.pt', weights_only=False)
+    assert saved['step'] == 40 and {'p_u', 'p_all', 'n_u', 'n_all', 'batch', 'epoch'} <= set(saved['method'])
+    assert (out / 'best.pt').exists()
 
 
 def test_a_run_whose_estimates_never_update_says_so_first():
@@ -238,3 +256,19 @@ def test_a_run_whose_estimates_never_update_says_so_first():
     args.upbatch = 501
     assert CCL.idle_parts(args, 500 * 100) == ['the two estimates never update (--upbatch 501 is longer than an '
                                                'epoch of --eval-step 500)']
+
+
+def test_the_soft_contrastive_loss_and_sharpening_by_hand():
+    """Two classes, centres (1,0) and (0,1) (labels all ones), a labeled row (1,0) of class 0, a kept
+    unlabeled row (0,1) of class 1 and a row (1,0) not kept. With e = exp(10): the labeled row's
+    kernel sums per class are e + 1 and e + 2 over class masses 2 and 3, the kept row's mirror them,
+    so each term is -log(a / (a + b)) with a = (e + 1) / 2, b = (e + 2) / 3; the row not kept adds
+    nothing (counted, it would make the mean 2/3 of that)."""
+    from methods.ccl import sharpen, soft_contrastive_loss
+    features = torch.tensor([[1., 0], [0, 1], [1, 0], [0, 1], [1, 0]], dtype=torch.float64)
+    labels = torch.tensor([[1., 1], [1, 1], [1, 0], [0, 1], [0, 0]], dtype=torch.float64)
+    kept = torch.tensor([True, True, True, True, False])
+    e = torch.exp(torch.tensor(10.0, dtype=torch.float64))
+    a, b = (e + 1) / 2, (e + 2) / 3
+    assert torch.allclose(soft_contrastive_loss(features, labels, kept, 2), -torch.log(a / (a + b)))
+    assert torch.allclose(sharpen(torch.tensor([[0.6, 0.4]])), torch.tensor([[0.1296, 0.0256]]) / 0.1552)
