@@ -143,7 +143,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def add_method_flags(parser, shared_group) -> None:
     """Every method's flags (methods/base.py: Method.flags), each in the group of the methods that
     read it; one that every method reads joins `shared_group`."""
-    groups = {}
+    groups, owned_defaults = {}, own_defaults()
     for flag, readers in flag_readers().values():
         if readers == list(METHODS):
             group = shared_group
@@ -153,7 +153,7 @@ def add_method_flags(parser, shared_group) -> None:
                 names = readers[0] if len(readers) == 1 else f'{", ".join(readers[:-1])} or {readers[-1]}'
                 groups[title] = parser.add_argument_group(title, f'read with --version {names} only')
             group = groups[title]
-        options, owned = dict(flag.options), own_defaults().get(flag.dest)
+        options, owned = dict(flag.options), owned_defaults.get(flag.dest)
         if owned:  # (None: "left out"; the parser fills in the default of the run's --version)
             others = '; '.join(f'{name}: {value}' for name, value in owned.items())
             options.update(default=None, help=f'{options["help"]} (default: {flag.options["default"]}; {others})')

@@ -209,7 +209,6 @@ test_transform.__test__ = False  # not a pytest test despite its name
 
 
 VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')
-TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip')  # those the tensor path (--aug gpu) draws too
 
 
 class Views:

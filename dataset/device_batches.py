@@ -17,6 +17,8 @@ from dataset import tensor_augment
 from dataset.tensor_augment import Draws, RandAugmentMC, crop_padding, draw_weak, flip_crop, send
 from dataset.sampler import PassBatches
 
+TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip')  # the view kinds drawn here (dataset.augment has them all)
+
 
 def to_device(images, device) -> torch.Tensor:
     """(N, H, W, 3) uint8 array -> the same on `device`, one copy (ImageNet-127 at 64x64 is 15.7 GB);

@@ -133,6 +133,10 @@ class CCL(Method):
         self.register_buffer('epoch', torch.zeros((), dtype=torch.long))  # 0-based
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),
                              persistent=False)
+        # constants of every step, made once: the labeled adjustment and the centres' labels (as the
+        # official code: all ones)
+        self.register_buffer('adjust_l', logit_adjustment(self.p_l, self.tau), persistent=False)
+        self.register_buffer('centre_labels', torch.ones(len(counts), len(counts)), persistent=False)
 
     def loss(self, output, y, u_index) -> StepResult:
         g, h, z, centres = output
@@ -150,15 +154,14 @@ class CCL(Method):
         mask = confidence >= self.threshold
         twice = mask.repeat(2)
         loss_x = F.cross_entropy(g_x, y)
-        loss_x_b = F.cross_entropy(h_x + logit_adjustment(self.p_l, self.tau), y)
+        loss_x_b = F.cross_entropy(h_x + self.adjust_l, y)
         loss_u = (F.cross_entropy(torch.cat([g_s, g_s2]), label.repeat(2), reduction='none') * twice).mean()
         loss_u_b = (F.cross_entropy(torch.cat([h_s, h_s2]) + logit_adjustment(self.p_all, self.tau), label.repeat(2),
                                     reduction='none') * twice).mean()
         loss_cls = (self.unlabeled_weight * loss_u + loss_x) + (self.unlabeled_weight * loss_u_b + loss_x_b)
 
         one_hot = F.one_hot(y, C).to(z.dtype).repeat(2, 1)
-        centre_labels = torch.ones(C, C, dtype=z.dtype, device=z.device)  # (as the official code: all ones)
-        labeled, labels = torch.cat([centres, z_xs, z_xs2]), torch.cat([centre_labels, one_hot])
+        labeled, labels = torch.cat([centres, z_xs, z_xs2]), torch.cat([self.centre_labels.to(z.dtype), one_hot])
         loss_con = balanced_contrastive_loss(labeled, labels, z_weak, z_s, z_s2)
         selected = energy <= ENERGY_MAX
         continuous = sharpen(q) * selected[:, None]

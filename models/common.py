@@ -34,7 +34,7 @@ def classify(model: nn.Module, features, with_features: bool = False):
     with projection heads (CCL) returns in training (logits, balanced logits, the unit-norm projected
     features, the unit-norm projected class centres), in evaluation the two logits."""
     logits = model.fc(features) if model.fc_balanced is None else (model.fc(features), model.fc_balanced(features))
-    if getattr(model, 'projection', None) is not None and model.training:
+    if model.projection is not None and model.training:
         return (*logits, F.normalize(model.projection(features), dim=1),
                 F.normalize(model.centre_projection(model.fc_balanced.weight), dim=1))
     return (logits, features) if with_features else logits

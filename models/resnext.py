@@ -63,6 +63,7 @@ class CifarResNeXt(nn.Module):
         self.num_features = stages[3]
         self.fc = nn.Linear(stages[3], num_classes)
         self.fc_balanced = nn.Linear(stages[3], num_classes) if two_heads else None
+        self.projection = self.centre_projection = None  # (CCL's projection heads: WRN and ResNet-50 only)
 
         init_weights(self, 'leaky_relu')
 
