@@ -32,7 +32,7 @@ from dataset.splits import UNLABELED_MODES
 from methods import (DEFAULT_METHOD, METHODS, Method, StepResult, fill_own_defaults, flag_readers, own_defaults,
                      symmetric_kl)
 from models import ARCHS, ModelConfigError, build_model, count_parameters
-from core.arguments import check_arguments, has_tensor_views
+from core.arguments import check_arguments
 from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
 from core.evaluate import evaluate, group_accuracy, shot_groups
 from core.meter import EpochMeter
@@ -312,7 +312,7 @@ def resolve_speed_options(args, device, image_bytes: int = 0) -> None:
     convolution algorithms once (every training step has the same shapes)."""
     cuda = device.type == 'cuda'
     fits = cuda and image_bytes <= torch.cuda.get_device_properties(device).total_memory // 4
-    args.aug = args.aug or ('gpu' if fits and has_tensor_views(METHODS[args.version]) else 'cpu')
+    args.aug = args.aug or ('gpu' if fits else 'cpu')
     args.channels_last = cuda if args.channels_last is None else args.channels_last
     args.amp = args.amp and cuda
     torch.backends.cudnn.benchmark = cuda

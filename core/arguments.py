@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from dataset.device_batches import TENSOR_VIEW_KINDS
 from methods import METHODS, flag_readers
 from methods.base import finite
 from utils.errors import UserError
@@ -56,20 +55,8 @@ def check_arguments(args, given=()) -> None:
             kind = None
         if kind not in DEVICE_TYPES:
             raise UserError(f'--device {args.device} is not a device to train on; use cpu, cuda or cuda:<index>')
-    if args.aug == 'gpu' and not has_tensor_views(method):
-        raise UserError(f'--aug gpu: the tensor path draws no {args.version} view of kind '
-                        f'{", ".join(views_without_tensor_path(method))} yet; use --aug cpu')
     method.check_arguments(args)
     check_run_paths(args)
-
-
-def views_without_tensor_path(method) -> list:
-    """The kinds of the method's views that the tensor augmentation path (--aug gpu) cannot draw."""
-    return sorted(set(method.labeled_views + method.unlabeled_views) - set(TENSOR_VIEW_KINDS))
-
-
-def has_tensor_views(method) -> bool:
-    return not views_without_tensor_path(method)
 
 
 def check_run_paths(args) -> None:

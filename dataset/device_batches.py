@@ -7,17 +7,19 @@ The order of the samples is the same as the PIL path's (dataset.sampler.PassBatc
 random draws come from a host generator seeded with that batch's first sample seed, so a step's
 views depend only on (--seed, step), on any device: resuming stays exact. A step costs a fixed
 number of kernel launches (one gather, one flip-and-crop, one RandAugmentMC, one normalisation
-for all its 1,664 images at the CIFAR recipe) and never waits for the GPU.
+for all its 1,664 images at the CIFAR recipe; CCL's contrastive views add one batched
+tensor_augment.contrastive) and never waits for the GPU.
 """
 from typing import NamedTuple, Optional
 
 import torch
 
 from dataset import tensor_augment
-from dataset.tensor_augment import Draws, RandAugmentMC, crop_padding, draw_weak, flip_crop, send
+from dataset.tensor_augment import Draws, RandAugmentMC, contrastive, crop_padding, draw_weak, flip_crop, send
+from dataset.tensor_augment.contrastive import ContrastiveDraws
 from dataset.sampler import PassBatches
 
-TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip')  # the view kinds drawn here (dataset.augment has them all)
+TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')  # the view kinds drawn here: augment.VIEW_KINDS
 
 
 def to_device(images, device) -> torch.Tensor:
@@ -36,6 +38,9 @@ class Stream:
 
     def __init__(self, rows, labels, views, batch_size: int, stream: int, what: str, device, seed: int, start: int,
                  rank: int, world_size: int):
+        unknown = set(views) - set(TENSOR_VIEW_KINDS)
+        if unknown:
+            raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected one of {", ".join(TENSOR_VIEW_KINDS)}')
         self.rows = torch.as_tensor(rows, device=device)
         self.labels = labels
         self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what, rank, world_size))
@@ -46,8 +51,9 @@ class Stream:
 class View(NamedTuple):
     side: int             # 0 labeled, 1 unlabeled
     number: int           # its place among the method's views of that side
-    weak: torch.Tensor    # (4, N) flip, top, left, zero padding (a 'crop_flip' view)
+    weak: Optional[torch.Tensor]    # (4, N) flip, top, left, zero padding (a 'crop_flip' view); None for 'contrastive'
     strong: Optional[Draws] = None  # RandAugmentMC's draws, for a strong view
+    contrastive: Optional[ContrastiveDraws] = None  # for a 'contrastive' view (CCL's)
 
 
 class DeviceBatches:
@@ -73,12 +79,16 @@ class DeviceBatches:
 
     def draw(self, keys) -> list:
         """Every view's draws, in the order the views are listed (each side: per view, the flip
-        and crop, then RandAugmentMC's draws for a strong one), from generators seeded with each
-        batch's first sample seed."""
+        and crop, then RandAugmentMC's draws for a strong one; a contrastive view's own draws),
+        from generators seeded with each batch's first sample seed."""
         height, views = self.images.shape[1], []
         for side, (stream, batch) in enumerate(zip(self.sides, keys)):
             stream.generator.manual_seed(batch[0][1])
             for number, kind in enumerate(stream.views):
+                if kind == 'contrastive':
+                    views.append(View(side, number, None, contrastive=contrastive.draw(len(batch), height,
+                                                                                       stream.generator)))
+                    continue
                 # 'crop_flip' (zero-padded crop, then flip) is drawn as a flip, then a zero-padded crop:
                 # the same distribution (tensor_augment.flip_crop); it always flips at random
                 flips, top, left = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
@@ -87,12 +97,8 @@ class DeviceBatches:
                 views.append(View(side, number, torch.stack([flips.long(), top, left, zero_pad]), strong))
         return views
 
-    def __next__(self):
-        keys = [next(stream.sampler) for stream in self.sides]
-        positions = send(torch.tensor([i for batch in keys for i, _ in batch]), self.images)
-        positions = positions.split([len(batch) for batch in keys])
-        rows = [stream.rows[p] for stream, p in zip(self.sides, positions)]
-        views = sorted(self.draw(keys), key=lambda view: view.strong is not None)  # the strong ones last
+    def padded_views(self, views, rows) -> torch.Tensor:
+        """The weak, crop_flip and strong views (in this order: the strong ones last), uint8."""
         weak = send(torch.cat([view.weak for view in views], 1), self.images)
         images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
         zero_pad = weak[3].bool() if any('crop_flip' in stream.views for stream in self.sides) else None
@@ -101,6 +107,26 @@ class DeviceBatches:
         if strong:
             tail = len(images) - sum(len(draws.op) for draws in strong)
             images[tail:] = self.randaugment.apply(images[tail:], Draws(*map(torch.cat, zip(*strong))))
+        return images
+
+    def contrastive_views(self, views, rows) -> torch.Tensor:
+        """The contrastive views (CCL's), drawn from the images themselves, uint8."""
+        images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
+        return contrastive.apply(images, ContrastiveDraws(*map(torch.cat, zip(*(v.contrastive
+                                                                                            for v in views)))))
+
+    def __next__(self):
+        keys = [next(stream.sampler) for stream in self.sides]
+        positions = send(torch.tensor([i for batch in keys for i, _ in batch]), self.images)
+        positions = positions.split([len(batch) for batch in keys])
+        rows = [stream.rows[p] for stream, p in zip(self.sides, positions)]
+        drawn = self.draw(keys)
+        padded = sorted((view for view in drawn if view.weak is not None), key=lambda view: view.strong is not None)
+        others = [view for view in drawn if view.weak is None]
+        parts = ([self.padded_views(padded, rows)] if padded else []) + \
+                ([self.contrastive_views(others, rows)] if others else [])
+        views = padded + others
+        images = parts[0] if len(parts) == 1 else torch.cat(parts)
         images = tensor_augment.normalize(images, self.mean, self.std).split([len(rows[v.side]) for v in views])
         out = [[None] * len(stream.views) for stream in self.sides]
         for view, pixels in zip(views, images):

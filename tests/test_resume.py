@@ -57,9 +57,10 @@ def final_state(out):
     return records, torch.load(out / 'checkpoint.pt', weights_only=False)
 
 
-@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL'])
+@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
-    extra = ['--version', method, '--est-epoch', 0] + (['--upbatch', 1] if method == 'CCL' else [])
+    method, *path = method.split()
+    extra = ['--version', method, '--est-epoch', 0, *path] + (['--upbatch', 1] if method == 'CCL' else [])
     if method == 'DASO':  # blending and alignment from step 2 on, a new pseudo-label window every 2 steps
         extra = ['--version', method, '--pretrain-steps', 1, '--pl-dist-update-period', 2, '--lr-schedule', 'constant',
                  '--wdecay-all', '--ema-warmup']
