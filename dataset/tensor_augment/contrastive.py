@@ -12,7 +12,8 @@ then Pillow's Gaussian blur):
 
 Every draw (crop, flip, whether and in which order the jitter acts, its factors, grey, blur and
 sigma) comes from the host generator, with the distribution of torchvision's transforms, and is
-sent to the device in two copies; the pixel work has the same shapes at every step.
+sent to the device in two copies; as in RandAugmentMC, each adjustment runs on the images that
+draw it, grouped on the host.
 """
 import math
 from typing import NamedTuple
@@ -135,10 +136,10 @@ def hsv_to_rgb(x):
 
 
 def hue(x, shift):
-    """torchvision's adjust_hue on a PIL image: to HSV, add `shift` (N,) to the hue modulo 256,
-    back to RGB."""
+    """torchvision's adjust_hue on a PIL image: to HSV, add `shift` (N,) (hue_shift's) to the hue
+    modulo 256, back to RGB."""
     hsv = rgb_to_hsv(x)
-    shifted = (hsv[:, :1].to(torch.int64) + _col(shift)) % 256
+    shifted = (hsv[:, :1].to(torch.int64) + _col(shift.to(torch.int64))) % 256
     return hsv_to_rgb(torch.cat([shifted.to(torch.uint8), hsv[:, 1:]], 1))
 
 
@@ -165,28 +166,31 @@ def box_blur_parameters(sigma):
 MAX_RADIUS = int(box_blur_parameters([SIGMA[1]])[0][0])   # 1: the taps reach 2 pixels each side
 
 
-def box_weights(integer, ww, fw, blurred):
-    """(N, 2 R + 3) int64 tap weights of one box pass (R = MAX_RADIUS): ww within the radius, fw
-    on the two pixels just beyond; a unit tap for an image that is not blurred."""
-    taps = np.abs(np.arange(-MAX_RADIUS - 1, MAX_RADIUS + 2))
-    weights = np.where(taps <= integer[:, None], ww[:, None], np.where(taps == integer[:, None] + 1, fw[:, None], 0))
-    identity = np.where(taps == 0, 1 << BOX_BITS, 0)
-    return torch.from_numpy(np.where(blurred[:, None], weights, identity[None]))
+def box_weights(integer, ww, fw):
+    """(N, R + 2) int64 weights of one box pass by distance 0..R+1 from the pixel (R = MAX_RADIUS):
+    ww within the radius, fw on the pixels just beyond it, 0 farther."""
+    distance = np.arange(MAX_RADIUS + 2)
+    weights = np.where(distance <= integer[:, None], ww[:, None], np.where(distance == integer[:, None] + 1,
+                                                                          fw[:, None], 0))
+    return torch.from_numpy(weights)
 
 
 def _box_pass(x, weights):
-    """One horizontal box pass of int64 (N, C, H, W) with edge pixels repeated beyond the border."""
-    w = x.shape[-1]
-    offsets = torch.arange(-MAX_RADIUS - 1, MAX_RADIUS + 2, device=x.device)
-    index = (torch.arange(w, device=x.device).view(-1, 1) + offsets).clamp(0, w - 1)   # (W, taps)
-    total = (x[..., index] * weights.view(len(x), 1, 1, 1, -1)).sum(-1)
-    return (total + (1 << (BOX_BITS - 1))) >> BOX_BITS
+    """One horizontal box pass of float64 (N, C, H, W) integers, edge pixels repeated beyond the
+    border: exact, every sum of products stays below 2^32."""
+    reach, w = MAX_RADIUS + 1, x.shape[-1]
+    padded = torch.cat([x[..., :1].expand(*x.shape[:-1], reach), x, x[..., -1:].expand(*x.shape[:-1], reach)], -1)
+    total = x * _col(weights[:, 0])
+    for distance in range(1, reach + 1):
+        total += (padded[..., reach - distance:reach - distance + w] +
+                  padded[..., reach + distance:reach + distance + w]) * _col(weights[:, distance])
+    return torch.floor((total + (1 << (BOX_BITS - 1))) / (1 << BOX_BITS))
 
 
 def gaussian_blur(x, weights):
-    """Pillow's GaussianBlur: PASSES horizontal box passes, then PASSES vertical ones, each
-    rounded to uint8 (exact in int64: a sum stays below 2^32)."""
-    x = x.to(torch.int64)
+    """Pillow's GaussianBlur with each image's box weights: PASSES horizontal box passes, then
+    PASSES vertical ones, each rounded to uint8."""
+    x, weights = x.to(torch.float64), weights.to(torch.float64)
     for _ in range(PASSES):
         x = _box_pass(x, weights)
     x = x.transpose(2, 3)
@@ -251,27 +255,48 @@ def hue_shift(factor):
     return torch.trunc(factor * 255).long() % 256
 
 
-def color_jitter(x, jitter, order, factors):
-    """ColorJitter where `jitter`: the four adjustments in each image's order."""
-    shift = hue_shift(factors[:, 3])
+ADJUSTMENTS = (brightness, contrast, color, hue)   # ColorJitter's order: fn_idx 0..3
+
+
+def jitter_plan(jitter, order):
+    """Per slot of the jitter, the jittered images grouped by the adjustment they get there, on the
+    host: (N_jittered * 4,) image indices, slot after slot, and each group's size (slot-major)."""
+    jittered = torch.nonzero(jitter).view(-1)
+    indices, counts = [], []
     for slot in range(4):
-        adjusted = (brightness(x, factors[:, 0]), contrast(x, factors[:, 1]), color(x, factors[:, 2]), hue(x, shift))
-        pick = order[:, slot]
-        chosen = torch.stack(adjusted).gather(0, pick.view(1, -1, 1, 1, 1).expand(1, *x.shape))[0]
-        x = torch.where(_col(jitter), chosen, x)
+        adjustment = order[jittered, slot]
+        indices.append(jittered[adjustment.argsort(stable=True)])
+        counts += torch.bincount(adjustment, minlength=4).tolist()
+    return torch.cat(indices), counts
+
+
+def color_jitter(x, factors, indices, counts):
+    """ColorJitter on the images of jitter_plan, each adjustment applied to its group of each slot."""
+    x = x.clone()
+    factors = factors.clone()
+    factors[:, 3] = hue_shift(factors[:, 3])
+    for slot, groups in enumerate(indices.split([sum(counts[4 * s:4 * s + 4]) for s in range(4)])):
+        for adjustment, group in zip(ADJUSTMENTS, groups.split(counts[4 * slot:4 * slot + 4])):
+            if len(group):
+                x[group] = adjustment(x[group], factors[group, ADJUSTMENTS.index(adjustment)])
     return x
 
 
 def apply(images, draws: ContrastiveDraws):
     """The contrastive views of uint8 (N, 3, H, W) images with the given draws, on their device."""
-    integer, ww, fw = box_blur_parameters(draws.sigma.numpy())
-    whole = send(torch.cat([draws.box, draws.flip.long().view(-1, 1), draws.jitter.long().view(-1, 1), draws.order,
-                            draws.grey.long().view(-1, 1), box_weights(integer, ww, fw, draws.blur.numpy())], 1),
-                 images)
+    n = len(images)
+    blurred = torch.nonzero(draws.blur).view(-1)
+    weights = box_weights(*box_blur_parameters(draws.sigma[blurred].numpy()))
+    indices, counts = jitter_plan(draws.jitter, draws.order)
+    whole = send(torch.cat([draws.box.flatten(), draws.flip.long(), draws.grey.long(), indices, blurred,
+                            weights.flatten()]), images)
     factors = send(draws.factors, images)
-    box, flip, jitter, order, grey, weights = whole.split([4, 1, 1, 4, 1, 2 * MAX_RADIUS + 3], 1)
-    x = resized_crop(images, *box.unbind(1))
+    box, flip, grey, indices, blurred, weights = whole.split([4 * n, n, n, len(indices), len(blurred),
+                                                              weights.numel()])
+    x = resized_crop(images, *box.view(n, 4).unbind(1))
     x = torch.where(_col(flip.bool()), x.flip(-1), x)
-    x = color_jitter(x, jitter.bool().view(-1), order, factors)
+    x = color_jitter(x, factors, indices, counts)
     x = torch.where(_col(grey.bool()), _grayscale(x).to(torch.uint8).expand_as(x), x)
-    return gaussian_blur(x, weights)
+    if len(blurred):
+        x[blurred] = gaussian_blur(x[blurred], weights.view(len(blurred), -1))
+    return x
