@@ -268,3 +268,17 @@ def test_report_on_a_real_run(tmp_path):
     assert {'top1_vs_step_digits_reversed_gl20_gu20.png', 'kl_vs_step_digits_reversed_gl20_gu20.png',
             'per_class_digits_reversed_gl20_gu20.png'} <= names
     assert stdout.strip().splitlines()[-1].startswith('wrote ')
+
+
+def test_a_method_after_the_paper_is_marked_not_reported(tmp_path):
+    """CCL has no number in the SimPro paper's tables: its cells say so; SimPro's beside it has one."""
+    for method in ('CCL', 'SimPro'):
+        directory = tmp_path / 'runs' / method
+        write_run(directory, run_args(method, 'consistent', (), 0, directory), [50.0 + i for i in range(EVALUATIONS)])
+    code, _, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
+    assert code == 0, err
+    text = (tmp_path / 'out' / 'results.md').read_text()
+    last20 = text[text.index('against the paper'):text.index('### best top-1')]
+    assert '| CCL | ' in last20 and '[paper: not reported]' in last20.split('| CCL | ')[1].splitlines()[0]
+    assert '[paper 74.2,' in last20.split('| SimPro | ')[1].splitlines()[0]
+    assert text.count('[paper: not reported]') == 1   # only beside the paper's own columns, once

@@ -43,6 +43,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import matplotlib
@@ -100,6 +101,15 @@ def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
         return None
     expected = recipe({**args, 'version': method}, train.get_args_parser())
     return PAPER_TOP1[method][key] if expected is not None and expected.row is not None else None
+
+
+def not_reported(row: dict) -> bool:
+    """A results.csv row whose setting is a column of the paper's tables in which its method has no
+    number (CCL everywhere: it came after the paper)."""
+    setting = SimpleNamespace(name=row['setting'], gamma_l=row['gamma_l'], gamma_u=row['gamma_u'],
+                              img_size=row['img_size'])
+    key = paper_key(row['dataset'], setting)
+    return key is not None and key not in PAPER_TOP1.get(row['method'], {})
 
 
 # ------------------------------------------------------------------ runs and groups
@@ -373,6 +383,8 @@ def cell(row: dict, metric: str, with_paper: bool) -> str:
         text += f' [paper {row["paper_top1"]:.1f}{diff}]'
     elif with_paper and row['paper_recipe'] is False:
         text += ' [off-recipe]'
+    elif with_paper and not_reported(row):
+        text += ' [paper: not reported]'
     if unfinished:
         text += f'; incomplete: {n} of {n + unfinished} seeds finished'
     return text
