@@ -75,6 +75,14 @@ class RunLock:
                   f'(a run that was killed)', file=sys.stderr)
             self.path.unlink(missing_ok=True)
 
+    def live_holder(self):
+        """The {'pid', 'host'} of the process writing the folder, or None: no lock, or the lock of a
+        dead process on this host (a killed run, whose lock the next run takes over)."""
+        holder = self._holder()
+        if holder is None or (holder.get('host') == self.owner['host'] and not self._alive(holder.get('pid'))):
+            return None
+        return holder
+
     def __exit__(self, *exc):
         if self.enabled and self._holder() == self.owner:
             self.path.unlink(missing_ok=True)
@@ -122,4 +130,7 @@ class RunLock:
             return False
         except PermissionError:  # another user's live process
             return True
-        return True
+        try:  # a killed process nobody has reaped yet (a container without an init) is a zombie: dead
+            return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+        except (OSError, IndexError):  # no /proc (not Linux)
+            return True
