@@ -78,7 +78,7 @@ def test_the_local_pool_runs_k_at_a_time_then_reports_and_never_twice(tmp_path, 
     assert table in out and table.count('(n=1)') >= 4                          # the report, printed
     assert sweep.main(argv) == 0
     out = capsys.readouterr().out
-    assert len(started) == 4 and 'nothing to run: all 4 runs are finished or in use' in out
+    assert len(started) == 4 and 'nothing to run: all 4 runs are finished, in use or queued' in out
     assert out.count('skipped ') == 4 and 'finished (top-1' in out
 
 
@@ -163,3 +163,23 @@ def test_slurm_without_submitit_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, 'submitit', None)   # import submitit raises ImportError
     assert sweep.main(['--methods', 'SimPro', '--dataset', 'digits', '--rows', '0', '--executor', 'slurm']) == 2
     assert capsys.readouterr().err == 'error: --executor slurm needs submitit: pip install submitit\n'
+
+
+def test_a_run_still_queued_on_slurm_is_not_submitted_again(tmp_path, monkeypatch, capsys):
+    submitit = pytest.importorskip('submitit')
+    run, = sweep.expand(['SimPro'], 'digits', [0], [0], TINY, out_root=tmp_path)
+    sweep.slurm_folder(run).mkdir(parents=True)
+    (sweep.slurm_folder(run) / 'job_id').write_text('4242\n')
+    asked = []
+
+    class Job:   # what sacct would say of job 4242
+        def __init__(self, folder, job_id):
+            asked.append((Path(folder), job_id))
+            self.state = 'PENDING'
+
+    monkeypatch.setattr(submitit, 'SlurmJob', Job)
+    monkeypatch.setattr(sweep, 'submit_slurm', lambda *a: pytest.fail('submitted again'))
+    assert sweep.main(['--methods', 'SimPro', '--dataset', 'digits', '--rows', '0', '--executor', 'slurm',
+                       '--out-root', str(tmp_path), '--no-report', '--', *TINY]) == 0
+    assert asked == [(sweep.slurm_folder(run), '4242')]
+    assert 'skipped SimPro digits row 0 seed 0: queued as Slurm job 4242 (PENDING)' in capsys.readouterr().out

@@ -239,15 +239,34 @@ class SlurmRun:
         return {'command': self.command, 'gpus_per_node': self.gpus_per_node, 'process': None}
 
 
+QUEUED = ('PENDING', 'RUNNING', 'REQUEUED', 'CONFIGURING', 'COMPLETING', 'RESIZING', 'SUSPENDED')
+
+
+def slurm_folder(run: Run) -> Path:
+    return run.folder.with_name(run.folder.name + '.slurm')
+
+
+def queued(run: Run) -> Optional[str]:
+    """'queued as Slurm job N (STATE)' when the sweep's last job for the run is still in Slurm's queue
+    (its run lock is taken only when it starts); else None."""
+    try:
+        job_id = (slurm_folder(run) / 'job_id').read_text().strip()
+        import submitit
+        state = submitit.SlurmJob(folder=slurm_folder(run), job_id=job_id).state
+    except (OSError, ImportError):
+        return None
+    return f'queued as Slurm job {job_id} ({state})' if state.split()[0] in QUEUED else None
+
+
 def submit_slurm(runs, args):
-    """One job per run; the submitted jobs."""
+    """One job per run (its id in <folder>.slurm/job_id); the submitted jobs."""
     try:
         import submitit
     except ImportError:
         raise UserError('--executor slurm needs submitit: pip install submitit')
     jobs = []
     for run in runs:
-        executor = submitit.AutoExecutor(folder=run.folder.with_name(run.folder.name + '.slurm'), cluster=args.cluster)
+        executor = submitit.AutoExecutor(folder=slurm_folder(run), cluster=args.cluster)
         parameters = dict(timeout_min=args.time, nodes=args.nodes, tasks_per_node=1, name=run.folder.name)
         if args.cluster != 'debug':
             parameters.update(gpus_per_node=args.gpus_per_node)
@@ -256,6 +275,7 @@ def submit_slurm(runs, args):
         executor.update_parameters(**parameters)
         run.folder.parent.mkdir(parents=True, exist_ok=True)
         jobs.append(executor.submit(SlurmRun(run.command, args.gpus_per_node)))
+        (slurm_folder(run) / 'job_id').write_text(f'{jobs[-1].job_id}\n')
     return jobs
 
 
@@ -323,6 +343,9 @@ def main(argv=None) -> int:
         check(args)
         runs = expand(args.methods, args.dataset, parse_rows(args.rows), args.seeds, extra, args.out_root)
         states = {run: state(run) for run in runs}
+        if args.executor == 'slurm' and args.cluster == 'slurm':
+            states.update({run: ('queued', why) for run in runs if states[run][0] == 'to run' for why in [queued(run)]
+                           if why})
         todo = [run for run in runs if states[run][0] == 'to run']
         gpus = torch.cuda.device_count() if args.executor == 'local' else 0
         if args.per_gpu is None:
@@ -343,7 +366,7 @@ def main(argv=None) -> int:
             if states[run][0] != 'to run':
                 print(f'skipped {run.name}: {states[run][1]}')
         if not todo:
-            print(f'nothing to run: all {len(runs)} runs are finished or in use')
+            print(f'nothing to run: all {len(runs)} runs are finished, in use or queued')
         failed = []
         if todo and args.executor == 'local':
             where = f'{gpus} GPU(s), {args.per_gpu} per GPU' if gpus else f'the CPU, {args.per_gpu} at a time'
@@ -365,7 +388,7 @@ def main(argv=None) -> int:
         if not args.no_report:
             report(runs, args.report)
         if failed:
-            logs = {r: r.log if args.executor == 'local' else r.folder.with_name(r.folder.name + '.slurm') for r in failed}
+            logs = {r: r.log if args.executor == 'local' else slurm_folder(r) for r in failed}
             print(f'{len(failed)} of {len(todo)} runs failed: ' + '; '.join(f'{r.name} (see {logs[r]})' for r in failed),
                   file=sys.stderr)
         return min(len(failed), 100)
