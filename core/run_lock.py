@@ -56,7 +56,7 @@ class RunLock:
             holder = self._holder()
             if holder is None:
                 continue  # released meanwhile: try again
-            if holder.get('host') != self.owner['host'] or self._alive(holder.get('pid')):
+            if self._in_use(holder):
                 raise UserError(f'{self.path.parent} is in use by process {holder.get("pid")} on '
                                 f'{holder.get("host")} (see {self.path}); wait for that run to end, or delete '
                                 f'{self.path} if that process is gone')
@@ -79,9 +79,11 @@ class RunLock:
         """The {'pid', 'host'} of the process writing the folder, or None: no lock, or the lock of a
         dead process on this host (a killed run, whose lock the next run takes over)."""
         holder = self._holder()
-        if holder is None or (holder.get('host') == self.owner['host'] and not self._alive(holder.get('pid'))):
-            return None
-        return holder
+        return holder if holder is not None and self._in_use(holder) else None
+
+    def _in_use(self, holder: dict) -> bool:
+        """A lock's holder is writing: a live process, or one on another host (which cannot be checked)."""
+        return holder.get('host') != self.owner['host'] or self._alive(holder.get('pid'))
 
     def __exit__(self, *exc):
         if self.enabled and self._holder() == self.owner:

@@ -122,10 +122,10 @@ class DeviceBatches:
         rows = [stream.rows[p] for stream, p in zip(self.sides, positions)]
         drawn = self.draw(keys)
         padded = sorted((view for view in drawn if view.weak is not None), key=lambda view: view.strong is not None)
-        others = [view for view in drawn if view.weak is None]
+        unpadded = [view for view in drawn if view.weak is None]   # the contrastive ones
         parts = ([self.padded_views(padded, rows)] if padded else []) + \
-                ([self.contrastive_views(others, rows)] if others else [])
-        views = padded + others
+                ([self.contrastive_views(unpadded, rows)] if unpadded else [])
+        views = padded + unpadded
         images = parts[0] if len(parts) == 1 else torch.cat(parts)
         images = tensor_augment.normalize(images, self.mean, self.std).split([len(rows[v.side]) for v in views])
         out = [[None] * len(stream.views) for stream in self.sides]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import torch
+from tqdm import tqdm
 
 import train
 from core.recipes import ROOT, launcher, launcher_rows, off_recipe, recipe
@@ -118,27 +119,32 @@ def expand(methods, dataset: str, rows, seeds, extra=(), out_root: Optional[Path
     return runs
 
 
+def last_record(run: Run) -> Optional[dict]:
+    """The run's last metrics line; None without one."""
+    try:
+        return json.loads((run.folder / 'metrics.jsonl').read_text().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def state(run: Run) -> tuple:
     """('finished' | 'in use' | 'to run', why): a run is finished when its metrics reach its last step."""
     holder = RunLock(run.folder).live_holder()
     if holder is not None:
         return 'in use', f'in use by process {holder.get("pid")} on {holder.get("host")} ({run.folder / "run.lock"})'
+    last = last_record(run)
     try:
         saved = json.loads((run.folder / 'args.json').read_text())
-        last = json.loads((run.folder / 'metrics.jsonl').read_text().splitlines()[-1])
-        steps = math.ceil(saved['total_steps'] / saved['eval_step']) * saved['eval_step']
-        if last['step'] >= steps:
+        if last['step'] >= math.ceil(saved['total_steps'] / saved['eval_step']) * saved['eval_step']:
             return 'finished', f'finished (top-1 {last["top1"]:.2f})'
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     return 'to run', 'resumes from its checkpoint' if (run.folder / 'checkpoint.pt').exists() else 'starts'
 
 
 def last_top1(run: Run) -> str:
-    try:
-        return f'top-1 {json.loads((run.folder / "metrics.jsonl").read_text().splitlines()[-1])["top1"]:.2f}'
-    except (OSError, ValueError, KeyError, IndexError):
-        return 'no metrics'
+    last = last_record(run)
+    return f'top-1 {last["top1"]:.2f}' if last and 'top1' in last else 'no metrics'
 
 
 # ------------------------------------------------------------------ local executor
@@ -150,13 +156,12 @@ def ignore_slurm_warnings():
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def run_local(runs, per_gpu: int, gpus: int, say=print) -> list:
+def run_local(runs, per_gpu: int, gpus: int) -> list:
     """Runs `runs`, per_gpu at a time on each of `gpus` GPUs (per_gpu at a time without one); the
     failed ones."""
     slots = [str(g) for g in range(gpus) for _ in range(per_gpu)] or [None] * per_gpu
     threads = max(1, (os.cpu_count() or 1) // len(slots))
     pending, active, failed, done = list(runs), {}, [], 0
-    from tqdm import tqdm
     bar = tqdm(total=len(runs), desc='sweep', unit='run', file=sys.stderr, disable=not sys.stderr.isatty())
     try:
         while pending or active:
@@ -185,7 +190,7 @@ def run_local(runs, per_gpu: int, gpus: int, say=print) -> list:
                     failed.append(run)
                     line = f'failed{where} (exit status {process.returncode}): see {run.log}'
                 bar.update()
-                (bar.write if not bar.disable else say)(f'[{done}/{len(runs)}] {run.name}: {line}')
+                (bar.write if not bar.disable else print)(f'[{done}/{len(runs)}] {run.name}: {line}')
     except KeyboardInterrupt:
         for run, process, _ in active.values():
             process.send_signal(signal.SIGTERM)
@@ -259,11 +264,8 @@ def queued(run: Run) -> Optional[str]:
 
 
 def submit_slurm(runs, args):
-    """One job per run (its id in <folder>.slurm/job_id); the submitted jobs."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError('--executor slurm needs submitit: pip install submitit')
+    """One job per run (its id in <folder>.slurm/job_id); the submitted jobs (check() found submitit)."""
+    import submitit
     jobs = []
     for run in runs:
         executor = submitit.AutoExecutor(folder=slurm_folder(run), cluster=args.cluster)
@@ -326,14 +328,14 @@ def check(args) -> None:
             raise UserError('--executor slurm needs submitit: pip install submitit')
 
 
-def report(runs, out: Path, say=print) -> None:
+def report(runs, out: Path) -> None:
     from tools import report as tables
     folders = [str(run.folder) for run in runs if (run.folder / 'args.json').exists()]
     if not folders:
-        say('no run has written anything yet: no report')
+        print('no run has written anything yet: no report')
         return
     if tables.main([*folders, '--out', str(out)]) == 0:
-        say((out / 'results.md').read_text())
+        print((out / 'results.md').read_text())
 
 
 def main(argv=None) -> int:

@@ -259,8 +259,8 @@ ADJUSTMENTS = (brightness, contrast, color, hue)   # ColorJitter's order: fn_idx
 
 
 def jitter_plan(jitter, order):
-    """Per slot of the jitter, the jittered images grouped by the adjustment they get there, on the
-    host: (N_jittered * 4,) image indices, slot after slot, and each group's size (slot-major)."""
+    """The jittered images grouped by the adjustment they get in each slot, on the host: (indices,
+    counts), 16 groups in the order slot 0 brightness, slot 0 contrast, ..., slot 3 hue."""
     jittered = torch.nonzero(jitter).view(-1)
     indices, counts = [], []
     for slot in range(4):
@@ -271,14 +271,13 @@ def jitter_plan(jitter, order):
 
 
 def color_jitter(x, factors, indices, counts):
-    """ColorJitter on the images of jitter_plan, each adjustment applied to its group of each slot."""
+    """ColorJitter on the groups of jitter_plan, slot after slot; factors (N, 4) with the hue's as
+    hue_shift gives it."""
     x = x.clone()
-    factors = factors.clone()
-    factors[:, 3] = hue_shift(factors[:, 3])
-    for slot, groups in enumerate(indices.split([sum(counts[4 * s:4 * s + 4]) for s in range(4)])):
-        for adjustment, group in zip(ADJUSTMENTS, groups.split(counts[4 * slot:4 * slot + 4])):
-            if len(group):
-                x[group] = adjustment(x[group], factors[group, ADJUSTMENTS.index(adjustment)])
+    for number, group in enumerate(indices.split(counts)):
+        if len(group):
+            adjustment = number % 4
+            x[group] = ADJUSTMENTS[adjustment](x[group], factors[group, adjustment])
     return x
 
 
@@ -290,7 +289,7 @@ def apply(images, draws: ContrastiveDraws):
     indices, counts = jitter_plan(draws.jitter, draws.order)
     whole = send(torch.cat([draws.box.flatten(), draws.flip.long(), draws.grey.long(), indices, blurred,
                             weights.flatten()]), images)
-    factors = send(draws.factors, images)
+    factors = send(torch.cat([draws.factors[:, :3], hue_shift(draws.factors[:, 3:]).double()], 1), images)
     box, flip, grey, indices, blurred, weights = whole.split([4 * n, n, n, len(indices), len(blurred),
                                                               weights.numel()])
     x = resized_crop(images, *box.view(n, 4).unbind(1))
