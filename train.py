@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dataset.data import DATASETS, build_data
+from dataset.data import DATASETS, MAIN_TEST, build_data
 from dataset.device_batches import DeviceBatches, EvalBatches, to_device
 from dataset.sampler import PassBatches, check_fits_batch
 from dataset.splits import UNLABELED_MODES
@@ -34,7 +34,7 @@ from methods import (DEFAULT_METHOD, METHODS, Method, StepResult, fill_own_defau
 from models import ARCHS, ModelConfigError, build_model, count_parameters
 from core.arguments import check_arguments
 from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
-from core.evaluate import evaluate, group_accuracy, shot_groups
+from core.evaluate import add_to_history, due_test_sets, evaluate_sets, new_history, shot_groups, test_set_record
 from core.meter import EpochMeter
 from core.recipes import launcher, off_recipe, recipe
 from core.run_folder import data_identity, default_out_dir, resolve_resume, write_args
@@ -42,7 +42,7 @@ from core.run_lock import RunLock
 from core.run_log import Progress, RunLog, print_split
 from core.settings import read_settings
 from core.stopping import StopSignal
-from core.training import (ModelEMA, constant_schedule, cosine_schedule, param_groups, rng_states, seed_everything,
+from core.training import (ModelEMA, constant_schedule, cosine_schedule, rng_states, seed_everything,
                            set_rng_states)
 from utils import distributed
 from utils.cli import HelpFormatter, OneLineParser
@@ -198,23 +198,28 @@ def resolve_device(name):
 
 
 def make_batches(args, data, method, step: int, device):
-    """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and the test batches:
-    made on the device (--aug gpu) or per image with PIL in loader workers (--aug cpu)."""
+    """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and test_batches(rows): this
+    process's share of those rows of the test images, in order: made on the device (--aug gpu) or
+    per image with PIL in loader workers (--aug cpu)."""
     data = method.training_data(data)  # (a generation's own split)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
-    share = slice(distributed.rank(), None, distributed.world_size())  # of the test set, to evaluate
+    share = slice(distributed.rank(), None, distributed.world_size())  # of the test rows, to evaluate
     if args.aug == 'gpu':
         try:
             images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
-            test_images = to_device(data.test_images[share], device)
+            test_images, test_labels = to_device(data.test_images, device), torch.from_numpy(data.test_labels)
         except torch.cuda.OutOfMemoryError:
             raise UserError(f"the split's {data.images.nbytes / 2 ** 30:.1f} GiB of images do not fit on {device}; "
                             f"use --aug cpu")
+
+        def test_batches(rows):
+            mine = torch.from_numpy(rows[share])
+            return EvalBatches(test_images, test_labels[mine].to(device), data.mean, data.std, rows=mine.to(device))
         return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
                               method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
                               flip=data.flip, cutout=data.cutout,
                               labeled_targets=torch.from_numpy(data.labeled_targets).to(device), **common),
-                EvalBatches(test_images, torch.from_numpy(data.test_labels[share]).to(device), data.mean, data.std))
+                test_batches)
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 
     def endless(dataset, batch_size, stream, what):
@@ -225,8 +230,8 @@ def make_batches(args, data, method, step: int, device):
 
     return (zip(endless(labeled_set, args.batch_size, 0, 'labeled set'),
                 endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')),
-            torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, range(len(test_set))[share]),
-                                        batch_size=256, num_workers=args.num_workers))
+            lambda rows: torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, rows[share].tolist()),
+                                                     batch_size=256, num_workers=args.num_workers))
 
 
 @dataclass
@@ -262,8 +267,7 @@ def build_training(args, data, device, method=None, seed=None) -> Training:
         method = METHODS[args.version](args, data, num_features=model.num_features).to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
-                                nesterov=args.nesterov)
+    optimizer = method.make_optimizer(model, args)  # (the loop's SGD, unless the method has its own)
     starts = method.generation_starts  # the schedule restarts with every generation, each as long as the first
     cycle = starts[0] if starts else args.total_steps
     schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
@@ -329,7 +333,7 @@ def train(args, data, stop: StopSignal) -> None:
                                             defaults=vars(parser.parse_args([])))  # (refuses other settings,
     # other data, another run's --out)
     run = build_training(args, data, device)
-    history, step, meter, record = {'top1': [], 'best_top1': 0.0}, 0, EpochMeter(device), None
+    history, step, meter, record = new_history(data.test_sets), 0, EpochMeter(device), None
     if checkpoint:
         history, step, record = restore(run, meter, checkpoint)
     batches, test_batches = make_batches(args, data, run.method, step, device)  # (may refuse: before writing)
@@ -352,6 +356,9 @@ def train(args, data, stop: StopSignal) -> None:
                 run = next_generation(args, data, run, device)
                 batches, test_batches = make_batches(args, data, run.method, step, device)
                 log.line(f'step {step}: {run.method.describe_generation()}')
+            if step in run.method.stage_starts:  # a stage of the method's own: the network carries on
+                line = run.method.start_stage(run.ema.model if run.ema else run.model, data, device)
+                log.line(f'step {step}: {line}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                 labeled_batch, unlabeled_batch = next(batches)
                 result = train_step(run, labeled_batch, unlabeled_batch, device, args)
@@ -364,14 +371,14 @@ def train(args, data, stop: StopSignal) -> None:
                     progress.update(step, result.loss)
             if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
                 run.method.end_epoch()  # (e.g. a prior's closed-form M-step)
-                tested = evaluate(run.ema.model if run.ema else run.model, test_batches, run.method.eval_logits,
-                                  data.num_classes, device)
-                is_best = tested['top1'] > history['best_top1']
-                history['top1'].append(tested['top1'])
-                history['best_top1'] = max(history['best_top1'], tested['top1'])
+                due = due_test_sets(data.test_sets, step // args.eval_step, progress.last_step // args.eval_step)
+                tested = evaluate_sets(run.method.eval_network(run.ema.model if run.ema else run.model),
+                                       test_batches, data.test_sets, due, run.method.eval_logits, data.num_classes,
+                                       device)
+                is_best = add_to_history(history, tested)
                 record = epoch_record(step, args, data, tested, history, run, meter, time.time() - started)
                 log.metrics(record)
-                log.line(epoch_line(record))
+                log.line(epoch_line(record, data.test_sets))
                 meter, started = EpochMeter(device), time.time()
                 save_run(out / CHECKPOINT, run, step, history, meter, args, identity, record)
                 if is_best:
@@ -425,26 +432,29 @@ def save_run(path: Path, run: Training, step, history, meter, args, data: dict, 
 
 
 def epoch_record(step, args, data, tested, history, run: Training, meter, seconds) -> dict:
-    """One line of metrics.jsonl (README, "Outputs")."""
-    last20 = history['top1'][-20:]
+    """One line of metrics.jsonl (README, "Outputs"): the main test set's numbers, each other test set
+    evaluated (`tested`: name -> evaluate's result) under its name, the method's and the meter's."""
     pi_u, true_prior = run.method.unlabeled_prior(), data.unlabeled_prior
-    record = {'step': step, 'epoch': step // args.eval_step, 'top1': tested['top1'], 'top5': tested['top5'],
-              'best_top1': history['best_top1'], 'mean20_top1': sum(last20) / len(last20),
-              'per_class_acc': tested['per_class_acc'],
-              'group_acc': group_accuracy(tested['per_class_acc'], shot_groups(data.labeled_per_class)),
+    groups = shot_groups(data.labeled_per_class)
+    sets = {name: test_set_record(result, history if name == MAIN_TEST else history[name], groups)
+            for name, result in tested.items()}
+    main = sets.pop(MAIN_TEST)
+    record = {'step': step, 'epoch': step // args.eval_step, **{k: v for k, v in main.items() if k != 'evaluated'},
               'pi_u': None if pi_u is None else pi_u.tolist(),
               'kl_pi_u': None if pi_u is None or true_prior is None else symmetric_kl(pi_u.cpu(),
                                                                                        torch.as_tensor(true_prior)),
-              **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': tested['evaluated'],
-              'seconds': round(seconds, 2), **run.method.metrics()}  # (what a method logs of its own state)
+              **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': main['evaluated'],
+              'seconds': round(seconds, 2), **sets, **run.method.metrics()}  # (what a method logs of its own state)
     return record
 
 
-def epoch_line(record: dict) -> str:
-    """The log line of an evaluation."""
+def epoch_line(record: dict, test_sets=()) -> str:
+    """The log line of an evaluation; `test_sets`: the names of the other test sets of the split."""
     kl = 'unknown' if record['kl_pi_u'] is None else f"{record['kl_pi_u']:.4f}"
+    others = ''.join(f" {name.replace('_', ' ')} top1 {record[name]['top1']:.2f} (mean20 "
+                     f"{record[name]['mean20_top1']:.2f})" for name in test_sets if name in record)
     return (f"epoch {record['epoch']} step {record['step']}: top1 {record['top1']:.2f} "
-            f"(best {record['best_top1']:.2f}, mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f} "
+            f"(best {record['best_top1']:.2f}, mean20 {record['mean20_top1']:.2f}) top5 {record['top5']:.2f}{others} "
             f"loss {record['loss']:.4f} mask {record['mask_ratio']:.3f} KL(pi_u) {kl}")
 
 

@@ -29,15 +29,6 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states['cuda'])
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, on_all: bool = False):
-    """Weight decay on every parameter except those whose name contains 'bias' or 'bn' (on all of
-    them with `on_all`, as DASO's optimizer)."""
-    no_decay = () if on_all else ('bias', 'bn')
-    decay = [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]
-    rest = [p for n, p in model.named_parameters() if any(k in n for k in no_decay)]
-    return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]
-
-
 def cosine_schedule(total_steps: int):
     """lr multiplier at step t: max(0, cos(7 pi t / (16 T))) (FixMatch's schedule, warmup 0)."""
     return lambda step: max(0.0, math.cos(math.pi * 7 / 16 * step / max(1, total_steps)))

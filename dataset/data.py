@@ -31,6 +31,8 @@ DIGITS_TEST_PER_CLASS = 30
 IMAGENET127_LABELED_FRACTION = 0.1
 IMAGENET127_TEST_PER_CLASS = 50
 TEST_SUBSET_SEED = 0  # the balanced ImageNet-127 test subset is the same for every run
+MAIN_TEST = 'test'    # the name of a split's main test set (SemiSupervisedData.test_sets)
+IMBALANCED_TEST = 'imbalanced_test'  # ImageNet-127's every val image
 
 @dataclass
 class SemiSupervisedData:
@@ -44,7 +46,7 @@ class SemiSupervisedData:
     labeled_idx: np.ndarray          # rows of the labeled set
     unlabeled_idx: np.ndarray        # rows of the unlabeled pool
     unlabeled_is_labeled: np.ndarray  # per pool row: also a labeled image (ACR_d), excluded from estimates
-    test_images: np.ndarray
+    test_images: np.ndarray          # every image a run evaluates
     test_labels: np.ndarray
     labeled_per_class: list
     unlabeled_per_class: Optional[list]  # true counts of the unlabeled images proper; None if unknown
@@ -54,10 +56,18 @@ class SemiSupervisedData:
     cutout: int = CUTOUT             # side of RandAugmentMC's gray square
     labeled_targets: Optional[np.ndarray] = None  # per labeled_idx entry, the label trained on (default: its
     # true label; CReST+ adds pool rows with pseudo labels, and their true labels are never read)
+    test_sets: Optional[dict] = None  # name -> rows of test_images: the test sets evaluated. The first,
+    # 'test', is the one of top1, best_top1, ... (default: every row); each other is logged under its name
+    # (ImageNet-127: 'test' the balanced subset, 'imbalanced_test' every val image)
 
     def __post_init__(self):
         if self.labeled_targets is None:
             self.labeled_targets = self.labels[self.labeled_idx]
+        if self.test_sets is None:
+            self.test_sets = {MAIN_TEST: np.arange(len(self.test_labels))}
+
+    def test_per_class(self, name: str = MAIN_TEST) -> list:
+        return np.bincount(self.test_labels[self.test_sets[name]], minlength=self.num_classes).tolist()
 
     @property
     def unlabeled_prior(self) -> Optional[np.ndarray]:
@@ -78,11 +88,12 @@ class SemiSupervisedData:
             'dataset': self.name, 'method': method, 'num_classes': self.num_classes,
             'image_size': self.image_size, 'unlabeled_mode': self.unlabeled_mode,
             'num_labeled': len(self.labeled_idx), 'num_unlabeled': len(self.unlabeled_idx),
-            'num_test': len(self.test_labels),
+            'num_test': len(self.test_sets[MAIN_TEST]),
             'labeled_per_class': self.labeled_per_class,
             'unlabeled_per_class': self.unlabeled_per_class,
             'unlabeled_pool_per_class': self.pool_per_class(),
-            'test_per_class': np.bincount(self.test_labels, minlength=self.num_classes).tolist(),
+            'test_per_class': self.test_per_class(),
+            **{f'{name}_per_class': self.test_per_class(name) for name in list(self.test_sets)[1:]},
         }
 
     def datasets(self, labeled_views, unlabeled_views):
@@ -162,12 +173,12 @@ def _keep_only_split_rows(images, labels, split: Split):
 
 
 def _from_split(name, num_classes, args, images, labels, split, test_images, test_labels, mean, std,
-                mode=None, notes=(), **augmentation):
+                mode=None, notes=(), **options):
     images, labels, split = _keep_only_split_rows(images, labels, split)
     return SemiSupervisedData(name, num_classes, args.img_size, mean, std, images, labels,
                               split.labeled_idx, split.unlabeled_idx, split.unlabeled_is_labeled,
                               test_images, test_labels, split.labeled_per_class, split.unlabeled_per_class,
-                              mode, tuple(notes), **augmentation)
+                              mode, tuple(notes), **options)
 
 
 def _cifar(args, labeled_in_pool, num_classes):
@@ -212,7 +223,9 @@ def build_stl10(args, labeled_in_pool=False):
 
 def build_imagenet127(args, labeled_in_pool=False):
     """10% of each class labeled (rounded half to even, as NumPy), the rest unlabeled; classes re-indexed so
-    class 0 has the most training images; a fixed balanced test subset of <= 50 per class."""
+    class 0 has the most training images. Two test sets (Table 3): a fixed balanced subset of <= 50 val
+    images per class (gamma_t = 1, the original's), and every val image (gamma_t ~ 286: 50 per ImageNet-1k
+    class merged into each class; the test set of CoSSL and ACR)."""
     root = Path(args.data_dir)
     images, labels = readers.read_imagenet_train(root, 127, args.img_size)
     counts = np.bincount(labels, minlength=127)
@@ -228,9 +241,10 @@ def build_imagenet127(args, labeled_in_pool=False):
     split = split_per_class(labels, labeled, unlabeled)
     test_x, test_y = readers.read_imagenet_val(root, 127, args.img_size)
     test_y = new_class[test_y]
-    test_rows = balanced_subset(test_y, IMAGENET127_TEST_PER_CLASS, 127, seed=TEST_SUBSET_SEED)
-    return _from_split('smallimagenet', 127, args, images, labels, split, test_x[test_rows], test_y[test_rows],
+    balanced = balanced_subset(test_y, IMAGENET127_TEST_PER_CLASS, 127, seed=TEST_SUBSET_SEED)
+    return _from_split('smallimagenet', 127, args, images, labels, split, test_x, test_y,
                        IMAGENET_MEAN, IMAGENET_STD,
+                       test_sets={MAIN_TEST: balanced, IMBALANCED_TEST: np.arange(len(test_y))},
                        notes=('labeled: 10% of each class; --num-max, --num-max-u, --imb-ratio-* and '
                               '--flag-reverse-LT are not used',))
 

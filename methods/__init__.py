@@ -9,14 +9,18 @@ from methods.acr_d import ACRd
 from methods.base import Flag, Method, StepResult
 from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
+from methods.cossl import CoSSL
 from methods.crest import CReSTPlus
+from methods.darp import DARP
 from methods.daso import DASO
 from methods.fixmatch import FixMatch
 from methods.simpro import ClassPrior, SimPro, scale_ratio
 
 METHODS = {
     'FixMatch': FixMatch,
+    'DARP': DARP,
     'CReST+': CReSTPlus,
+    'CoSSL': CoSSL,
     'DASO': DASO,
     'ACR_d': ACRd,
     'ACR': ACR,
@@ -67,6 +71,6 @@ def fill_own_defaults(settings: dict) -> None:
             settings[dest] = method.defaults.get(dest, readers[dest][0].options['default'])
 
 
-__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CReSTPlus', 'DASO', 'FixMatch', 'Flag',
-           'Method', 'SimPro', 'StepResult', 'fill_own_defaults', 'flag_readers', 'foreign_settings', 'logit_adjustment',
-           'own_defaults', 'scale_ratio', 'symmetric_kl']
+__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CoSSL', 'CReSTPlus', 'DARP', 'DASO',
+           'FixMatch', 'Flag', 'Method', 'SimPro', 'StepResult', 'fill_own_defaults', 'flag_readers',
+           'foreign_settings', 'logit_adjustment', 'own_defaults', 'scale_ratio', 'symmetric_kl']

@@ -8,10 +8,13 @@ so a method overrides only what makes it differ. The loop, per run:
     check_arguments(args)                      before any data is read (one-line errors)
     idle_parts(args, steps)                    what never acts in this run, said when it starts
     method = Method(args, data, num_features)  its state: buffers, checkpointed with the network
+    make_optimizer(model, args)                the network's optimizer (each generation's too)
     every step:   before_forward(...)  ->  network forward on every view  ->  loss(...)
-    every epoch:  end_epoch()  ->  evaluate with eval_logits(...)  ->  log unlabeled_prior(), metrics()
+    every epoch:  end_epoch()  ->  evaluate eval_network(...) by eval_logits(...)  ->  log unlabeled_prior(),
+                  metrics()
     at a step in generation_starts: start_generation(...), then the training data of
                   training_data(...) and a fresh network, optimizer and schedule
+    at a step in stage_starts: start_stage(...); the network, optimizer and schedule carry on
 
 Every piece of state a method keeps must be a buffer (register_buffer), so that a checkpoint
 holds it and a resumed run continues exactly; under several processes every process must hold
@@ -23,6 +26,8 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
+
+from methods.common import param_groups
 
 
 class Flag(NamedTuple):
@@ -91,6 +96,10 @@ class Method(nn.Module):
     generation_starts: Tuple[int, ...] = ()
     """Steps at which a new generation starts (start_generation); the learning-rate schedule then
     restarts, each cycle as long as the first generation."""
+    stage_starts: Tuple[int, ...] = ()
+    """Steps at which the method starts a stage of its own (start_stage), e.g. CoSSL's co-learning
+    after its pre-training; unlike a generation, the network, its EMA, the optimizer and the
+    schedule carry on."""
 
     def __init__(self, args, data, num_features: Optional[int] = None):
         """`args`: train.py's arguments; `data`: the split (dataset.data.SemiSupervisedData);
@@ -141,6 +150,24 @@ class Method(nn.Module):
         generation's `network` (its weight EMA) and the run's split, and return the seed of the new
         generation's network."""
         raise NotImplementedError(f'{type(self).__name__} has generation_starts but no start_generation')
+
+    def start_stage(self, ema_network: nn.Module, data, device) -> str:
+        """At a step of stage_starts (before that step): update the state for the stage that starts,
+        from the weight EMA (the network itself without one) and the run's split; return one log line
+        on it. Its state must say which stage it is in, so that a resumed run carries on in it."""
+        raise NotImplementedError(f'{type(self).__name__} has stage_starts but no start_stage')
+
+    def eval_network(self, network: nn.Module) -> nn.Module:
+        """The module that is evaluated (in eval mode; its output goes to eval_logits), made from the
+        weight EMA (the network itself without one): by default that network."""
+        return network
+
+    def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
+        """The optimizer of the network (of a fresh run and of every generation): by default the loop's
+        SGD, momentum 0.9, --lr, --nesterov, --wdecay (on every parameter with --wdecay-all, else not
+        on biases and BatchNorm)."""
+        return torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
+                               nesterov=args.nesterov)
 
     def describe_generation(self) -> str:
         """One log line on the generation that starts."""

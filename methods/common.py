@@ -1,4 +1,5 @@
-"""What several methods share: logit adjustment and the symmetric KL (SPEC sections 6 and 7)."""
+"""What several methods share: logit adjustment, the symmetric KL (SPEC sections 6 and 7) and the
+parameter groups of the weight decay."""
 import torch
 
 
@@ -12,3 +13,12 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> float:
     p, q = (x.double().clamp_min(1e-12) for x in (p, q))
     p, q = p / p.sum(), q / q.sum()
     return float(0.5 * (p * (p / q).log()).sum() + 0.5 * (q * (q / p).log()).sum())
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, on_all: bool = False):
+    """Weight decay on every parameter except those whose name contains 'bias' or 'bn' (on all of
+    them with `on_all`, as DASO's optimizer)."""
+    no_decay = () if on_all else ('bias', 'bn')
+    decay = [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)]
+    rest = [p for n, p in model.named_parameters() if any(k in n for k in no_decay)]
+    return [{'params': decay, 'weight_decay': weight_decay}, {'params': rest, 'weight_decay': 0.0}]

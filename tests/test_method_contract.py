@@ -33,6 +33,7 @@ def test_every_method_is_a_method_and_every_member_has_a_default():
     base = Method(None, None)
     assert base.unlabeled_prior() is None and base.metrics() == {} and base.generation_starts == ()
     assert base.eval_logits('output') == 'output' and base.training_data('data') == 'data'
+    assert base.stage_starts == () and base.eval_network('network') == 'network'
     with pytest.raises(NotImplementedError):
         base.loss(None, None, None)
 
@@ -43,8 +44,8 @@ def test_a_flag_of_other_methods_is_one_line(capsys, tmp_path, dest):
     others = [name for name in methods.METHODS if name not in readers]
     if not others:
         pytest.skip(f'{flag.name} is read by every method')
-    value = 'presence' if dest == 'anchor_estimate' else ('--no-dist-align' if dest == 'dist_align' else '1')
-    argv = [value] if value.startswith('--') else [flag.name, value]
+    switch = 'nargs' not in flag.options and flag.options.get('action') is not None  # (a flag without value)
+    argv = [flag.name] if switch else [flag.name, str(flag.options.get('choices', ['1'])[0])]
     code = train.main(['--version', others[0], *argv, '--data-dir', str(tmp_path / 'nothing')])
     owner = f'a {readers[0]} flag' if len(readers) == 1 else f'a flag of {", ".join(readers[:-1])} and {readers[-1]}'
     assert_one_line(code, capsys.readouterr().err, f'{flag.name} is {owner}; --version {others[0]} does not read it')

@@ -57,13 +57,17 @@ def final_state(out):
     return records, torch.load(out / 'checkpoint.pt', weights_only=False)
 
 
-@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu'])
+@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
     method, *path = method.split()
     extra = ['--version', method, '--est-epoch', 0, *path] + (['--upbatch', 1] if method == 'CCL' else [])
     if method == 'DASO':  # blending and alignment from step 2 on, a new pseudo-label window every 2 steps
         extra = ['--version', method, '--pretrain-steps', 1, '--pl-dist-update-period', 2, '--lr-schedule', 'constant',
                  '--wdecay-all', '--ema-warmup']
+    if method == 'CoSSL':  # co-learning from step 2 (the checkpoint resumed from), after a 2-step warm-up
+        extra = ['--version', method, '--cossl-start', 2, '--tfe-warmup-steps', 2]
+    if method == 'DARP':  # a refinement of the pool at steps 2, 4 and 6, after a warm-up of 1 step
+        extra = ['--version', method, '--darp-warmup-ratio', 0.2, '--darp-period', 2]
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
 
     crash_after_checkpoint(monkeypatch, step=2)
