@@ -282,3 +282,42 @@ def test_a_method_after_the_paper_is_marked_not_reported(tmp_path):
     assert '| CCL | ' in last20 and '[paper: not reported]' in last20.split('| CCL | ')[1].splitlines()[0]
     assert '[paper 74.2,' in last20.split('| SimPro | ')[1].splitlines()[0]
     assert text.count('[paper: not reported]') == 1   # only beside the paper's own columns, once
+
+
+def test_imagenet127_has_a_column_per_test_set_beside_table_3(tmp_path):
+    """A run on ImageNet-127 logs its balanced test set at the top level and every val image under
+    'imbalanced_test' (every 10 epochs and in the last 20): the report makes one column of each,
+    each beside Table 3's block of its test set (SimPro 32x32: 55.7 balanced, 59.1 gamma_t~286)."""
+    from core.recipes import launcher, launcher_rows
+    directory = tmp_path / 'runs' / 'SimPro_imagenet'
+    row = launcher_rows(str(launcher('SimPro')), 'smallimagenet')[0]
+    args = vars(train.get_args_parser().parse_args([*row, '--seed', '0', '--out', str(directory)]))
+    args.update(arch='resnet50', aug='cpu', channels_last=False, amp=False)
+    directory.mkdir(parents=True)
+    (directory / 'args.json').write_text(json.dumps(args))
+    epochs = args['total_steps'] // args['eval_step']
+    lines, balanced, every = [], [], []
+    for epoch in range(1, epochs + 1):
+        balanced.append(40 + epoch / epochs * 15)
+        record = {'step': epoch * args['eval_step'], 'epoch': epoch, 'top1': balanced[-1], 'top5': 90.0,
+                  'best_top1': max(balanced), 'mean20_top1': float(np.mean(balanced[-20:])), 'per_class_acc': [50.0] * 127,
+                  'pi_u': None, 'kl_pi_u': None, 'loss': 1.0, 'mask_ratio': 0.5}
+        if epoch % 10 == 0 or epoch > epochs - 20:
+            every.append(45 + epoch / epochs * 15)
+            record['imbalanced_test'] = {'top1': every[-1], 'top5': 90.0, 'best_top1': max(every),
+                                         'mean20_top1': float(np.mean(every[-20:])), 'per_class_acc': [50.0] * 127,
+                                         'group_acc': {}, 'evaluated': 50000}
+        lines.append(json.dumps(record))
+    (directory / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
+    code, _, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
+    assert code == 0, err
+    with open(tmp_path / 'out' / 'results.csv', newline='') as f:
+        rows = {r['test_set']: r for r in csv.DictReader(f)}
+    assert set(rows) == {'', 'imbalanced_test'}
+    assert float(rows['']['mean20_top1_mean']) == pytest.approx(np.mean(balanced[-20:]), abs=1e-4)
+    assert float(rows['imbalanced_test']['mean20_top1_mean']) == pytest.approx(np.mean(every[-20:]), abs=1e-4)
+    assert (rows['']['paper_top1'], rows['imbalanced_test']['paper_top1']) == ('55.7', '59.1')
+    assert float(rows['imbalanced_test']['final_top1_mean']) == pytest.approx(every[-1], abs=1e-4)
+    text = (tmp_path / 'out' / 'results.md').read_text()
+    header = next(line for line in text.splitlines() if line.startswith('| method |'))
+    assert header == '| method | natural (img_size=32, test: every val image, gamma_t~286) | natural (img_size=32) |'

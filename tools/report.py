@@ -21,7 +21,9 @@ Writes into --out (default ./report):
   paper's number (tools/paper_results.py) and our mean of the last 20 minus it;
 - results.md: the paper's tables, one per dataset and gamma_l, methods as rows and the settings
   ("reversed (gamma_l=150, gamma_u=150)", ...) as columns; STL-10 and ImageNet-127 keep their own
-  unlabeled distribution, named "natural"; the ImageNet columns name the image size;
+  unlabeled distribution, named "natural"; the ImageNet columns name the image size, and ImageNet-127
+  has a column per test set (Table 3: its balanced subset, and every val image, gamma_t~286, from the
+  'imbalanced_test' numbers of metrics.jsonl; results.csv's test_set names the set, empty: the main one);
 - top1_vs_step_<dataset>_<setting>.png, kl_vs_step_<...>.png and per_class_<...>.png: one figure per
   dataset and setting, one line (or set of bars) per method, the mean over the finished runs with
   the shaded min..max (runs of a group with no finished run are drawn dashed instead);
@@ -41,7 +43,7 @@ import math
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
@@ -70,10 +72,11 @@ SETTING_ORDER = ('consistent', 'uniform', 'reversed', 'middle', 'head-tail', 'sh
 SETTING_KEYS = {'stl10': ('imb_ratio_label',), 'smallimagenet': ('img_size',),
                 'smallimagenet_1k': ('imb_ratio_label', 'img_size')}
 SPLIT_KEYS = ('imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')  # every other dataset
+TEST_SET_LABELS = {'imbalanced_test': 'test: every val image, gamma_t~286'}  # (the main test set is unnamed)
 
 FIGURE_SIZE, DPI = (8.0, 4.8), 100  # (the legend beside the axes)
 PLOT_FILES = ('top1_vs_step_*.png', 'kl_vs_step_*.png', 'per_class_*.png', 'prior_*.png')  # what write_plots names
-CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'n_finished',
+CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'test_set', 'n_finished',
                'n_unfinished', 'mean20_top1_mean', 'mean20_top1_std', 'best_top1_mean', 'best_top1_std',
                'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
 
@@ -87,6 +90,8 @@ def paper_key(dataset: str, setting: 'Setting') -> Optional[tuple]:
         return (dataset, setting.name, setting.gamma_l) if setting.gamma_u == expected_gu else None
     if dataset == 'stl10':
         return dataset, setting.gamma_l
+    if dataset == 'smallimagenet' and setting.test:  # (Table 3's gamma_t ~ 286 block)
+        return dataset, setting.img_size, setting.test
     if dataset == 'smallimagenet' or (dataset == 'smallimagenet_1k' and setting.gamma_l == 256):
         return dataset, setting.img_size
     return None
@@ -107,7 +112,7 @@ def not_reported(row: dict) -> bool:
     """A results.csv row whose setting is a column of the paper's tables in which its method has no
     number (CCL everywhere: it came after the paper)."""
     setting = SimpleNamespace(name=row['setting'], gamma_l=row['gamma_l'], gamma_u=row['gamma_u'],
-                              img_size=row['img_size'])
+                              img_size=row['img_size'], test=row['test_set'])
     key = paper_key(row['dataset'], setting)
     return key is not None and key not in PAPER_TOP1.get(row['method'], {})
 
@@ -141,12 +146,14 @@ class Setting:
     gamma_l: Optional[float] = None
     gamma_u: Optional[float] = None
     img_size: Optional[int] = None  # the ImageNet variants only
+    test: Optional[str] = None      # a test set other than the main one (metrics.jsonl's key), e.g. ImageNet-127's
 
     @property
     def label(self) -> str:
         parts = [f'gamma_l={self.gamma_l:g}'] if self.gamma_l is not None else []
         parts += [f'gamma_u={self.gamma_u:g}'] if self.gamma_u is not None else []
         parts += [f'img_size={self.img_size}'] if self.img_size is not None else []
+        parts += [TEST_SET_LABELS.get(self.test, self.test)] if self.test else []
         return f'{self.name} ({", ".join(parts)})' if parts else self.name
 
     @property
@@ -154,11 +161,12 @@ class Setting:
         parts = [self.name] + ([f'gl{self.gamma_l:g}'] if self.gamma_l is not None else [])
         parts += [f'gu{self.gamma_u:g}'] if self.gamma_u is not None else []
         parts += [f'{self.img_size}px'] if self.img_size is not None else []
+        parts += [self.test] if self.test else []
         return '_'.join(parts)
 
     def order(self) -> tuple:
         name = SETTING_ORDER.index(self.name) if self.name in SETTING_ORDER else len(SETTING_ORDER)
-        return (name, self.name, -(self.gamma_u or 0), self.img_size or 0)
+        return (name, self.name, -(self.gamma_u or 0), self.test is None, self.img_size or 0)
 
 
 def setting_of(args: dict) -> Setting:
@@ -207,6 +215,20 @@ class Group:
     @property
     def row(self) -> str:
         return f'{self.method} ({self.variant})' if self.variant else self.method
+
+    @property
+    def columns(self) -> list:
+        """Its settings, one per test set its runs logged: the main one, then each other (a key of
+        metrics.jsonl holding a test set's numbers, e.g. ImageNet-127's 'imbalanced_test')."""
+        others = dict.fromkeys(k for run in self.runs for r in run.records for k, v in r.items()
+                               if isinstance(v, dict) and 'mean20_top1' in v)
+        return [self.setting] + [replace(self.setting, test=name) for name in others]
+
+
+def last_numbers(run: Run, test: Optional[str]) -> Optional[dict]:
+    """The last evaluation of a test set (None: the main one) in a run: top1, best_top1, mean20_top1."""
+    records = [r for r in run.records if test is None or test in r]
+    return (records[-1] if test is None else records[-1][test]) if records else None
 
 
 NUMBERS = ('total_steps', 'eval_step', 'imb_ratio_label', 'imb_ratio_unlabel', 'num_max', 'num_max_u', 'seed')
@@ -312,15 +334,17 @@ def mean_std(values) -> tuple:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def summarize(group: Group) -> dict:
-    """One line of results.csv: the group's numbers over its finished runs."""
-    setting, finished = group.setting, group.finished
+def summarize(group: Group, setting: Optional[Setting] = None) -> dict:
+    """One line of results.csv: the group's numbers over its finished runs on the test set of
+    `setting` (one of group.columns; default: the main test set)."""
+    setting, finished = setting or group.setting, group.finished
     row = {'dataset': group.dataset, 'method': group.method, 'variant': group.variant, 'setting': setting.name,
            'gamma_l': setting.gamma_l, 'gamma_u': setting.gamma_u, 'img_size': group.args.get('img_size'),
-           'n_finished': len(finished), 'n_unfinished': len(group.unfinished)}
+           'test_set': setting.test, 'n_finished': len(finished), 'n_unfinished': len(group.unfinished)}
+    numbers = [n for n in (last_numbers(r, setting.test) for r in finished) if n is not None]
     for name in ('final_top1', 'best_top1', 'mean20_top1'):
         metric = 'top1' if name == 'final_top1' else name
-        row[f'{name}_mean'], row[f'{name}_std'] = mean_std([r.records[-1][metric] for r in finished])
+        row[f'{name}_mean'], row[f'{name}_std'] = mean_std([n[metric] for n in numbers])
     # the paper's number only beside a run of the paper's recipe; its tables report the mean of
     # the last 20 evaluations (the original's summary), so that is what is compared
     paper = paper_top1(group.args, group.method, setting)
@@ -394,7 +418,7 @@ def _table_title(dataset: str, gamma_l) -> str:
     return dataset if gamma_l is None else f'{dataset}, gamma_l = {gamma_l:g}'
 
 
-def write_markdown(groups, rows, path: Path) -> None:
+def write_markdown(groups, entries, path: Path) -> None:
     """One section per dataset and gamma_l: the mean of the last 20 evaluations against the paper,
     best top-1, final top-1; methods as rows, settings as columns. Then the unfinished runs."""
     lines = ['# Results', '',
@@ -404,15 +428,15 @@ def write_markdown(groups, rows, path: Path) -> None:
              'of the paper\'s recipe only ([off-recipe]: the paper has a number for this split and method, '
              'but the run was trained otherwise). "final" is the last evaluation. Unfinished runs are not '
              'averaged; a cell with some says "incomplete: k of n seeds finished".', '']
-    tables = {}
-    for group, row in zip(groups, rows):
-        tables.setdefault((group.dataset, group.setting.gamma_l), []).append((group, row))
+    tables = {}  # (`entries`: (group, setting, row) for each column of each group)
+    for group, setting, row in entries:
+        tables.setdefault((group.dataset, setting.gamma_l), []).append((group, setting, row))
     sections = (('mean top-1 of the last 20 evaluations, against the paper', 'mean20_top1', True),
                 ('best top-1', 'best_top1', False), ('final top-1', 'final_top1', False))
     for (dataset, gamma_l), members in tables.items():
-        columns = sorted({g.setting for g, _ in members}, key=Setting.order)
-        methods = list(dict.fromkeys(g.row for g, _ in members))
-        cells = {(g.row, g.setting): r for g, r in members}
+        columns = sorted({s for _, s, _ in members}, key=Setting.order)
+        methods = list(dict.fromkeys(g.row for g, _, _ in members))
+        cells = {(g.row, s): r for g, s, r in members}
         lines += [f'## {_table_title(dataset, gamma_l)}', '']
         for title, metric, with_paper in sections:
             lines += [f'### {title}', '', '| method | ' + ' | '.join(s.label for s in columns) + ' |',
@@ -633,9 +657,9 @@ def main(argv=None) -> int:
         except OSError as e:
             raise UserError(f'cannot write to --out {out} ({e.strerror})')
         groups = group_runs(runs)
-        rows = [summarize(g) for g in groups]
-        write_csv(rows, out / 'results.csv')
-        write_markdown(groups, rows, out / 'results.md')
+        entries = [(g, s, summarize(g, s)) for g in groups for s in g.columns]
+        write_csv([row for _, _, row in entries], out / 'results.csv')
+        write_markdown(groups, entries, out / 'results.md')
         plots, notes = write_plots(groups, out)
         stale = [f for pattern in PLOT_FILES for f in out.glob(pattern) if f not in plots]
         for f in stale:  # (an earlier report's, of runs not in this one)
