@@ -80,9 +80,14 @@ def test_every_row_of_every_launcher(echo_python, dataset):
                 assert recipe(args, script) == DIGITS[script]
                 assert (args.depth, args.widen_factor, args.bn_momentum, args.eval_step, args.ema_decay,
                         args.num_workers) == (10, 1, 0.1, 40, 0.99, 0)
+            elif script == 'FixMatch.sh' and dataset in ('cifar10', 'cifar100', 'stl10'):  # DASO's FixMatch
+                assert recipe(args, script) == (0.03, 250000, 64, 2, 0.95)
+                assert (args.lr_schedule, args.wdecay_all, args.ema_warmup, args.bn_momentum, args.eval_step,
+                        args.ema_decay) == ('constant', True, True, 0.1, 500, 0.999)
             else:
                 assert recipe(args, script) == (SIMPRO[dataset] if script == 'SimPro.sh' else EXPECTED[script])
                 assert (args.depth, args.bn_momentum, args.eval_step, args.ema_decay) == (None, None, 500, 0.999)
+                assert (args.lr_schedule, args.wdecay_all, args.ema_warmup) == ('cosine', False, False)
 
 
 def test_torchrun_only_when_asked(echo_python):
