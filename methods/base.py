@@ -60,6 +60,18 @@ EMA_U = Flag('--ema-u', dict(type=float, default=0.9,
                              help="momentum of the method's estimate of the unlabeled class distribution "
                                   "(SimPro: per epoch; ACR: per step)"),
              'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
+OPTIMIZER = Flag('--optimizer', dict(choices=('sgd', 'adam'), default='sgd',
+                                     help="the network's optimizer: the loop's SGD (momentum 0.9, --nesterov, --wdecay), "
+                                          "or Adam at --lr with decoupled weight decay 0.02 on every parameter, as "
+                                          "CoSSL's FixMatch scripts (its WeightEMA's 1 - 0.02 lr per step; Table 3's "
+                                          "gamma_t~286 block)"))
+ADAM_WEIGHT_DECAY = 0.02
+
+
+def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """CoSSL's FixMatch optimizer (train_cifar_fix.py, train_small_imagenet127_fix.py): Adam whose
+    weight EMA multiplies every weight by 1 - 0.02 lr after each step, i.e. decoupled weight decay 0.02."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=ADAM_WEIGHT_DECAY, decoupled_weight_decay=True)
 
 
 class StepResult(NamedTuple):

@@ -30,7 +30,7 @@ from torch import nn
 from dataset import tensor_augment
 from dataset.tensor_augment import RandAugmentMC, crop_padding, draw_weak, flip_crop, send
 from dataset.device_batches import channels_first
-from methods.base import THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import ADAM_WEIGHT_DECAY, OPTIMIZER, THRESHOLD, Flag, Method, StepResult, adam, finite
 from utils import distributed
 from utils.errors import UserError
 
@@ -58,13 +58,9 @@ FLAGS = (  # the defaults are the official scripts' values
     Flag('--tfe-warmup', dict(choices=('offline', 'online'), default='offline',
                               help='the warm-up: on a TFE set made once by weight imprinting (the CIFAR scripts) or '
                                    'on the per-step TFE of co-learning (the ImageNet-127 scripts)')),
-    Flag('--encoder-optimizer', dict(choices=('adam', 'sgd'), default='adam',
-                                     help="the network's optimizer: the official Adam at --lr (sh/CoSSL.sh: 0.002 "
-                                          "with --lr-schedule constant), with its decoupled weight decay 0.02 in "
-                                          "pre-training and L2 decay 0.02 lr in co-learning, on every parameter; "
-                                          "or the loop's SGD (--wdecay, --nesterov)")))
+    OPTIMIZER)
 BETA = 0.75  # the offline TFE set's l ~ Beta(0.75, 0.75) (utils/tfe_init.py)
-DECAY = 0.02  # WeightEMA's 1 - 0.02 lr per step in pre-training; Adam's L2 0.02 lr in co-learning
+DECAY = ADAM_WEIGHT_DECAY  # WeightEMA's 1 - 0.02 lr per step in pre-training; Adam's L2 0.02 lr in co-learning
 
 
 def tfe_probability(labeled_per_class) -> torch.Tensor:
@@ -196,6 +192,7 @@ class CoSSL(Method):
     docstring). State (buffers): the stage, the classifier (weights, Adam moments, EMA) and the
     co-learning steps taken, whose number seeds each step's draws."""
     flags = FLAGS
+    defaults = {'optimizer': 'adam'}  # (the official Adam; --optimizer sgd: the loop's SGD)
     unlabeled_views = ('weak', 'strong', 'strong')
 
     @classmethod
@@ -234,7 +231,7 @@ class CoSSL(Method):
         self.colearning = False  # the same on the host
         self.classifier = LinearClassifier(num_features, data.num_classes)
         self.pseudo_label = self.confidence = self.loss_tfe = None  # of the step, from before_forward
-        self.adam, self.encoder_optimizer = args.encoder_optimizer == 'adam', None
+        self.adam, self.encoder_optimizer = args.optimizer == 'adam', None
 
     def load_state_dict(self, state_dict, strict=True, assign=False):
         result = super().load_state_dict(state_dict, strict, assign)
@@ -244,11 +241,10 @@ class CoSSL(Method):
 
     def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
         """The official Adam (train_cifar_fix.py): WeightEMA's multiplying every weight by 1 - 0.02 lr
-        after each step is Adam's decoupled weight decay 0.02; --encoder-optimizer sgd: the loop's."""
+        after each step is Adam's decoupled weight decay 0.02 (methods.base.adam); --optimizer sgd: the loop's."""
         if not self.adam:
             return super().make_optimizer(model, args)
-        self.encoder_optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=DECAY,
-                                                  decoupled_weight_decay=True)
+        self.encoder_optimizer = adam(model, args.lr)
         return self.encoder_optimizer
 
     def generator(self, stage: int, step: int, process: int = None) -> torch.Generator:

@@ -17,18 +17,16 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from methods.base import THRESHOLD, Flag, StepResult, finite
+from methods.base import OPTIMIZER, THRESHOLD, Flag, StepResult, finite
 from methods.fixmatch import FixMatch
 from utils import distributed
 from utils.errors import UserError
 
 EPS = 1e-6             # the official code's smoothing (entropy, rescaling, removal weights)
 SECANT_STEPS = 30      # optimize.newton's maxiter in the official solver
-WEIGHT_DECAY = 0.02    # the official WeightEMA's 1 - 0.02 lr per step, as Adam's decoupled decay
 FLAGS = (  # the defaults are DASO's (lib/config/defaults.py, ALGORITHM.DARP) and DARP's README's
-    THRESHOLD,
+    THRESHOLD, OPTIMIZER,
     Flag('--darp-warmup-ratio', dict(type=float, default=0.4,
                                      help='fraction of --total-steps of plain FixMatch before the refinement '
                                           '(WARMUP_RATIO; DARP: 200 of 500 epochs)'),
@@ -50,11 +48,7 @@ FLAGS = (  # the defaults are DASO's (lib/config/defaults.py, ALGORITHM.DARP) an
                                help="the class counts c the pool's pseudo labels are aligned to: the pool's true "
                                     "counts (DASO's code where the two distributions match; an oracle where it loads "
                                     "DARP's estimate), or the labeled distribution scaled to the pool (DARP's own "
-                                    'code without --est; STL-10, whose pool has no labels)')),
-    Flag('--darp-optimizer', dict(choices=('sgd', 'adam'), default='sgd',
-                                  help="the network's optimizer: the loop's SGD, or Adam at --lr with decoupled "
-                                       "weight decay 0.02 on every parameter, as DARP's and CoSSL's FixMatch scripts "
-                                       "(CoSSL's ImageNet-127 runs, where Table 3's DARP rows come from)")))
+                                    'code without --est; STL-10, whose pool has no labels)')))
 
 
 def removal(predictions: torch.Tensor, target: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -138,7 +132,6 @@ class DARP(FixMatch):
         self.warmup = int(args.total_steps * args.darp_warmup_ratio)  # int(max_iters * ratio), as DASO
         self.period, self.iters = args.darp_period, args.darp_iters
         self.alpha, self.tol = args.darp_alpha, args.darp_tol
-        self.adam = args.darp_optimizer == 'adam'
         if args.darp_target == 'true':
             if data.unlabeled_per_class is None:
                 raise UserError(f'--darp-target true needs the class counts of the pool, which {data.name} does not '
@@ -157,11 +150,6 @@ class DARP(FixMatch):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.host_step = int(state_dict[prefix + 'step'])  # (a checkpoint is read on the host)
-
-    def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
-        if not self.adam:
-            return super().make_optimizer(model, args)
-        return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY, decoupled_weight_decay=True)
 
     def loss(self, logits, y, u_index) -> StepResult:
         B = len(y)

@@ -2,17 +2,23 @@
 import torch
 import torch.nn.functional as F
 
-from methods.base import THRESHOLD, Method, StepResult
+from torch import nn
+
+from methods.base import OPTIMIZER, THRESHOLD, Method, StepResult, adam
 
 
 class FixMatch(Method):
     """The baseline: hard pseudo labels argmax softmax(g(u_weak)) where max >= threshold, no logit
     adjustment and no prior estimate (Sohn et al., 2020)."""
-    flags = (THRESHOLD,)
+    flags = (THRESHOLD, OPTIMIZER)
 
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
-        self.threshold = args.threshold
+        self.threshold, self.adam = args.threshold, args.optimizer == 'adam'
+
+    def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
+        """The loop's SGD, or with --optimizer adam CoSSL's FixMatch Adam (methods.base.adam)."""
+        return adam(model, args.lr) if self.adam else super().make_optimizer(model, args)
 
     def loss(self, logits, y, u_index) -> StepResult:
         B = len(y)

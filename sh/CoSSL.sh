@@ -19,12 +19,12 @@ fi
 if [[ $DATASET == digits ]]; then
   # the short recipe of every method (its SGD); co-learning for its last 6 epochs of 30 (the
   # official last fifth), the warm-up one epoch of 40 steps
-  HP=("${METHOD[@]}" "${DIGITS_RECIPE[@]}" --encoder-optimizer sgd --cossl-start 960 --tfe-warmup-steps 40)
+  HP=("${METHOD[@]}" "${DIGITS_RECIPE[@]}" --optimizer sgd --cossl-start 960 --tfe-warmup-steps 40)
 else
   # the official budget: 500 epochs of 500 steps, B 64 and 64 unlabeled images (mu 1), Adam lr 0.002
   # constant; co-learning from step 200,000 (the official runs load the pre-training checkpoint of
   # epoch 401 of 500); 5,000 warm-up steps of the classifier
-  HP=("${METHOD[@]}" --encoder-optimizer adam --lr 0.002 --lr-schedule constant --total-steps 250000
+  HP=("${METHOD[@]}" --optimizer adam --lr 0.002 --lr-schedule constant --total-steps 250000
       --batch-size 64 --mu 1 --cossl-start 200000 --tfe-warmup-steps 5000)
 fi
 run_train --version CoSSL "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -25,7 +25,7 @@ case $DATASET in
     # CoSSL's FixMatch (train_small_imagenet127_fix.py), where Table 3's DARP rows come from: 500
     # epochs of 500 steps, B 64, mu 1, Adam lr 0.002 constant, weight decay 0.02 (its WeightEMA);
     # the same for ImageNet-1k, which has no DARP row
-    HP=("${METHOD[@]}" --darp-optimizer adam --lr 0.002 --lr-schedule constant --total-steps 250000 --batch-size 64
+    HP=("${METHOD[@]}" --optimizer adam --lr 0.002 --lr-schedule constant --total-steps 250000 --batch-size 64
         --mu 1) ;;
   cifar10|cifar100|stl10)
     # DASO's recipe, where the CIFAR and STL-10 DARP rows come from: 250k steps, B 64, mu 2, constant

@@ -259,7 +259,7 @@ def test_every_row_of_the_launcher(echo_python, dataset):
     for index, (n, m, gl, gu, mode, size) in enumerate(ROWS[dataset]):
         args = launched_args(echo_python, 'CoSSL.sh', dataset, index)
         assert_row(args, 'CoSSL.sh', dataset, n, m, gl, gu, mode, size)
-        assert (args.lr, args.lr_schedule, args.encoder_optimizer, args.total_steps, args.batch_size, args.mu,
+        assert (args.lr, args.lr_schedule, args.optimizer, args.total_steps, args.batch_size, args.mu,
                 args.threshold, args.cossl_start, args.tfe_warmup_steps, args.max_lam, args.lr_tfe, args.wd_tfe,
                 args.tfe_view, args.tfe_warmup) == expected_recipe(dataset)
     result = launch('CoSSL.sh', dataset, len(ROWS[dataset]))

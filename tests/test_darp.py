@@ -69,7 +69,7 @@ def test_secant_search_equals_scipys_newton_without_derivative():
 def small_method(target='true', unlabeled_per_class=(6, 4, 2), optimizer='sgd'):
     """A DARP of 20 steps over a pool of 12 images of 3 classes: warm-up int(20 * 0.3) = 6 steps, period 4."""
     args = SimpleNamespace(threshold=0.5, total_steps=20, darp_warmup_ratio=0.3, darp_period=4, darp_iters=10,
-                           darp_alpha=2.0, darp_tol=0.1, darp_target=target, darp_optimizer=optimizer)
+                           darp_alpha=2.0, darp_tol=0.1, darp_target=target, optimizer=optimizer)
     data = SimpleNamespace(unlabeled_idx=np.arange(12), num_classes=3, name='toy', labeled_per_class=[6, 3, 1],
                            unlabeled_per_class=unlabeled_per_class)
     return DARP(args, data)
@@ -137,7 +137,7 @@ def test_every_row_of_sh_darp(echo_python, dataset):
         assert (args.version, args.threshold, args.darp_warmup_ratio, args.darp_period, args.darp_iters,
                 args.darp_alpha, args.darp_tol) == ('DARP', 0.95, 0.4, 10, 10, 2.0, 0.1)
         assert args.darp_target == ('labeled' if dataset == 'stl10' or dataset.startswith('smallimagenet') else 'true')
-        recipe = (args.lr, args.total_steps, args.batch_size, args.mu, args.lr_schedule, args.darp_optimizer)
+        recipe = (args.lr, args.total_steps, args.batch_size, args.mu, args.lr_schedule, args.optimizer)
         if dataset == 'digits':
             assert recipe == (0.1, 1200, 8, 6, 'cosine', 'sgd')
         elif dataset.startswith('smallimagenet'):  # CoSSL's FixMatch, Table 3's source
@@ -149,7 +149,7 @@ def test_every_row_of_sh_darp(echo_python, dataset):
 
 def test_sh_darp_smallimagenet_1_is_table_3s_64x64_row(echo_python):
     args = launched_args(echo_python, 'DARP.sh', 'smallimagenet', 1)
-    assert (args.dataset, args.img_size, args.version, args.darp_optimizer, args.lr, args.total_steps) == (
+    assert (args.dataset, args.img_size, args.version, args.optimizer, args.lr, args.total_steps) == (
         'smallimagenet', 64, 'DARP', 'adam', 0.002, 250000)
 
 

@@ -65,7 +65,7 @@ def assert_row(args, script, dataset, n, m, gamma_l, gamma_u, mode, size):
     assert args.version == script[:-3]
 
 
-EXPECTED = {'ACR_d.sh': (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5), 'FixMatch.sh': (0.03, 250000, 64, 1, 0.95)}
+EXPECTED = {'ACR_d.sh': (0.03, 250000, 64, 1, 2, 2, 2, 0.95, 0.99, 5)}
 DIGITS = {'SimPro.sh': (0.1, 1200, 8, 6, 2.0, 0.95, 0.9), 'ACR_d.sh': (0.1, 1200, 8, 6, 2, 2, 2, 0.95, 0.99, 5),
           'FixMatch.sh': (0.1, 1200, 8, 6, 0.95)}
 
@@ -84,6 +84,10 @@ def test_every_row_of_every_launcher(echo_python, dataset):
                 assert recipe(args, script) == (0.03, 250000, 64, 2, 0.95)
                 assert (args.lr_schedule, args.wdecay_all, args.ema_warmup, args.bn_momentum, args.eval_step,
                         args.ema_decay) == ('constant', True, True, 0.1, 500, 0.999)
+            elif script == 'FixMatch.sh':  # ImageNet: CoSSL's FixMatch
+                assert recipe(args, script) == (0.002, 250000, 64, 1, 0.95)
+                assert (args.optimizer, args.lr_schedule, args.eval_step, args.ema_decay) == ('adam', 'constant', 500,
+                                                                                              0.999)
             else:
                 assert recipe(args, script) == (SIMPRO[dataset] if script == 'SimPro.sh' else EXPECTED[script])
                 assert (args.depth, args.bn_momentum, args.eval_step, args.ema_decay) == (None, None, 500, 0.999)
