@@ -14,11 +14,10 @@ import torch
 import test_launchers
 import train
 from conftest import HANG_LIMIT, ROOT
-from core.meter import EpochMeter
-from dataset.data import build_data
 from methods.cossl import (CoSSL, LinearClassifier, imprinted_probabilities, linear_cross_entropy, offline_tfe_set,
                            tail_feature_enhancement, tfe_probability)
 from test_launchers import ROWS, assert_row, launch, launched_args
+from test_speed import meta_training
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
@@ -284,20 +283,11 @@ def test_cossl_device_steps_never_read_device_values_back(small_cifar10_root):
     """Pre-training and co-learning steps (the classifier's pseudo labels, its TFE batch, its Adam
     step and EMA) on the meta device, whose tensors have no values: a host read raises there. The
     warm-up (once, at the boundary) is left out: co-learning is switched on by hand."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root),
-                                               '--version', 'CoSSL', '--aug', 'gpu', '--lr', '0.002'])
-    data = build_data(args)
-    args.arch = 'wideresnet'
-    device = torch.device('meta')
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
-    meter = EpochMeter(device)
+    run, steps = meta_training(small_cifar10_root, 'CoSSL', '--lr', '0.002')
     for step in range(1, 5):
         run.method.colearning = step > 2
-        labeled_batch, unlabeled_batch = next(batches)
-        loss, terms, mask, pseudo_label = train.train_step(run, labeled_batch, unlabeled_batch, device, args)
-        meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1])
-    assert loss.device == device and run.method.classifier.host_steps == 2
+        loss, _ = steps(step)
+    assert loss.device == torch.device('meta') and run.method.classifier.host_steps == 2
 
 
 def test_two_processes_hold_the_same_cossl_state(small_cifar10_root, tmp_path):

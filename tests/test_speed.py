@@ -104,20 +104,31 @@ def test_device_steps_never_read_device_values_back(small_cifar10_root, version)
     values: reading any device value on the host (.item(), a boolean-mask index, bincount's
     range, a Python branch on a tensor) raises there. On CUDA each such read would stall the
     host until the GPU caught up, every step."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root),
-                                               '--version', version, '--aug', 'gpu', '--channels-last'])
+    run, steps = meta_training(small_cifar10_root, version, '--channels-last')
+    for step in range(1, 4):
+        loss, labeled_batch = steps(step)
+        assert labeled_batch[0][0].device == loss.device and labeled_batch[0][0].shape == (4, 3, 32, 32)
+    assert loss.device == torch.device('meta')
+
+
+def meta_training(root, version, *extra):
+    """A run of test_resume.BASE with --aug gpu on the meta device, and steps(step): one whole step
+    (batch, train_step, the epoch meter), returning (loss, labeled batch)."""
+    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(root), '--version', version,
+                                               '--aug', 'gpu', *extra])
     data = build_data(args)
     args.arch = 'wideresnet'
     device = torch.device('meta')
     run = train.build_training(args, data, device)
     batches, _ = train.make_batches(args, data, run.method, 0, device)
     meter = EpochMeter(device)
-    for step in range(1, 4):
+
+    def steps(step):
         labeled_batch, unlabeled_batch = next(batches)
-        assert labeled_batch[0][0].device == device and labeled_batch[0][0].shape == (4, 3, 32, 32)
         loss, terms, mask, pseudo_label = train.train_step(run, labeled_batch, unlabeled_batch, device, args)
         meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1])
-    assert loss.device == device
+        return loss, labeled_batch
+    return run, steps
 
 
 def test_aug_default_keeps_the_images_on_the_gpu_only_when_they_fit(monkeypatch):
