@@ -14,11 +14,11 @@ class FixMatch(Method):
 
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
-        self.threshold, self.adam = args.threshold, args.optimizer == 'adam'
+        self.threshold = args.threshold
 
     def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
         """The loop's SGD, or with --optimizer adam CoSSL's FixMatch Adam (methods.base.adam)."""
-        return adam(model, args.lr) if self.adam else super().make_optimizer(model, args)
+        return adam(model, args.lr) if args.optimizer == 'adam' else super().make_optimizer(model, args)
 
     def loss(self, logits, y, u_index) -> StepResult:
         B = len(y)

@@ -1,6 +1,6 @@
 """train.py's main with one call made to misbehave, for the signal tests (tests/test_preemption.py):
 
-    PROBE_STUCK=evaluate:2   the 2nd evaluation hangs reading the FIFO PROBE_FIFO (anything stuck:
+    PROBE_STUCK=evaluate_sets:2 the 2nd evaluation hangs reading the FIFO PROBE_FIFO (anything stuck:
                              a data source, a GPU, a collective); also train_step:N, build_data:1
     PROBE_SIGNAL=6           the first process sends itself SIGTERM during its 6th training step
     PROBE_EVENTS=<file>      a line 'signal <name>' is appended to the file whenever train.py's

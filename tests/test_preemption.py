@@ -73,7 +73,7 @@ def assert_same_run(state, whole):
     ('ACR_d', 'train_step', 4, 4),
     ('SimPro', 'train_step', 6, 6),   # mid-epoch: saved with the epoch's E-step sums
     ('SimPro', 'train_step', 5, 5),   # right after an epoch's checkpoint
-    ('SimPro', 'evaluate', 2, 4),     # during an evaluation: stops at once, the checkpoint of step 4 stays
+    ('SimPro', 'evaluate_sets', 2, 4),     # during an evaluation: stops at once, the checkpoint of step 4 stays
     ('SimPro', 'train_step', 1, None),  # in the process's first step (the first batch may hang): at once too
 ])
 def test_a_signal_wherever_it_lands_then_resume_equals_an_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch,
@@ -81,7 +81,7 @@ def test_a_signal_wherever_it_lands_then_resume_equals_an_uninterrupted_run(smal
                                                                           saved_step):
     extra = ['--version', method, '--est-epoch', 0]
     signal_during(monkeypatch, where, call)
-    if where == 'evaluate' or call == 1:
+    if where == 'evaluate_sets' or call == 1:
         with pytest.raises(SystemExit) as stopped:
             tiny(small_cifar10_root, tmp_path, *extra)
         assert stopped.value.code == 128 + signal.SIGTERM
@@ -343,7 +343,7 @@ def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
     os.mkfifo(fifo)
     process, writer = start(command(small_cifar10_root, out, script='tests/signal_probe.py'), fifo,
-                            {'PROBE_STUCK': 'evaluate:2', 'PROBE_FIFO': str(fifo)})
+                            {'PROBE_STUCK': 'evaluate_sets:2', 'PROBE_FIFO': str(fifo)})
     process.send_signal(signal.SIGTERM)
     ends(process)
     os.close(writer)

@@ -93,7 +93,8 @@ def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
         assert view.shape == (4, 3, 32, 32) and view.dtype == torch.float32
         pixels = view * torch.tensor(data.std)[:, None, None] + torch.tensor(data.mean)[:, None, None]
         assert np.allclose((pixels * 255).numpy(), np.round((pixels * 255).numpy()), atol=1e-3)  # from uint8
-    (gx, gy, _), (cx, cy, _) = next(iter(gpu_test)), next(iter(cpu_test))
+    rows = data.test_sets['test']
+    (gx, gy, _), (cx, cy, _) = next(iter(gpu_test(rows))), next(iter(cpu_test(rows)))
     assert torch.equal(gx[:len(cx)], cx) and torch.equal(gy[:len(cy)], cy)  # the same normalised test images
 
 
