@@ -81,7 +81,7 @@ def test_the_target_counts_and_the_optimizer():
     with pytest.raises(UserError, match='--darp-target labeled'):
         small_method(unlabeled_per_class=None)  # (STL-10: the pool has no labels)
     network = torch.nn.Linear(2, 3)
-    adam = small_method(optimizer='adam').make_optimizer(network, SimpleNamespace(lr=0.1))
+    adam = small_method(optimizer='adam').make_optimizer(network, SimpleNamespace(lr=0.1, optimizer='adam'))
     assert isinstance(adam, torch.optim.Adam) and adam.defaults['weight_decay'] == 0.02
     assert adam.defaults['decoupled_weight_decay'] and adam.defaults['lr'] == 0.1
 
