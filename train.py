@@ -253,7 +253,10 @@ class Training:
         self.model.load_state_dict(state['model'])
         if self.ema:
             self.ema.model.load_state_dict(state['ema'])
+        how = [{k: group[k] for k in ('foreach', 'fused') if k in group} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state['optimizer'])
+        for group, options in zip(self.optimizer.param_groups, how):  # how it computes stays the code's
+            group.update(options)
         self.scheduler.load_state_dict(state['scheduler'])
         self.method.load_state_dict(state['method'])
 

@@ -70,8 +70,10 @@ ADAM_WEIGHT_DECAY = 0.02
 
 def adam(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """CoSSL's FixMatch optimizer (train_cifar_fix.py, train_small_imagenet127_fix.py): Adam whose
-    weight EMA multiplies every weight by 1 - 0.02 lr after each step, i.e. decoupled weight decay 0.02."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=ADAM_WEIGHT_DECAY, decoupled_weight_decay=True)
+    weight EMA multiplies every weight by 1 - 0.02 lr after each step, i.e. decoupled weight decay 0.02.
+    Multi-tensor (foreach) on every device: a few operations per step instead of a few per parameter."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=ADAM_WEIGHT_DECAY, decoupled_weight_decay=True,
+                            foreach=True)
 
 
 class StepResult(NamedTuple):
@@ -177,9 +179,10 @@ class Method(nn.Module):
     def make_optimizer(self, model: nn.Module, args) -> torch.optim.Optimizer:
         """The optimizer of the network (of a fresh run and of every generation): by default the loop's
         SGD, momentum 0.9, --lr, --nesterov, --wdecay (on every parameter with --wdecay-all, else not
-        on biases and BatchNorm)."""
+        on biases and BatchNorm). Multi-tensor (foreach) on every device: five operations per group and
+        step instead of five per parameter, with the same numbers (PyTorch picks it itself on CUDA only)."""
         return torch.optim.SGD(param_groups(model, args.wdecay, args.wdecay_all), lr=args.lr, momentum=0.9,
-                               nesterov=args.nesterov)
+                               nesterov=args.nesterov, foreach=True)
 
     def describe_generation(self) -> str:
         """One log line on the generation that starts."""

@@ -8,7 +8,8 @@ Each method trains 6 steps (3 epochs) of a WRN-10-1 on a small fake CIFAR-10, on
 paths (--aug cpu and gpu), with settings that reach its stage, generation or refinement boundaries
 within those steps; FixMatch also with --optimizer adam. One CPU thread, so that the numbers do not
 depend on the machine's core count. A run's parts: `metrics` (metrics.jsonl without the wall
-times), `model`, `ema`, `optimizer`, `method` (the tensors of the last checkpoint) and `rng`.
+times), `model`, `ema`, `optimizer` (its state and hyper-parameters, not how it computes them: foreach,
+fused, ...), `method` (the tensors of the last checkpoint) and `rng`.
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import hashlib
@@ -27,6 +28,7 @@ BASE = ['--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10', '--im
         '--flag-reverse-LT', '1', '--total-steps', '6', '--eval-step', '2', '--batch-size', '4', '--mu', '2',
         '--num-workers', '0', '--lr', '0.1', '--threshold', '0.3', '--device', 'cpu', '--no-progress',
         '--depth', '10', '--widen-factor', '1']
+IMPLEMENTATION = ('foreach', 'fused', 'capturable', 'differentiable')  # optimizer options that are left out
 EXTRA = {  # per run: what reaches the method's boundaries in 6 steps
     'FixMatch': [],
     'FixMatch-adam': ['--optimizer', 'adam', '--lr', '0.002'],
@@ -76,6 +78,9 @@ def run_digests(data_dir: Path, out: Path, name: str, aug: str) -> dict:
     for record in records:
         record.pop('seconds')
     state = torch.load(out / 'checkpoint.pt', weights_only=False)
+    for group in state['optimizer']['param_groups']:  # how the update is computed, not what it computes
+        for key in IMPLEMENTATION:
+            group.pop(key, None)
     parts = {part: digest(state[part]) for part in ('model', 'ema', 'optimizer', 'method', 'rng')}
     return {'metrics': digest(records), **parts}
 
