@@ -51,9 +51,9 @@ def _table(key, make, dtype, device):
     return _TABLES[key, str(device)]
 
 
-def _col(t):
-    """(N,) -> (N, 1, 1, 1), for per-sample parameters."""
-    return t.view(-1, 1, 1, 1)
+def _col(t, dims=4):
+    """(N,) -> (N, 1, ...) of `dims` dimensions, for per-sample parameters."""
+    return t.view(-1, *(1,) * (dims - 1))
 
 
 def _gather_pixels(x, index):
@@ -66,16 +66,22 @@ def _gather_pixels(x, index):
 def _apply_lut(x, lut):
     """Per sample and channel lookup: x (N, C, H, W) uint8, lut (N, C, 256) -> uint8."""
     n, c = x.shape[:2]
-    return lut.to(torch.uint8).gather(2, x.reshape(n, c, -1).long()).view_as(x)
+    return lut.to(torch.uint8).expand(n, c, 256).gather(2, x.reshape(n, c, -1).long()).view_as(x)
 
 
 def _histogram(x):
-    """(N, C, 256) int64 per-channel histograms of a uint8 batch."""
+    """(N, C, 256) int64 per-channel histograms of a uint8 batch (scatter_add_, not bincount: on
+    CUDA bincount reads its range back)."""
     n, c = x.shape[:2]
-    base = torch.arange(n * c, device=x.device).view(n, c, 1) * 256
-    keys = (base + x.reshape(n, c, -1).long()).flatten()
-    hist = torch.zeros(n * c * 256, dtype=torch.long, device=x.device)   # not bincount: on CUDA it
-    return hist.index_add_(0, keys, torch.ones_like(keys)).view(n, c, 256)  # reads its range back
+    one = _table('one', lambda: 1, torch.int64, x.device)
+    pixels = x.reshape(n, c, -1).long()
+    return torch.zeros(n, c, 256, dtype=torch.long, device=x.device).scatter_add_(2, pixels, one.expand_as(pixels))
+
+
+def _channel_range(x):
+    """(lo, hi): the per-channel minimum and maximum of a uint8 batch, (N, C) int64 each."""
+    lo, hi = x.reshape(*x.shape[:2], -1).aminmax(dim=2)
+    return lo.long(), hi.long()
 
 
 def _grayscale(x):
@@ -86,8 +92,9 @@ def _grayscale(x):
 
 def _blend(degenerate, image, factor):
     """PIL Image.blend(degenerate, image, factor): float32 deg + f * (img - deg), truncated,
-    clipped to 0..255 (PIL only clips when extrapolating; inside [0, 1] it cannot leave it)."""
-    f = _col(factor.to(torch.float32))
+    clipped to 0..255 (PIL only clips when extrapolating; inside [0, 1] it cannot leave it).
+    `factor` (N,) per sample of `image` (N, ...); factor 1 gives `image` exactly."""
+    f = _col(factor.to(torch.float32), image.dim())
     deg = degenerate.to(torch.float32)
     diff = image.to(torch.float32) - deg       # exact: small integers
     return (deg + f * diff).clamp(0, 255).to(torch.uint8)   # two roundings, as PIL; no FMA
@@ -113,34 +120,38 @@ def identity(x):
     return x.clone()
 
 
-def auto_contrast(x):
-    """PIL.ImageOps.autocontrast (cutoff 0) per channel: lut[i] = clip(int(i*scale + offset)),
-    scale = 255 / (hi - lo), offset = -lo * scale; identity where hi == lo."""
-    lo = x.amin(dim=(2, 3)).long()
-    hi = x.amax(dim=(2, 3)).long()
-    scales = _table('scale', lambda: [1.0] + [255.0 / d for d in range(1, 256)], torch.float64, x.device)
+def auto_contrast_lut(lo, hi):
+    """PIL.ImageOps.autocontrast's (cutoff 0) per-channel table from the channels' range (lo, hi)
+    (N, C): lut[i] = clip(int(i*scale + offset)), scale = 255 / (hi - lo), offset = -lo * scale;
+    identity where hi == lo. (N, C, 256) float64."""
+    scales = _table('scale', lambda: [1.0] + [255.0 / d for d in range(1, 256)], torch.float64, lo.device)
     scale = scales[hi - lo].unsqueeze(-1)
     offset = (-lo).double().unsqueeze(-1) * scale
-    i = torch.arange(256, device=x.device, dtype=torch.float64)
+    i = _table('values_double', lambda: range(256), torch.float64, lo.device)
     lut = (i * scale + offset).trunc().clamp(0, 255)
-    lut = torch.where((hi > lo).unsqueeze(-1), lut, i)
-    return _apply_lut(x, lut)
+    return torch.where((hi > lo).unsqueeze(-1), lut, i)
 
 
-def equalize(x):
-    """PIL.ImageOps.equalize per channel: step = (count - count of the top value) // 255,
-    lut[i] = (step // 2 + pixels below i) // step, clipped to 255; identity when a channel
-    has one value or step == 0."""
-    hist = _histogram(x)
-    total = x.shape[2] * x.shape[3]
-    lo = x.amin(dim=(2, 3)).long()
-    hi = x.amax(dim=(2, 3)).long()
+def auto_contrast(x):
+    """PIL.ImageOps.autocontrast (cutoff 0) per channel (auto_contrast_lut)."""
+    return _apply_lut(x, auto_contrast_lut(*_channel_range(x)))
+
+
+def equalize_lut(hist, lo, hi, total: int):
+    """PIL.ImageOps.equalize's per-channel table from the histograms (N, C, 256) of images of
+    `total` pixels and their range (lo, hi) (N, C): step = (total - count of the top value) // 255,
+    lut[i] = (step // 2 + pixels below i) // step, clipped to 255; identity when a channel has one
+    value or step == 0. (N, C, 256) int64."""
     step = (total - hist.gather(2, hi.unsqueeze(-1))) // 255            # (N, C, 1)
     below = hist.cumsum(2) - hist
     lut = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)
     keep = (hi == lo).unsqueeze(-1) | (step == 0)
-    lut = torch.where(keep, torch.arange(256, device=x.device), lut)
-    return _apply_lut(x, lut)
+    return torch.where(keep, _table('values', lambda: range(256), torch.int64, hist.device), lut)
+
+
+def equalize(x):
+    """PIL.ImageOps.equalize per channel (equalize_lut)."""
+    return _apply_lut(x, equalize_lut(_histogram(x), *_channel_range(x), x.shape[2] * x.shape[3]))
 
 
 def brightness(x, factor):
@@ -153,13 +164,16 @@ def color(x, factor):
     return _blend(_grayscale(x).expand_as(x), x, factor)
 
 
+def gray_mean(gray):
+    """int(mean + 0.5) of each greyscale image (N, 1, H, W), exactly, in integers: (N,) int64."""
+    n = gray[0].numel()
+    s = gray.long().sum(dim=(1, 2, 3))
+    return (2 * s + n) // (2 * n)            # = int(s / n + 0.5)
+
+
 def contrast(x, factor):
     """ImageEnhance.Contrast: blend with a constant int(mean of the grayscale + 0.5)."""
-    g = _grayscale(x)
-    n = g[0].numel()
-    s = g.long().sum(dim=(1, 2, 3))
-    mean = (2 * s + n) // (2 * n)            # = int(s / n + 0.5), exactly, in integers
-    return _blend(_col(mean).expand_as(x), x, factor)
+    return _blend(_col(gray_mean(_grayscale(x))).expand_as(x), x, factor)
 
 
 def _smooth(x):
@@ -206,16 +220,18 @@ def fixed_point(matrix):
 
 def affine_fixed(x, coefficients):
     """Nearest-neighbour affine transform with fixed_point() coefficients (N, 6) int64: output
-    pixel (i, j) reads input ((C + B i + A j) >> 16, (F + E i + D j) >> 16); black outside."""
+    pixel (i, j) reads input ((C + B i + A j) >> 16, (F + E i + D j) >> 16); black outside.
+    Both source coordinates at once, in twelve operations whatever N."""
     n, _, h, w = x.shape
-    a, b, c, d, e, f = (t.view(n, 1, 1) for t in coefficients.unbind(1))
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    xin = (c + b * rows + a * cols) >> 16
-    yin = (f + e * rows + d * cols) >> 16
-    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
-    out = _gather_pixels(x, yin.clamp(0, h - 1) * w + xin.clamp(0, w - 1))
-    return out.masked_fill(~inside.unsqueeze(1), 0)
+    m = coefficients.unflatten(1, (2, 3))[..., None, None]      # (N, 2, 3, 1, 1): (a b c), (d e f)
+    rows = _table(('rows', h), lambda: torch.arange(h).view(h, 1), torch.int64, x.device)
+    cols = _table(('cols', w), lambda: torch.arange(w).view(1, w), torch.int64, x.device)
+    source = (m[:, :, 2] + m[:, :, 1] * rows + m[:, :, 0] * cols) >> 16    # (N, 2, H, W): x, y
+    clamped = source.clamp(_table('zero2', lambda: [0, 0], torch.int64, x.device).view(1, 2, 1, 1),
+                           _table(('last', w, h), lambda: [w - 1, h - 1], torch.int64, x.device).view(1, 2, 1, 1))
+    inside = (clamped == source).all(1, keepdim=True)                      # (N, 1, H, W)
+    stride = _table(('stride', w), lambda: [1, w], torch.int64, x.device).view(1, 2, 1, 1)
+    return torch.where(inside, _gather_pixels(x, (clamped * stride).sum(1)), 0)
 
 
 def affine(x, matrix):

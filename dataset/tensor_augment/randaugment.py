@@ -1,9 +1,22 @@
-"""RandAugmentMC on a batch: its random draws and the plan of each slot.
+"""RandAugmentMC on a batch: its random draws, the plan they make on the host, and one pass on the
+device whose operations and shapes do not depend on the draws.
 
 Random draws are made on the host (a CPU generator), and so is everything that depends only on
-them; per slot, the samples that drew each op are transformed together (the five geometric ops
-as one affine transform), so no Python loop runs over images and the device is never asked
-for a value: nothing waits for the GPU. The same draws give the same pixels on every device.
+them (`RandAugmentMC.plan`): per sample and slot, the parameters of three stages, each of which is
+the identity for a sample that did not draw one of its ops:
+
+1. geometric: rotate, shear and translate as one nearest-neighbour affine transform (identity
+   coefficients otherwise);
+2. lookup table: posterize, solarize, brightness, contrast, auto_contrast and equalize as one
+   per-channel table of 256 entries (the identity table otherwise);
+3. pixel blend: color and sharpness, Pillow's blend with the greyscale or the smoothed image
+   (factor 1, which gives the image itself, otherwise).
+
+A sample runs one op per slot (or none), so the three stages in turn apply exactly that op. The
+device runs the same operations on tensors of the same shapes at every step, whatever was drawn:
+it never reports back to the host, nothing waits, and a step can be captured as a CUDA graph. It
+computes every stage for every sample, which costs arithmetic (cheap on a GPU) instead of
+operations (each one a kernel launch); the same draws give the same pixels on every device.
 """
 import functools
 from typing import NamedTuple
@@ -11,57 +24,95 @@ from typing import NamedTuple
 import torch
 
 from dataset.augment import CUTOUT
-from dataset.tensor_augment.ops import (MATRICES, POOL, _N_OPS, affine_fixed, cutout, cutout_box, fixed_point,
-                                        op_parameter, send)
+from dataset.tensor_augment.ops import (MATRICES, POOL, _N_OPS, _blend, _apply_lut, _channel_range, _col, _grayscale,
+                                        _histogram, _smooth, _table, affine_fixed, auto_contrast_lut, cutout_box,
+                                        equalize_lut, fixed_point, gray_mean, op_parameter, send)
 
-
-_IDENTITY = [p[0] for p in POOL].index('identity')
-_AFFINE, _SKIPPED = _N_OPS, _N_OPS + 1     # slot groups after the pool's own indices
+_NAMES = [p[0] for p in POOL]
+IDENTITY_AFFINE = (65536, 0, 32768, 0, 65536, 32768)   # fixed_point() of the identity matrix
+# The columns of one slot in a plan (int64; the two factors are float64 bit patterns):
+AFFINE = slice(0, 6)     # fixed-point affine coefficients (stage 1)
+POSTERIZE_MASK = 6       # stage 2: posterize's bit mask (255: none)
+SOLARIZE_AT = 7          # solarize's threshold (256: none)
+FLAGS = slice(8, 12)     # 0/1: blend with the mean grey (contrast), auto_contrast, equalize, blend with grey (color)
+FACTORS = slice(12, 14)  # float64: the table's blend factor (brightness, contrast), the pixel blend's (color, sharpness)
+SLOT_COLUMNS, CUTOUT_COLUMNS = 14, 4
 
 
 @functools.lru_cache(maxsize=None)
-def _plan_tables(height, width):
-    """For slot_plan, computed once per image size with the ops' own parameter functions:
-    the group of each pool op, (14,) int64, and the parameter row of every (op, magnitude 0..10,
-    sign < 0 or > 0), (14, 11, 2, 6) float64: the magnitude in column 0, or the fixed-point
-    affine coefficients of a geometric op."""
-    groups, rows = [], torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
+def _parameter_table(height, width):
+    """The parameter of every (pool op, magnitude 0..10, sign < 0 or > 0), computed once per image
+    size with the ops' own parameter functions: (14, 11, 2, 6) float64, the magnitude in column 0,
+    or a geometric op's fixed-point affine coefficients (all exact in float64)."""
+    rows = torch.zeros(_N_OPS, 11, 2, 6, dtype=torch.float64)
     v, sign = torch.arange(11).repeat(2), torch.tensor([-1] * 11 + [1] * 11)
     for index, (name, _, param, _, _) in enumerate(POOL):
-        groups.append(_AFFINE if name in MATRICES else index)
         if param is None:
             continue
         value = op_parameter(index, v, sign, height, width)
         if name in MATRICES:
-            coefficients = fixed_point(MATRICES[name](value, height, width)).double()
-            rows[index] = coefficients.view(2, 11, 6).transpose(0, 1)
+            rows[index] = fixed_point(MATRICES[name](value, height, width)).double().view(2, 11, 6).transpose(0, 1)
         else:
             rows[index, :, :, 0] = value.double().view(2, 11).t()
-    return torch.tensor(groups), rows
+    return rows
 
 
-def slot_plan(draws, slot, height, width):
-    """The host side of one RandAugmentMC slot, computed from the draws (on the host) alone.
-
-    Every sample belongs to one group: the pool op it drew (0..13), the geometric ops together
-    (_AFFINE: one transform with per-sample coefficients), or _SKIPPED (its coin said no).
-    Returns (order, counts, parameters): the samples group after group, the size of each group,
-    and each sample's parameter in that order as (N, 6) float64, the magnitude in column 0 or
-    the fixed-point affine coefficients (all exact in float64)."""
-    op, v, sign = draws.op[:, slot], draws.magnitude[:, slot], draws.sign[:, slot]
-    group_of_op, rows = _plan_tables(height, width)
-    group = torch.where(draws.apply[:, slot], group_of_op[op], _SKIPPED)
-    order = torch.argsort(group, stable=True)
-    parameters = rows[op, v, (sign > 0).long()]
-    return order, torch.bincount(group, minlength=_SKIPPED + 1).tolist(), parameters[order]
+def _is(op, applied, *names):
+    """(N,) bool: the sample applied one of the pool ops `names` in this slot."""
+    return applied & torch.isin(op, torch.tensor([_NAMES.index(name) for name in names]))
 
 
-def apply_group(group, images, parameters):
-    """Run one slot_plan group on its images with their (N, 6) parameters, on the device."""
-    if group == _AFFINE:
-        return affine_fixed(images, parameters.long())
-    op, param = POOL[group][1:3]
-    return op(images) if param is None else op(images, parameters[:, 0])
+def slot_plan(draws, slot, height, width) -> torch.Tensor:
+    """The host side of one RandAugmentMC slot, from the draws alone: (N, SLOT_COLUMNS) int64, each
+    sample's parameters of the three stages (the identity's where it drew no op of a stage)."""
+    op, applied = draws.op[:, slot], draws.apply[:, slot]
+    value = _parameter_table(height, width)[op, draws.magnitude[:, slot], (draws.sign[:, slot] > 0).long()]
+    magnitude = value[:, 0]
+    geometric = _is(op, applied, *MATRICES)
+    affine = torch.where(geometric.unsqueeze(1), value.long(), torch.tensor(IDENTITY_AFFINE))
+    mask = torch.where(_is(op, applied, 'posterize'), (0xFF << (8 - magnitude.long().clamp(0, 8))) & 0xFF, 255)
+    threshold = torch.where(_is(op, applied, 'solarize'), magnitude.long(), 256)
+    flags = torch.stack([_is(op, applied, 'contrast'), _is(op, applied, 'auto_contrast'),
+                         _is(op, applied, 'equalize'), _is(op, applied, 'color')], 1).long()
+    factors = torch.stack([torch.where(_is(op, applied, 'brightness', 'contrast'), magnitude, 1.0),
+                           torch.where(_is(op, applied, 'color', 'sharpness'), magnitude, 1.0)], 1)
+    return torch.cat([affine, mask.unsqueeze(1), threshold.unsqueeze(1), flags, factors.view(torch.int64)], 1)
+
+
+def run_slot(x, plan):
+    """One slot on the device: x (N, 3, H, W) uint8, plan (N, SLOT_COLUMNS) int64 on its device."""
+    x = affine_fixed(x, plan[:, AFFINE])                                   # 1. geometric
+    flags = plan[:, FLAGS] != 0
+    contrast, auto_contrast, equalize, color = (_col(f, 3) for f in flags.unbind(1))
+    factors = plan[:, FACTORS].view(torch.float64)
+    lo, hi = _channel_range(x)                                              # 2. the lookup table
+    gray = _grayscale(x)
+    lut = _table('values', lambda: range(256), torch.int64, x.device) & plan[:, POSTERIZE_MASK:POSTERIZE_MASK + 1]
+    lut = torch.where(lut >= plan[:, SOLARIZE_AT:SOLARIZE_AT + 1], 255 - lut, lut)
+    lut = _blend((gray_mean(gray) * contrast.view(-1)).unsqueeze(1), lut, factors[:, 0]).unsqueeze(1)
+    lut = torch.where(auto_contrast, auto_contrast_lut(lo, hi), lut)
+    lut = torch.where(equalize, equalize_lut(_histogram(x), lo, hi, x.shape[2] * x.shape[3]), lut)
+    y = _apply_lut(x, lut)
+    degenerate = torch.where(color.unsqueeze(-1), gray, _smooth(x))         # 3. the pixel blend
+    return _blend(degenerate, y, factors[:, 1])
+
+
+def cutout_plan(draws, cutout, height, width) -> torch.Tensor:
+    """augment.cutout_abs's grey square of side `cutout` at each drawn centre: (N, 4) int64, the
+    inclusive box x0, y0, x1, y1."""
+    cx, cy = draws.centre[:, 0] * width, draws.centre[:, 1] * height     # np.random.uniform(0, w)
+    return torch.stack(cutout_box(cx, cy, cutout, height, width), 1)
+
+
+def grey_box(x, box, out=None):
+    """Grey 127 over each image's inclusive box (x0, y0, x1, y1) (N, 4) on x's device, into `out`
+    (default: a new tensor)."""
+    h, w = x.shape[2:]
+    cols = _table(('cols', w), lambda: torch.arange(w).view(1, w), torch.int64, x.device)
+    rows = _table(('rows', h), lambda: torch.arange(h).view(h, 1), torch.int64, x.device)
+    x0, y0, x1, y1 = (_col(t, 3) for t in box.unbind(1))
+    inside = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
+    return torch.where(inside.unsqueeze(1), _table('grey', lambda: 127, torch.uint8, x.device), x, out=out)
 
 
 class Draws(NamedTuple):
@@ -84,6 +135,10 @@ class RandAugmentMC:
         self.m = m
         self.cutout = cutout
 
+    @property
+    def plan_columns(self) -> int:
+        return self.n * SLOT_COLUMNS + CUTOUT_COLUMNS
+
     def draw(self, n_images, generator) -> Draws:
         device = generator.device
         shape = (n_images, self.n)
@@ -94,26 +149,24 @@ class RandAugmentMC:
         centre = torch.rand((n_images, 2), generator=generator, device=device, dtype=torch.float64)
         return Draws(op, magnitude, apply, sign, centre)
 
-    def apply(self, images, draws: Draws):
-        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device.
-
-        Everything that depends only on the draws (groups, magnitudes, affine coefficients,
-        cutout boxes) is computed on the host and sent in one copy per slot, so the device never
-        has to report back: nothing here waits for the GPU, and a slot costs the same number of
-        kernel launches (a few hundred at most) whatever the batch size."""
+    def plan(self, draws: Draws, height, width) -> torch.Tensor:
+        """Everything the device needs of the draws, on the host: (N, plan_columns) int64, the
+        slots' columns (slot_plan) then the cutout box."""
         draws = Draws(*(t.cpu() for t in draws))
-        h, w = images.shape[2:]
-        out = images.clone()
+        return torch.cat([slot_plan(draws, slot, height, width) for slot in range(self.n)]
+                         + [cutout_plan(draws, self.cutout, height, width)], 1)
+
+    def run(self, images, plan, out=None):
+        """The augmentation of `plan` (on the images' device) on images (N, 3, H, W) uint8: the same
+        operations, on tensors of the same shapes, whatever the draws; the result goes into `out`
+        when given."""
         for slot in range(self.n):
-            order, counts, parameters = slot_plan(draws, slot, h, w)
-            packed = send(torch.cat([order.double().unsqueeze(1), parameters], 1), images)
-            groups = zip(packed[:, 0].long().split(counts), packed[:, 1:].split(counts))
-            for group, (idx, group_parameters) in enumerate(groups):
-                if len(idx) and group not in (_IDENTITY, _SKIPPED):
-                    out[idx] = apply_group(group, out[idx], group_parameters)
-        cx, cy = draws.centre[:, 0] * w, draws.centre[:, 1] * h     # np.random.uniform(0, w)
-        box = send(torch.stack(cutout_box(cx, cy, self.cutout, h, w)), images)
-        return cutout(out, *box)
+            images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
+        return grey_box(images, plan[:, self.n * SLOT_COLUMNS:], out=out)
+
+    def apply(self, images, draws: Draws):
+        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device."""
+        return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
 
     def __call__(self, images, generator):
         return self.apply(images, self.draw(len(images), generator))
