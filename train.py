@@ -206,7 +206,7 @@ def make_batches(args, data, method, step: int, device):
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test rows, to evaluate
     if args.aug == 'gpu':
         try:
-            images, labels = to_device(data.images, device), torch.from_numpy(data.labels).to(device)
+            images = to_device(data.images, device)
             test_images, test_labels = to_device(data.test_images, device), torch.from_numpy(data.test_labels)
         except torch.cuda.OutOfMemoryError:
             raise UserError(f"the split's {data.images.nbytes / 2 ** 30:.1f} GiB of images do not fit on {device}; "
@@ -215,10 +215,10 @@ def make_batches(args, data, method, step: int, device):
         def test_batches(rows):
             mine = torch.from_numpy(rows[share])
             return EvalBatches(test_images, test_labels[mine].to(device), data.mean, data.std, rows=mine.to(device))
-        return (DeviceBatches(images, labels, data.labeled_idx, data.unlabeled_idx, method.labeled_views,
+        return (DeviceBatches(images, torch.from_numpy(data.labels), data.labeled_idx, data.unlabeled_idx, method.labeled_views,
                               method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
                               flip=data.flip, cutout=data.cutout,
-                              labeled_targets=torch.from_numpy(data.labeled_targets).to(device), **common),
+                              labeled_targets=torch.from_numpy(data.labeled_targets), **common),
                 test_batches)
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
 

@@ -1,22 +1,28 @@
 """Training batches made on the device (`--aug gpu`): the images of the split live there as one
 uint8 tensor, and each step draws every view of its labeled and unlabeled batch at once with the
-batched augmentation of dataset/tensor_augment.py, which equals the per-sample PIL path
+batched augmentation of dataset/tensor_augment, which equals the per-sample PIL path
 (dataset/augment.py).
 
 The order of the samples is the same as the PIL path's (dataset.sampler.PassBatches). Each batch's
 random draws come from a host generator seeded with that batch's first sample seed, so a step's
-views depend only on (--seed, step), on any device: resuming stays exact. A step costs a fixed
-number of kernel launches (one gather, one flip-and-crop, one RandAugmentMC, one normalisation
-for all its 1,664 images at the CIFAR recipe; CCL's contrastive views add one batched
-tensor_augment.contrastive) and never waits for the GPU.
+views depend only on (--seed, step), on any device: resuming stays exact.
+
+A step has two halves. On the host, `host_plan` turns the samples and the draws into one int64
+tensor of a fixed layout: the positions and labels, where every pixel of each view's flip and crop
+comes from, RandAugmentMC's plan of every strong view. It goes to the device in one copy, and
+`views` makes the batch from it: one gather of every view's pixels straight from the split, the
+RandAugmentMC stages on the strong views (written in place), one normalisation. The device part
+runs the same operations on tensors of the same shapes at every step and never waits for the GPU,
+so it can be captured as a CUDA graph (CCL's contrastive views, grouped by their draws, excepted).
 """
 from typing import NamedTuple, Optional
 
 import torch
 
 from dataset import tensor_augment
-from dataset.tensor_augment import Draws, RandAugmentMC, contrastive, crop_padding, draw_weak, flip_crop, send
+from dataset.tensor_augment import (Draws, RandAugmentMC, contrastive, crop_padding, crop_source, draw_weak, send)
 from dataset.tensor_augment.contrastive import ContrastiveDraws
+from dataset.tensor_augment.ops import _table
 from dataset.sampler import PassBatches
 
 TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')  # the view kinds drawn here: augment.VIEW_KINDS
@@ -24,7 +30,7 @@ TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')  # the view k
 
 def to_device(images, device) -> torch.Tensor:
     """(N, H, W, 3) uint8 array -> the same on `device`, one copy (ImageNet-127 at 64x64 is 15.7 GB);
-    batches are turned channels-first after they are gathered."""
+    batches are gathered from it channels-first."""
     return torch.from_numpy(images).to(device)
 
 
@@ -33,27 +39,39 @@ def channels_first(images: torch.Tensor) -> torch.Tensor:
 
 
 class Stream:
-    """One side of a step (labeled or unlabeled): its rows of the split and their labels, the order
-    its samples come in, the views the method wants of each, and the host generator of their draws."""
+    """One side of a step (labeled or unlabeled): its rows of the split and their labels (on the
+    host), the order its samples come in, the views the method wants of each, and the host
+    generator of their draws."""
 
-    def __init__(self, rows, labels, views, batch_size: int, stream: int, what: str, device, seed: int, start: int,
+    def __init__(self, rows, labels, views, batch_size: int, stream: int, what: str, seed: int, start: int,
                  rank: int, world_size: int):
         unknown = set(views) - set(TENSOR_VIEW_KINDS)
         if unknown:
             raise ValueError(f'unknown view kind(s) {sorted(unknown)}; expected one of {", ".join(TENSOR_VIEW_KINDS)}')
-        self.rows = torch.as_tensor(rows, device=device)
-        self.labels = labels
+        self.rows, self.labels = torch.as_tensor(rows).cpu(), torch.as_tensor(labels).cpu()
         self.sampler = iter(PassBatches(len(rows), batch_size, seed, stream, start, what, rank, world_size))
-        self.views = views
+        self.batch_size, self.views = batch_size, views
         self.generator = torch.Generator()
 
 
 class View(NamedTuple):
     side: int             # 0 labeled, 1 unlabeled
     number: int           # its place among the method's views of that side
-    weak: Optional[torch.Tensor]    # (4, N) flip, top, left, zero padding (a 'crop_flip' view); None for 'contrastive'
-    strong: Optional[Draws] = None  # RandAugmentMC's draws, for a strong view
-    contrastive: Optional[ContrastiveDraws] = None  # for a 'contrastive' view (CCL's)
+    kind: str             # 'weak', 'strong', 'crop_flip' or 'contrastive'
+
+
+class Layout:
+    """The parts of a step's host plan (name -> shape), in order; every step has the same."""
+
+    def __init__(self, parts: dict):
+        self.parts = parts
+        self.sizes = [torch.Size(shape).numel() for shape in parts.values()]
+
+    def pack(self, values: dict) -> torch.Tensor:
+        return torch.cat([values[name].reshape(-1) for name in self.parts])
+
+    def unpack(self, plan: torch.Tensor) -> dict:
+        return {name: part.view(shape) for (name, shape), part in zip(self.parts.items(), plan.split(self.sizes))}
 
 
 class DeviceBatches:
@@ -61,18 +79,39 @@ class DeviceBatches:
     DataLoaders of the PIL path. The labels are `labels[row]`, or on the labeled side, when given,
     `labeled_targets[position]` (CReST+'s pseudo labels of the pool rows it adds)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, labeled_rows, unlabeled_rows, labeled_views,
-                 unlabeled_views, batch_size: int, mu: int, seed: int, start: int, mean, std, flip: bool,
-                 cutout: int, rank: int = 0, world_size: int = 1, labeled_targets: Optional[torch.Tensor] = None):
+    def __init__(self, images: torch.Tensor, labels, labeled_rows, unlabeled_rows, labeled_views, unlabeled_views,
+                 batch_size: int, mu: int, seed: int, start: int, mean, std, flip: bool, cutout: int, rank: int = 0,
+                 world_size: int = 1, labeled_targets=None):
         self.images, self.mean, self.std, self.flip = images, mean, std, flip
-        common = dict(device=images.device, seed=seed, start=start, rank=rank, world_size=world_size)
-        labeled_rows, unlabeled_rows = (torch.as_tensor(rows, device=images.device)
-                                        for rows in (labeled_rows, unlabeled_rows))
+        common = dict(seed=seed, start=start, rank=rank, world_size=world_size)
+        labels = torch.as_tensor(labels).cpu()
+        labeled_rows, unlabeled_rows = torch.as_tensor(labeled_rows).cpu(), torch.as_tensor(unlabeled_rows).cpu()
         targets = labels[labeled_rows] if labeled_targets is None else labeled_targets
         self.sides = (Stream(labeled_rows, targets, labeled_views, batch_size, 0, 'labeled set', **common),
                       Stream(unlabeled_rows, labels[unlabeled_rows], unlabeled_views, batch_size * mu, 1,
                              'unlabeled pool', **common))
         self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
+        views = [View(side, number, kind) for side, stream in enumerate(self.sides)
+                 for number, kind in enumerate(stream.views)]
+        # the flipped and cropped views, the strong ones last (RandAugmentMC runs on that tail), then the contrastive
+        self.order = sorted((v for v in views if v.kind != 'contrastive'), key=lambda v: v.kind == 'strong') + \
+            [v for v in views if v.kind == 'contrastive']
+        self.layout = self._layout()
+
+    def _layout(self) -> Layout:
+        count = lambda kinds: sum(self.sides[v.side].batch_size for v in self.order if v.kind in kinds)  # noqa: E731
+        padded, strong, contrast = count(('weak', 'crop_flip', 'strong')), count(('strong',)), count(('contrastive',))
+        h, w = self.images.shape[1:3]
+        samples = sum(stream.batch_size for stream in self.sides)
+        parts = {'positions': (samples,), 'labels': (samples,), 'base': (padded,), 'rows': (padded, h),
+                 'cols': (padded, w)}
+        if self.zero_pad:
+            parts.update(rows_inside=(padded, h), cols_inside=(padded, w))
+        return Layout({**parts, 'randaugment': (strong, self.randaugment.plan_columns), 'contrastive_rows': (contrast,)})
+
+    @property
+    def zero_pad(self) -> bool:
+        return any(view.kind == 'crop_flip' for view in self.order)
 
     def __iter__(self):
         return self
@@ -80,59 +119,76 @@ class DeviceBatches:
     def draw(self, keys) -> list:
         """Every view's draws, in the order the views are listed (each side: per view, the flip
         and crop, then RandAugmentMC's draws for a strong one; a contrastive view's own draws),
-        from generators seeded with each batch's first sample seed."""
-        height, views = self.images.shape[1], []
+        from generators seeded with each batch's first sample seed: {view: draws}."""
+        height, drawn = self.images.shape[1], {}
         for side, (stream, batch) in enumerate(zip(self.sides, keys)):
             stream.generator.manual_seed(batch[0][1])
             for number, kind in enumerate(stream.views):
+                view = View(side, number, kind)
                 if kind == 'contrastive':
-                    views.append(View(side, number, None, contrastive=contrastive.draw(len(batch), height,
-                                                                                       stream.generator)))
+                    drawn[view] = contrastive.draw(len(batch), height, stream.generator)
                     continue
                 # 'crop_flip' (zero-padded crop, then flip) is drawn as a flip, then a zero-padded crop:
                 # the same distribution (tensor_augment.flip_crop); it always flips at random
-                flips, top, left = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
-                strong = self.randaugment.draw(len(batch), stream.generator) if kind == 'strong' else None
-                zero_pad = torch.full_like(top, kind == 'crop_flip')
-                views.append(View(side, number, torch.stack([flips.long(), top, left, zero_pad]), strong))
-        return views
+                weak = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
+                drawn[view] = (weak, self.randaugment.draw(len(batch), stream.generator) if kind == 'strong' else None)
+        return drawn
 
-    def padded_views(self, views, rows) -> torch.Tensor:
-        """The weak, crop_flip and strong views (in this order: the strong ones last), uint8."""
-        weak = send(torch.cat([view.weak for view in views], 1), self.images)
-        images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
-        zero_pad = weak[3].bool() if any('crop_flip' in stream.views for stream in self.sides) else None
-        images = flip_crop(images, weak[0].bool(), weak[1], weak[2], crop_padding(images.shape[2]), zero_pad)
-        strong = [view.strong for view in views if view.strong is not None]
-        if strong:
-            tail = len(images) - sum(len(draws.op) for draws in strong)
-            images[tail:] = self.randaugment.apply(images[tail:], Draws(*map(torch.cat, zip(*strong))))
-        return images
-
-    def contrastive_views(self, views, rows) -> torch.Tensor:
-        """The contrastive views (CCL's), drawn from the images themselves, uint8."""
-        images = channels_first(self.images[torch.cat([rows[view.side] for view in views])])
-        return contrastive.apply(images, ContrastiveDraws(*map(torch.cat, zip(*(v.contrastive
-                                                                                            for v in views)))))
-
-    def __next__(self):
+    def host_plan(self):
+        """The next step on the host: (its plan, one int64 tensor of self.layout; the contrastive views'
+        draws, or None)."""
         keys = [next(stream.sampler) for stream in self.sides]
-        positions = send(torch.tensor([i for batch in keys for i, _ in batch]), self.images)
-        positions = positions.split([len(batch) for batch in keys])
+        positions = [torch.tensor([i for i, _ in batch]) for batch in keys]
         rows = [stream.rows[p] for stream, p in zip(self.sides, positions)]
         drawn = self.draw(keys)
-        padded = sorted((view for view in drawn if view.weak is not None), key=lambda view: view.strong is not None)
-        unpadded = [view for view in drawn if view.weak is None]   # the contrastive ones
-        parts = ([self.padded_views(padded, rows)] if padded else []) + \
-                ([self.contrastive_views(unpadded, rows)] if unpadded else [])
-        views = padded + unpadded
-        images = parts[0] if len(parts) == 1 else torch.cat(parts)
-        images = tensor_augment.normalize(images, self.mean, self.std).split([len(rows[v.side]) for v in views])
+        h, w = self.images.shape[1:3]
+        padded = [v for v in self.order if v.kind != 'contrastive']
+        weak = [torch.cat(t) for t in zip(*(drawn[v][0] for v in padded))] if padded else [torch.zeros(0)] * 3
+        zero_pad = torch.cat([torch.full((self.sides[v.side].batch_size,), v.kind == 'crop_flip') for v in padded]
+                             or [torch.zeros(0, dtype=torch.bool)])
+        source = crop_source(*weak, crop_padding(h), h, w, zero_pad if self.zero_pad else None)
+        strong = [drawn[v][1] for v in padded if v.kind == 'strong']
+        values = {'positions': torch.cat(positions), 'labels': torch.cat([s.labels[p] for s, p in zip(self.sides, positions)]),
+                  'base': torch.cat([rows[v.side] for v in padded] or [torch.zeros(0, dtype=torch.long)]) * (h * w * 3),
+                  'rows': source[0] * (w * 3), 'cols': source[1] * 3,
+                  'randaugment': self.randaugment.plan(Draws(*map(torch.cat, zip(*strong))), h, w) if strong
+                  else torch.zeros(0, dtype=torch.long),
+                  'contrastive_rows': torch.cat([rows[v.side] for v in self.order if v.kind == 'contrastive']
+                                                or [torch.zeros(0, dtype=torch.long)])}
+        if self.zero_pad:
+            values.update(rows_inside=source[2].long(), cols_inside=source[3].long())
+        contrast = [drawn[v] for v in self.order if v.kind == 'contrastive']
+        return self.layout.pack(values), ContrastiveDraws(*map(torch.cat, zip(*contrast))) if contrast else None
+
+    def views(self, plan: torch.Tensor, contrastive_draws: Optional[ContrastiveDraws] = None):
+        """The batch of a host plan that is on the device: a fixed sequence of operations on tensors
+        of fixed shapes (the contrastive views aside)."""
+        part = self.layout.unpack(plan)
+        channel = _table('channel', lambda: range(3), torch.int64, plan.device).view(1, 3, 1, 1)
+        index = (part['base'].view(-1, 1, 1, 1) + channel + part['rows'][:, None, :, None]) + part['cols'][:, None, None, :]
+        images = self.images.view(-1).take(index)              # every flipped and cropped view, (N, 3, H, W)
+        if self.zero_pad:
+            inside = (part['rows_inside'][:, None, :, None] & part['cols_inside'][:, None, None, :]) != 0
+            images = torch.where(inside, images, 0)
+        tail = len(images) - len(part['randaugment'])
+        if len(part['randaugment']):
+            self.randaugment.run(images[tail:], part['randaugment'], out=images[tail:])
+        if contrastive_draws is not None:
+            contrastive_images = contrastive.apply(channels_first(self.images[part['contrastive_rows']]),
+                                                   contrastive_draws)
+            images = torch.cat([images, contrastive_images])
+        images = tensor_augment.normalize(images, self.mean, self.std)
+        images = images.split([self.sides[v.side].batch_size for v in self.order])
         out = [[None] * len(stream.views) for stream in self.sides]
-        for view, pixels in zip(views, images):
+        for view, pixels in zip(self.order, images):
             out[view.side][view.number] = pixels
-        return tuple((tuple(out[side]), stream.labels[p], p)
-                     for side, (stream, p) in enumerate(zip(self.sides, positions)))
+        sizes = [stream.batch_size for stream in self.sides]
+        return tuple((tuple(out[side]), labels, positions) for side, (labels, positions) in
+                     enumerate(zip(part['labels'].split(sizes), part['positions'].split(sizes))))
+
+    def __next__(self):
+        plan, contrastive_draws = self.host_plan()
+        return self.views(send(plan, self.images), contrastive_draws)
 
 
 class EvalBatches:

@@ -16,7 +16,7 @@ from dataset.tensor_augment.ops import (float_parameter, int_parameter, identity
                                         translate_y_matrix, MATRICES, rotate, shear_x, shear_y, translate_x,
                                         translate_y, cutout, cutout_box, POOL, SIGNED, op_parameter, apply_op, send)
 from dataset.tensor_augment.randaugment import (slot_plan, run_slot, Draws, RandAugmentMC)
-from dataset.tensor_augment.views import (crop_padding, draw_weak, flip_crop, weak, strong, normalize)
+from dataset.tensor_augment.views import (crop_padding, crop_source, draw_weak, flip_crop, weak, strong, normalize)
 from dataset.tensor_augment import contrastive
 
 __all__ = ['float_parameter', 'int_parameter', 'identity', 'auto_contrast', 'equalize', 'brightness', 'color',
@@ -24,4 +24,4 @@ __all__ = ['float_parameter', 'int_parameter', 'identity', 'auto_contrast', 'equ
            'shear_x_matrix', 'shear_y_matrix', 'translate_x_matrix', 'translate_y_matrix', 'MATRICES', 'rotate',
            'shear_x', 'shear_y', 'translate_x', 'translate_y', 'cutout', 'cutout_box', 'POOL', 'SIGNED',
            'op_parameter', 'apply_op', 'send', 'slot_plan', 'run_slot', 'Draws', 'RandAugmentMC', 'crop_padding',
-           'draw_weak', 'flip_crop', 'weak', 'strong', 'normalize', 'contrastive']
+           'crop_source', 'draw_weak', 'flip_crop', 'weak', 'strong', 'normalize', 'contrastive']

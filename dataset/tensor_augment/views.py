@@ -26,14 +26,13 @@ def draw_weak(n_images, height, generator, flip=True):
     return flips, top, left
 
 
-def flip_crop(images, flips, top, left, pad, zero_pad=None):
-    """Horizontal flip where `flips`, then pad by `pad` and crop HxW at (top, left) of the padded
-    image, in one gather. The padding reflects (edge not repeated, as np.pad 'reflect'), or is
-    black where `zero_pad` (N,) is true.
-
-    A zero-padded crop at (top, left) followed by a flip, the original ACR_d's labeled view on the
-    ImageNet variants, is the flip followed by the zero-padded crop at (top, 2 * pad - left)."""
-    _, _, h, w = images.shape
+def crop_source(flips, top, left, pad, height, width, zero_pad=None):
+    """Where each pixel of a flipped, padded and cropped image comes from, computed on the device of
+    the draws (the host, for DeviceBatches): (rows (N, H), cols (N, W)) source coordinates of a
+    horizontal flip where `flips`, then a crop HxW at (top, left) of the image padded by `pad`. The
+    padding reflects (edge not repeated, as np.pad 'reflect'), or is black where `zero_pad` (N,) is
+    true; with zero_pad also (rows_inside (N, H), cols_inside (N, W)): False in the black padding."""
+    device = top.device
 
     def source(p, size):                       # padded coordinate -> source coordinate
         p = p - pad
@@ -41,17 +40,29 @@ def flip_crop(images, flips, top, left, pad, zero_pad=None):
         reflected = torch.where(reflected >= size, 2 * (size - 1) - reflected, reflected)
         return reflected if zero_pad is None else torch.where(zero_pad.view(-1, 1), p.clamp(0, size - 1), reflected)
 
-    rows = source(top.view(-1, 1) + torch.arange(h, device=images.device), h)
-    cols = source(left.view(-1, 1) + torch.arange(w, device=images.device), w)
-    cols = torch.where(flips.view(-1, 1), w - 1 - cols, cols)
+    padded_rows = top.view(-1, 1) + torch.arange(height, device=device)
+    padded_cols = left.view(-1, 1) + torch.arange(width, device=device)
+    rows, cols = source(padded_rows, height), source(padded_cols, width)
+    cols = torch.where(flips.view(-1, 1), width - 1 - cols, cols)
+    if zero_pad is None:
+        return rows, cols
+    inside = lambda p, size: ((p >= pad) & (p < size + pad)) | ~zero_pad.view(-1, 1)  # noqa: E731
+    return rows, cols, inside(padded_rows, height), inside(padded_cols, width)
+
+
+def flip_crop(images, flips, top, left, pad, zero_pad=None):
+    """Horizontal flip where `flips`, then pad by `pad` and crop HxW at (top, left) of the padded
+    image (crop_source), in one gather. The padding reflects, or is black where `zero_pad` (N,).
+
+    A zero-padded crop at (top, left) followed by a flip, the original ACR_d's labeled view on the
+    ImageNet variants, is the flip followed by the zero-padded crop at (top, 2 * pad - left)."""
+    _, _, h, w = images.shape
+    rows, cols, *inside = crop_source(flips, top, left, pad, h, w, zero_pad)
     out = _gather_pixels(images, rows.unsqueeze(2) * w + cols.unsqueeze(1))
     if zero_pad is None:
         return out
-    inside = lambda p, size: ((p >= pad) & (p < size + pad)) | ~zero_pad.view(-1, 1)  # noqa: E731
-    rows_inside = inside(top.view(-1, 1) + torch.arange(h, device=images.device), h)
-    cols_inside = inside(left.view(-1, 1) + torch.arange(w, device=images.device), w)
-    black_border = ~(rows_inside.unsqueeze(2) & cols_inside.unsqueeze(1))  # (N, H, W)
-    return out.masked_fill(black_border.unsqueeze(1), 0)
+    rows_inside, cols_inside = inside
+    return out.masked_fill(~(rows_inside.unsqueeze(2) & cols_inside.unsqueeze(1)).unsqueeze(1), 0)
 
 
 def weak(images, generator, flip=True):
