@@ -20,7 +20,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from functools import partial
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -42,8 +43,8 @@ from core.run_lock import RunLock
 from core.run_log import Progress, RunLog, print_split
 from core.settings import read_settings
 from core.stopping import StopSignal
-from core.training import (ModelEMA, constant_schedule, cosine_schedule, rng_states, seed_everything,
-                           set_rng_states)
+from core.training import (ModelEMA, constant_schedule, cosine_schedule, learning_rate_on_device, rng_states,
+                           seed_everything, set_rng_states)
 from utils import distributed
 from utils.cli import HelpFormatter, OneLineParser
 from utils.errors import UserError
@@ -135,7 +136,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     speed.add_argument('--amp', action='store_true', help='bfloat16 autocast on CUDA (ignored on the CPU)')
     speed.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
                        help='channels-last memory format (default: on with CUDA)')
-    speed.add_argument('--compile', action='store_true', help='torch.compile the network for training')
+    speed.add_argument('--compile', action='store_true',
+                       help='torch.compile the whole training step (the views made on the device, forward, backward, '
+                            'optimizer, weight EMA); on CUDA as CUDA graphs (mode reduce-overhead)')
     run.add_argument('--dry-run', action='store_true', help='build and print the split, then exit without training')
     return p
 
@@ -198,9 +201,11 @@ def resolve_device(name):
 
 
 def make_batches(args, data, method, step: int, device):
-    """Endless (labeled batch, unlabeled batch) pairs positioned at `step`, and test_batches(rows): this
-    process's share of those rows of the test images, in order: made on the device (--aug gpu) or
-    per image with PIL in loader workers (--aug cpu)."""
+    """Endless batches positioned at `step`, and test_batches(rows): this process's share of those rows
+    of the test images, in order. The views of a batch are made on the device (--aug gpu) or per
+    image with PIL in loader workers (--aug cpu); batches.views(batch) gives its (labeled batch,
+    unlabeled batch) pair: the batch itself, or with --compile and views of fixed shapes, the views
+    made on the device from the batch's plan (in the compiled step)."""
     data = method.training_data(data)  # (a generation's own split)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test rows, to evaluate
@@ -215,9 +220,9 @@ def make_batches(args, data, method, step: int, device):
         def test_batches(rows):
             mine = torch.from_numpy(rows[share])
             return EvalBatches(test_images, test_labels[mine].to(device), data.mean, data.std, rows=mine.to(device))
-        return (DeviceBatches(images, torch.from_numpy(data.labels), data.labeled_idx, data.unlabeled_idx, method.labeled_views,
-                              method.unlabeled_views, args.batch_size, args.mu, mean=data.mean, std=data.std,
-                              flip=data.flip, cutout=data.cutout,
+        return (DeviceBatches(images, torch.from_numpy(data.labels), data.labeled_idx, data.unlabeled_idx,
+                              method.labeled_views, method.unlabeled_views, args.batch_size, args.mu, mean=data.mean,
+                              std=data.std, flip=data.flip, cutout=data.cutout, planned=args.compile,
                               labeled_targets=torch.from_numpy(data.labeled_targets), **common),
                 test_batches)
     labeled_set, unlabeled_set, test_set = data.datasets(method.labeled_views, method.unlabeled_views)
@@ -228,10 +233,39 @@ def make_batches(args, data, method, step: int, device):
                                                 pin_memory=device.type == 'cuda',
                                                 persistent_workers=args.num_workers > 0))
 
-    return (zip(endless(labeled_set, args.batch_size, 0, 'labeled set'),
-                endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')),
+    return (LoaderBatches(endless(labeled_set, args.batch_size, 0, 'labeled set'),
+                          endless(unlabeled_set, args.batch_size * args.mu, 1, 'unlabeled pool')),
             lambda rows: torch.utils.data.DataLoader(torch.utils.data.Subset(test_set, rows[share].tolist()),
                                                      batch_size=256, num_workers=args.num_workers))
+
+
+def traceable_step(optimizer: torch.optim.Optimizer) -> None:
+    """Let torch.compile compile optimizer.step: the learning-rate scheduler wraps it in a function that
+    records the call (for a warning), from a file torch.compile does not trace; the same wrapper here."""
+    step = type(optimizer).step
+
+    def recorded_step(*args, **kwargs):
+        optimizer._opt_called = True
+        return step(optimizer, *args, **kwargs)
+    recorded_step._wrapped_by_lr_sched = True
+    optimizer.step = recorded_step
+
+
+class LoaderBatches:
+    """The PIL path's (labeled batch, unlabeled batch) pairs from its two DataLoaders."""
+
+    def __init__(self, labeled, unlabeled):
+        self.pairs = zip(labeled, unlabeled)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self.pairs)
+
+    @staticmethod
+    def views(batch):
+        return batch  # (a pair already holds its views)
 
 
 @dataclass
@@ -242,7 +276,22 @@ class Training:
     ema: Optional[ModelEMA]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    forward: Callable  # the model, or its torch.compile'd form (--compile)
+    forward: Callable  # the model (wrapped for DistributedDataParallel under several processes)
+    compiled: bool = False  # --compile: `learn` is torch.compile'd
+
+    def __post_init__(self):
+        self.learn = partial(learn, self)
+        if self.compiled:  # (on CUDA as CUDA graphs; a device's value never changes the step's code)
+            learning_rate_on_device(self.optimizer, True)
+            traceable_step(self.optimizer)
+            # a method's step counter on the host (DARP's, CoSSL's) is an input of the compiled step, not a
+            # constant of it: one compiled step per branch it takes, not one per value
+            torch._dynamo.config.allow_unspec_int_on_nn_module = True
+            self.learn = torch.compile(self.learn, mode='reduce-overhead' if self.model_device.type == 'cuda' else None)
+
+    @property
+    def model_device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def state_dict(self) -> dict:
         return {'model': self.model.state_dict(), 'ema': self.ema.model.state_dict() if self.ema else None,
@@ -257,6 +306,7 @@ class Training:
         self.optimizer.load_state_dict(state['optimizer'])
         for group, options in zip(self.optimizer.param_groups, how):  # how it computes stays the code's
             group.update(options)
+        learning_rate_on_device(self.optimizer, self.compiled)
         self.scheduler.load_state_dict(state['scheduler'])
         self.method.load_state_dict(state['method'])
 
@@ -277,9 +327,9 @@ def build_training(args, data, device, method=None, seed=None) -> Training:
     forward = model
     if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
         forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
-    ema = ModelEMA(model, args.ema_decay, args.ema_warmup) if args.use_ema else None
-    return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
-                    torch.compile(forward) if args.compile else forward)
+    ema = ModelEMA(model, args.ema_decay, args.ema_warmup, on_device=args.compile) if args.use_ema else None
+    return Training(method, model, ema, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), forward,
+                    compiled=args.compile)
 
 
 def next_generation(args, data, run: Training, device) -> Training:
@@ -290,10 +340,12 @@ def next_generation(args, data, run: Training, device) -> Training:
     return build_training(args, data, device, method=run.method, seed=seed)
 
 
-def train_step(run: Training, labeled_batch, unlabeled_batch, device, args) -> StepResult:
-    """One step: one forward pass over every view of the labeled and unlabeled batch, the method's
-    loss (its E-step included), an SGD step, the schedule and the weight EMA."""
-    (x_views, y, _), (u_views, _, u_index) = labeled_batch, unlabeled_batch
+def learn(run: Training, views: Callable, batch, device, args, ema_decay) -> Tuple[StepResult, torch.Tensor]:
+    """The part of a step that --compile compiles: the views of `batch` (views(batch); made here when
+    the batch is their plan on the device), one forward pass over every view of the labeled and
+    unlabeled batch, the method's loss (its E-step included), the optimizer step and the weight EMA.
+    Returns the step's result and the unlabeled batch's labels (for the log)."""
+    (x_views, y, _), (u_views, u_labels, u_index) = views(batch)
     inputs = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
     if args.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -304,12 +356,20 @@ def train_step(run: Training, labeled_batch, unlabeled_batch, device, args) -> S
         output = run.forward(inputs, with_features=run.method.with_features)
     output = tuple(o.float() for o in output) if isinstance(output, tuple) else output.float()
     result = run.method.loss(output, y, u_index)
-    run.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     run.optimizer.step()
-    run.scheduler.step()
     if run.ema:
-        run.ema.update(run.model, step=run.scheduler.last_epoch)  # the schedule counts the steps taken
+        run.ema.update(run.model, ema_decay)
+    return result, u_labels.to(device, non_blocking=True)
+
+
+def train_step(run: Training, batches, device, args) -> Tuple[StepResult, torch.Tensor]:
+    """One step on the next batch of `batches` (make_batches): the gradients cleared, learn, then the
+    learning-rate schedule. Returns the step's result and the unlabeled batch's labels."""
+    decay = run.ema.decay_after(run.scheduler.last_epoch + 1) if run.ema else None  # (the schedule counts steps)
+    run.optimizer.zero_grad(set_to_none=True)
+    result = run.learn(batches.views, next(batches), device, args, decay)
+    run.scheduler.step()
     return result
 
 
@@ -363,10 +423,9 @@ def train(args, data, stop: StopSignal) -> None:
                 line = run.method.start_stage(run.ema.model if run.ema else run.model, data, device)
                 log.line(f'step {step}: {line}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
-                labeled_batch, unlabeled_batch = next(batches)
-                result = train_step(run, labeled_batch, unlabeled_batch, device, args)
+                result, unlabeled_labels = train_step(run, batches, device, args)
                 step += 1
-                meter.add(step, *result, unlabeled_batch[1].to(device, non_blocking=True))
+                meter.add(step, *result, unlabeled_labels)
                 stopping = stop.requested(step, device)
                 if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
                     meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
@@ -446,7 +505,7 @@ def epoch_record(step, args, data, tested, history, run: Training, meter, second
               'pi_u': None if pi_u is None else pi_u.tolist(),
               'kl_pi_u': None if pi_u is None or true_prior is None else symmetric_kl(pi_u.cpu(),
                                                                                        torch.as_tensor(true_prior)),
-              **meter.result(), 'lr': run.scheduler.get_last_lr()[0], 'evaluated': main['evaluated'],
+              **meter.result(), 'lr': float(run.scheduler.get_last_lr()[0]), 'evaluated': main['evaluated'],
               'seconds': round(seconds, 2), **sets, **run.method.metrics()}  # (what a method logs of its own state)
     return record
 

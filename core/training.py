@@ -43,18 +43,49 @@ class ModelEMA:
     """Exponential moving average of the weights (decay 0.999); buffers (BatchNorm statistics)
     are copied, not averaged, as FixMatch-pytorch's ModelEMA."""
 
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False, on_device: bool = False):
         self.model = deepcopy(model).eval()
         self.decay, self.warmup = decay, warmup
         for p in self.model.parameters():
             p.requires_grad_(False)
+        # (a compiled step reads the decay from the device, so that its code is the same at every step)
+        self.decay_on_device = torch.zeros((), device=next(model.parameters()).device) if on_device else None
+
+    def decay_after(self, step: int):
+        """The decay of the update after step `step` (1-based): --ema-decay, or with warm-up (DASO's)
+        min(1 - 1/step, --ema-decay); with on_device, written into a tensor on the device (no wait)."""
+        decay = min(1 - 1 / step, self.decay) if self.warmup else self.decay
+        return decay if self.decay_on_device is None else self.decay_on_device.fill_(decay)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, step: int) -> None:
+    def update(self, model: torch.nn.Module, decay) -> None:
         """ema = decay * ema + (1 - decay) * weight, then buffers copied: three foreach operations.
-        With warm-up (DASO's), the decay after step t (1-based) is min(1 - 1/t, decay)."""
-        decay = min(1 - 1 / step, self.decay) if self.warmup else self.decay
-        ema_params = list(self.model.parameters())
+        `decay` is a number, or (in a compiled step, whose code must not change from step to step)
+        a tensor on the device holding it."""
+        ema_params, params = list(self.model.parameters()), list(model.parameters())
         torch._foreach_mul_(ema_params, decay)
-        torch._foreach_add_(ema_params, list(model.parameters()), alpha=1 - decay)
+        if isinstance(decay, torch.Tensor):
+            torch._foreach_add_(ema_params, torch._foreach_mul(params, 1 - decay))
+        else:
+            torch._foreach_add_(ema_params, params, alpha=1 - decay)
         torch._foreach_copy_(list(self.model.buffers()), list(model.buffers()))
+
+
+def learning_rate_on_device(optimizer: torch.optim.Optimizer, on_device: bool) -> None:
+    """Hold each parameter group's learning rate as a tensor on its parameters' device (a compiled
+    step reads it there, so that its code does not change with the schedule, which fills it in
+    place; Adam then keeps its step counts there too: capturable), or as a number (the eager step)."""
+    for group in optimizer.param_groups:
+        if not group['params']:  # (an empty group: DASO's groups with weight decay on every parameter)
+            continue
+        device, lr = group['params'][0].device, group['lr']
+        if not on_device:
+            group['lr'] = float(lr)
+        elif not (isinstance(lr, torch.Tensor) and lr.device == device):
+            group['lr'] = torch.tensor(float(lr), device=device)
+        if 'capturable' in group:
+            group['capturable'] = on_device
+            for p in group['params']:
+                state = optimizer.state.get(p, {})
+                if 'step' in state:
+                    state['step'] = state['step'].to(device if on_device else 'cpu', torch.float32)

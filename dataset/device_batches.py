@@ -77,11 +77,15 @@ class Layout:
 class DeviceBatches:
     """Endless (labeled batch, unlabeled batch) pairs, each (views, labels, positions) like the
     DataLoaders of the PIL path. The labels are `labels[row]`, or on the labeled side, when given,
-    `labeled_targets[position]` (CReST+'s pseudo labels of the pool rows it adds)."""
+    `labeled_targets[position]` (CReST+'s pseudo labels of the pool rows it adds).
+
+    `planned` (--compile): each batch is its plan on the device, and views(batch) makes the pair
+    (inside the compiled step), unless the views include contrastive ones, whose operations depend
+    on the draws."""
 
     def __init__(self, images: torch.Tensor, labels, labeled_rows, unlabeled_rows, labeled_views, unlabeled_views,
                  batch_size: int, mu: int, seed: int, start: int, mean, std, flip: bool, cutout: int, rank: int = 0,
-                 world_size: int = 1, labeled_targets=None):
+                 world_size: int = 1, labeled_targets=None, planned: bool = False):
         self.images, self.mean, self.std, self.flip = images, mean, std, flip
         common = dict(seed=seed, start=start, rank=rank, world_size=world_size)
         labels = torch.as_tensor(labels).cpu()
@@ -97,6 +101,7 @@ class DeviceBatches:
         self.order = sorted((v for v in views if v.kind != 'contrastive'), key=lambda v: v.kind == 'strong') + \
             [v for v in views if v.kind == 'contrastive']
         self.layout = self._layout()
+        self.planned = planned and 'contrastive' not in labeled_views + unlabeled_views
 
     def _layout(self) -> Layout:
         count = lambda kinds: sum(self.sides[v.side].batch_size for v in self.order if v.kind in kinds)  # noqa: E731
@@ -160,7 +165,7 @@ class DeviceBatches:
         contrast = [drawn[v] for v in self.order if v.kind == 'contrastive']
         return self.layout.pack(values), ContrastiveDraws(*map(torch.cat, zip(*contrast))) if contrast else None
 
-    def views(self, plan: torch.Tensor, contrastive_draws: Optional[ContrastiveDraws] = None):
+    def make_views(self, plan: torch.Tensor, contrastive_draws: Optional[ContrastiveDraws] = None):
         """The batch of a host plan that is on the device: a fixed sequence of operations on tensors
         of fixed shapes (the contrastive views aside)."""
         part = self.layout.unpack(plan)
@@ -186,9 +191,14 @@ class DeviceBatches:
         return tuple((tuple(out[side]), labels, positions) for side, (labels, positions) in
                      enumerate(zip(part['labels'].split(sizes), part['positions'].split(sizes))))
 
+    def views(self, batch):
+        """The (labeled batch, unlabeled batch) pair of a batch of this iterator."""
+        return self.make_views(batch) if self.planned else batch
+
     def __next__(self):
         plan, contrastive_draws = self.host_plan()
-        return self.views(send(plan, self.images), contrastive_draws)
+        plan = send(plan, self.images)
+        return plan if self.planned else self.make_views(plan, contrastive_draws)
 
 
 class EvalBatches:

@@ -335,6 +335,7 @@ class CoSSL(Method):
                 f'{"a TFE set made once" if self.offline_warmup else "TFE batches"}; pseudo labels from it, '
                 f'the EMA classifier evaluated')
 
+    @torch.compiler.disable  # (--compile: its host draws and NumPy run as they are, outside the compiled step)
     @torch.no_grad()
     def before_forward(self, inputs, y, ema_network: nn.Module) -> None:
         """In co-learning: the pseudo labels of the weak unlabeled view from the classifier on the EMA

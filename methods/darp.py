@@ -170,8 +170,9 @@ class DARP(FixMatch):
         self.predictions[rows] = gathered  # every process's batch: the pools stay identical
         if self.host_step <= self.warmup:
             return p.max(dim=-1)
-        if self.host_step % self.period == 0:
-            refined = refine(removal(self.predictions, self.target, self.alpha), self.target, self.iters, self.tol)
+        if self.host_step % self.period == 0:  # (not compiled by --compile: its loops would be unrolled)
+            refined = torch.compiler.disable(refine)(removal(self.predictions, self.target, self.alpha), self.target,
+                                                     self.iters, self.tol)
             confidence, label = refined.max(1)
             self.refined_confidence.copy_(confidence)
             self.refined_label.copy_(label)

@@ -181,9 +181,10 @@ def test_a_step_reads_no_device_value_on_the_host(small_cifar10_root):
     run = train.build_training(args, data, device)
     views = lambda n, k: [torch.empty(n, 3, 32, 32, device=device) for _ in range(k)]  # noqa: E731
     labeled = (views(4, 3), torch.zeros(4, dtype=torch.long, device=device), None)
-    unlabeled = (views(8, 3), None, torch.zeros(8, dtype=torch.long, device=device))
+    unlabeled = (views(8, 3), torch.zeros(8, dtype=torch.long, device=device),
+                 torch.zeros(8, dtype=torch.long, device=device))
     for _ in range(2):
-        result = train.train_step(run, labeled, unlabeled, device, args)
+        result, _ = train.train_step(run, train.LoaderBatches([labeled], [unlabeled]), device, args)
         run.method.end_epoch()
     assert result.loss.device == device
 

@@ -166,7 +166,7 @@ def test_the_loop_pushes_the_ema_networks_features_of_the_labeled_batch_before_t
     ema = copy.deepcopy(run.ema.model).train()
     with torch.no_grad():
         expected = ema(labeled[0][0], with_features=True)[1]
-    train.train_step(run, labeled, unlabeled, device, args)
+    train.train_step(run, train.LoaderBatches([labeled], [unlabeled]), device, args)
     y = labeled[1]
     assert expected.shape == (4, 64)
     for c in y.unique().tolist():
@@ -202,11 +202,11 @@ def test_dasos_recipe_constant_lr_decay_on_all_parameters_and_ema_warmup(small_c
     decayed = [p for group in run.optimizer.param_groups if group['weight_decay'] == 5e-4 for p in group['params']]
     assert len(decayed) == len(list(run.model.parameters()))
     batches, _ = train.make_batches(args, data, run.method, 0, device)
-    train.train_step(run, *next(batches), device, args)
+    train.train_step(run, batches, device, args)
     for ema, weight in zip(run.ema.model.parameters(), run.model.parameters()):
         assert torch.equal(ema, weight)
     before = [p.clone() for p in run.ema.model.parameters()]
-    train.train_step(run, *next(batches), device, args)
+    train.train_step(run, batches, device, args)
     for ema, old, weight in zip(run.ema.model.parameters(), before, run.model.parameters()):
         torch.testing.assert_close(ema, 0.5 * old + 0.5 * weight)
     assert run.scheduler.get_last_lr() == [0.1, 0.1]

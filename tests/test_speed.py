@@ -24,7 +24,7 @@ def one_step_loss(data_root, **options):
         setattr(args, key, value)
     run = train.build_training(args, data, device)
     batches, _ = train.make_batches(args, data, run.method, 0, device)
-    loss, terms, _, _ = train.train_step(run, *next(batches), device, args)
+    (loss, terms, _, _), _ = train.train_step(run, batches, device, args)
     return loss.item(), {k: v.item() for k, v in terms.items()}
 
 
@@ -126,9 +126,10 @@ def meta_training(root, version, *extra):
 
     def steps(step):
         labeled_batch, unlabeled_batch = next(batches)
-        loss, terms, mask, pseudo_label = train.train_step(run, labeled_batch, unlabeled_batch, device, args)
-        meter.add(step, loss, terms, mask, pseudo_label, unlabeled_batch[1])
-        return loss, labeled_batch
+        result, unlabeled_labels = train.train_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]),
+                                                    device, args)
+        meter.add(step, *result, unlabeled_labels)
+        return result.loss, labeled_batch
     return run, steps
 
 

@@ -14,24 +14,29 @@ not depend on their content). The last line of stdout is one JSON object:
 - step_per_s_fast: with --aug gpu, channels-last and, on CUDA, bf16 autocast (--amp);
 - projected_full_run_min: 43,000 steps of the CIFAR-10 recipe at step_per_s_fast (evaluation excluded);
 - peak_gpu_memory_gib: of the fast path (null without CUDA);
-- device_ops_per_step: operations the fast path sends to the device per step (its views, then the
-  training step), counted on the meta device, so on any machine: on a GPU each is a kernel launch
-  or a view, and their dispatch is the host's share of the step's time;
+- device_ops_per_step: operations the fast path sends to the device per step, counted on the meta
+  device, so on any machine: for the augmentation (the batch's views) and the training step
+  (forward, backward, optimizer, weight EMA), the kernels (on a GPU each a kernel launch), the views
+  (a new view of a tensor's memory, which launches nothing) and the allocations; then the total and
+  the kernels of both. Their dispatch is the host's share of an eager step's time;
 - cuda_views_equal_cpu: whether a step's views made on CUDA equal those made on the CPU from the
   same seed, bit for bit (null without CUDA);
 - cuda_syncs_per_step: host-GPU synchronisations per fast step once warm, counted by CUDA's sync
   debug mode (null without CUDA; the test suite checks the same on the meta device);
-- step_per_s_compiled: the fast path with --compile (only with --compile; null otherwise).
+- step_per_s_compiled: the fast path with --compile, the whole step compiled (CUDA graphs on CUDA;
+  only with --compile; null otherwise).
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
 import os
 import time
 import warnings
+from collections import Counter
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 import train
 from utils.cli import OneLineParser
@@ -105,35 +110,45 @@ def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
         if step == warmup:
             synchronize(device)
             start = time.perf_counter()
-        train.train_step(run, *next(batches), device, args)
+        train.train_step(run, batches, device, args)
     synchronize(device)
     return steps / (time.perf_counter() - start)
 
 
+ALLOCATIONS = {'empty', 'empty_strided', 'empty_like', 'new_empty', 'new_empty_strided'}
+
+
 class DeviceOps(TorchDispatchMode):
-    """Counts the operations whose result lives on the meta device (the host's are not counted)."""
+    """Counts the operations that touch the meta device (an input or a result there; the host's are
+    not counted), by kind: 'kernels' (on a GPU, each a kernel launch), 'views' (a new view of a
+    tensor's memory: no launch) and 'allocations' (memory without a launch)."""
 
     def __init__(self):
         super().__init__()
-        self.count = 0
+        self.counts = Counter({'kernels': 0, 'views': 0, 'allocations': 0})
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        results = out if isinstance(out, (tuple, list)) else [out]
-        self.count += any(isinstance(r, torch.Tensor) and r.device.type == 'meta' for r in results)
+        if any(isinstance(t, torch.Tensor) and t.device.type == 'meta' for t in tree_leaves((args, kwargs, out))):
+            self.counts['views' if func.is_view else 'allocations' if func.overloadpacket.__name__ in ALLOCATIONS
+                        else 'kernels'] += 1
         return out
 
 
-def device_ops_per_step(data) -> tuple:
-    """(views, training step) operations on the device in a steady fast step, on the meta device."""
+def device_ops_per_step(data, version='SimPro') -> dict:
+    """The operations on the device of a steady fast step of `version` at the CIFAR-10 recipe, on the
+    meta device: per part ('augmentation': making the batch's views; 'train_step': forward, backward,
+    optimizer, weight EMA) by kind (DeviceOps), then the 'total' and the 'kernels' of both."""
     device = torch.device('meta')
-    args, run, batches = recipe_run(data, device, 'gpu', False, channels_last=True)
+    args, run, batches = recipe_run(data, device, 'gpu', False, channels_last=True, version=version)
     for _ in range(3):
-        with DeviceOps() as views:
-            batch = next(batches)
+        with DeviceOps() as augmentation:
+            labeled_batch, unlabeled_batch = next(batches)
         with DeviceOps() as step:
-            train.train_step(run, *batch, device, args)
-    return views.count, step.count
+            train.train_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
+    parts = {'augmentation': dict(augmentation.counts), 'train_step': dict(step.counts)}
+    return {**parts, 'total': sum(sum(part.values()) for part in parts.values()),
+            'kernels': sum(part['kernels'] for part in parts.values())}
 
 
 def views_equal_across_devices(data, device) -> bool:
@@ -151,14 +166,14 @@ def syncs_per_step(data, device, steps=5) -> float:
     torch.cuda.set_sync_debug_mode('warn')."""
     args, run, batches = recipe_run(data, device, 'gpu', True)
     for _ in range(3):
-        train.train_step(run, *next(batches), device, args)
+        train.train_step(run, batches, device, args)
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         torch.cuda.set_sync_debug_mode('warn')
         try:
             for _ in range(steps):
-                train.train_step(run, *next(batches), device, args)
+                train.train_step(run, batches, device, args)
         finally:
             torch.cuda.set_sync_debug_mode('default')
     for w in caught[:3]:
@@ -204,7 +219,7 @@ def main(argv=None):
     print(f"augmentation, images/s: PIL {result['aug_pil_img_per_s']}, tensor on one CPU thread "
           f"{result['aug_tensor_cpu_img_per_s']}, tensor on CUDA {result['aug_tensor_cuda_img_per_s']}", flush=True)
 
-    result['device_ops_per_step'] = dict(zip(('views', 'train_step'), device_ops_per_step(data)))
+    result['device_ops_per_step'] = device_ops_per_step(data)
     print(f"device operations per step: {result['device_ops_per_step']}", flush=True)
     result['step_per_s_baseline'] = round(steps_per_s(data, device, 'cpu', False, steps, args.workers), 4)
     print(f"baseline (PIL workers, fp32): {result['step_per_s_baseline']} steps/s", flush=True)
