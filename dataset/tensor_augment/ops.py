@@ -79,8 +79,10 @@ def _histogram(x):
 
 
 def _channel_range(x):
-    """(lo, hi): the per-channel minimum and maximum of a uint8 batch, (N, C) int64 each."""
-    lo, hi = x.reshape(*x.shape[:2], -1).aminmax(dim=2)
+    """(lo, hi): the per-channel minimum and maximum of a batch of 0..255 values, (N, C) int64 each.
+    Reduced in int32: torch.compile's CPU code for the minimum of uint8 values (torch 2.14) gives 0
+    where it is not."""
+    lo, hi = x.reshape(*x.shape[:2], -1).int().aminmax(dim=2)
     return lo.long(), hi.long()
 
 
@@ -182,7 +184,7 @@ def _smooth(x):
     PIL sums in float32 with the kernel float32(1/13), float32(5/13) and a +0.5 offset, then
     truncates: floor(S / 13 + 0.5) for the integer weighted sum S. S / 13 + 0.5 is never
     closer than 1/26 to an integer, far beyond float32's error, so the exact integer
-    (2 S + 13) // 26 is the same value."""
+    (2 S + 13) // 26 is the same value. Of x's dtype (uint8, or int32 in RandAugmentMC's pass)."""
     s = x.to(torch.int32)
     rows = s[:, :, :-2] + s[:, :, 1:-1] + s[:, :, 2:]
     total = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * s[:, :, 1:-1, 1:-1]

@@ -85,15 +85,16 @@ def run_slot(x, plan):
     flags = plan[:, FLAGS] != 0
     contrast, auto_contrast, equalize, color = (_col(f, 3) for f in flags.unbind(1))
     factors = plan[:, FACTORS].view(torch.float64)
-    lo, hi = _channel_range(x)                                              # 2. the lookup table
-    gray = _grayscale(x)
+    wide = x.int()  # (one widening for the range, the greyscale and the smoothing)
+    lo, hi = _channel_range(wide)                                           # 2. the lookup table
+    gray = _grayscale(wide)
     lut = _table('values', lambda: range(256), torch.int64, x.device) & plan[:, POSTERIZE_MASK:POSTERIZE_MASK + 1]
     lut = torch.where(lut >= plan[:, SOLARIZE_AT:SOLARIZE_AT + 1], 255 - lut, lut)
     lut = _blend((gray_mean(gray) * contrast.view(-1)).unsqueeze(1), lut, factors[:, 0]).unsqueeze(1)
     lut = torch.where(auto_contrast, auto_contrast_lut(lo, hi), lut)
     lut = torch.where(equalize, equalize_lut(_histogram(x), lo, hi, x.shape[2] * x.shape[3]), lut)
     y = _apply_lut(x, lut)
-    degenerate = torch.where(color.unsqueeze(-1), gray, _smooth(x))         # 3. the pixel blend
+    degenerate = torch.where(color.unsqueeze(-1), gray, _smooth(wide))      # 3. the pixel blend
     return _blend(degenerate, y, factors[:, 1])
 
 
