@@ -23,21 +23,11 @@ def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=Non
     """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width;
     bn_momentum overrides every BatchNorm's momentum (0.001 in WRN/ResNeXt, 0.1 in ResNet-50)."""
     model = _build(arch, num_classes, two_heads, depth, widen_factor, projection)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = module.momentum if bn_momentum is None else bn_momentum
-            if module.momentum is not None:
-                drop_batch_count(module)
+    if bn_momentum is not None:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = bn_momentum
     return model
-
-
-def drop_batch_count(bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """Remove a BatchNorm's count of training batches, which PyTorch reads only when its momentum is
-    None (a cumulative average) and which costs one kernel per layer and training step. A checkpoint
-    that holds the count (written before it was removed) still loads."""
-    bn.num_batches_tracked = None
-    bn.register_load_state_dict_pre_hook(
-        lambda module, state_dict, prefix, *_: state_dict.pop(prefix + 'num_batches_tracked', None))
 
 
 def _build(arch, num_classes, two_heads, depth, widen_factor, projection):

@@ -55,8 +55,6 @@ def digest(value) -> str:
             h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
         elif isinstance(v, dict):
             for k in sorted(v, key=str):
-                if str(k).endswith('num_batches_tracked'):  # a count, not learned (models.drop_batch_count)
-                    continue
                 h.update(str(k).encode())
                 feed(v[k])
         elif isinstance(v, (list, tuple)):
