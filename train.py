@@ -284,8 +284,8 @@ class Training:
         if self.compiled:  # (on CUDA as CUDA graphs; a device's value never changes the step's code)
             learning_rate_on_device(self.optimizer, True)
             traceable_step(self.optimizer)
-            # a method's step counter on the host (DARP's, CoSSL's) is an input of the compiled step, not a
-            # constant of it: one compiled step per branch it takes, not one per value
+            # a method's step counter on the host is an input of the compiled step, not a constant of it:
+            # one compiled step per branch the method takes on it, not one per value
             torch._dynamo.config.allow_unspec_int_on_nn_module = True
             self.learn = torch.compile(self.learn, mode='reduce-overhead' if self.model_device.type == 'cuda' else None)
 

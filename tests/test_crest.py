@@ -167,9 +167,10 @@ def test_generation_boundary(small_cifar10_root, tmp_path, monkeypatch, aug):
                            'pseudo': new.method.pool_pseudo_label.clone(), 'data': data})
         return new
 
-    def spy_step(run, labeled_batch, unlabeled_batch, device, args):
+    def spy_step(run, pairs, device, args):
+        labeled_batch, unlabeled_batch = next(pairs)
         batches.append((labeled_batch[1].clone(), labeled_batch[2].clone(), len(boundaries)))
-        return real_step(run, labeled_batch, unlabeled_batch, device, args)
+        return real_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
 
     monkeypatch.setattr(train, 'next_generation', spy_next)
     monkeypatch.setattr(train, 'train_step', spy_step)

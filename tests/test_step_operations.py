@@ -14,15 +14,15 @@ import methods
 import train
 from core.training import ModelEMA, learning_rate_on_device
 from dataset.data import build_data
-from models import build_model, drop_batch_count
+from models import build_model
 from test_resume import BASE, own_flags
 from tools import bench
 
 # SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2) measured when these bounds were set: augmentation
-# 213 kernels + 145 views, training step 250 kernels + 148 views + 23 allocations (from 396 + 148 and
+# 213 kernels + 145 views, training step 273 kernels + 148 views + 23 allocations (from 396 + 148 and
 # 597 + 148 + 23 before the issue "A GPU step the host cannot slow down").
-BOUNDS = {'augmentation': {'kernels': 220, 'total': 365}, 'train_step': {'kernels': 255, 'total': 430},
-          'total': 790, 'kernels': 470}
+BOUNDS = {'augmentation': {'kernels': 220, 'total': 365}, 'train_step': {'kernels': 280, 'total': 450},
+          'total': 810, 'kernels': 490}
 
 
 def test_operations_per_step_stay_within_their_bounds():
@@ -101,23 +101,6 @@ def test_learning_rate_moves_to_the_device_and_back():
         assert all(type(g['lr']) is float for g in optimizer.param_groups)
     learning_rate_on_device(adam, True)
     assert adam.param_groups[0]['capturable'] and adam.state[next(model.parameters())]['step'].dtype == torch.float32
-
-
-def test_batchnorm_keeps_no_count_and_reads_a_checkpoint_that_has_one():
-    """Every BatchNorm with a momentum (all of ours) drops its count of training batches, which only a
-    cumulative average (momentum None) reads: its running statistics move as with the count, and a
-    checkpoint written with the counts still loads."""
-    model = build_model('wideresnet', 10, depth=10, widen_factor=1)
-    assert not any('num_batches_tracked' in name for name in model.state_dict())
-    older = {**model.state_dict(), 'bn1.num_batches_tracked': torch.tensor(7)}
-    model.load_state_dict(older)
-    counted, uncounted = torch.nn.BatchNorm2d(3, momentum=0.001), torch.nn.BatchNorm2d(3, momentum=0.001)
-    drop_batch_count(uncounted)
-    x = torch.randn(4, 3, 5, 5)
-    for bn in (counted, uncounted):
-        bn(x)
-    assert torch.equal(counted.running_mean, uncounted.running_mean) and uncounted.num_batches_tracked is None
-    assert int(counted.num_batches_tracked) == 1
 
 
 class Trace(TorchDispatchMode):
