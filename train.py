@@ -20,7 +20,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from functools import partial
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -277,17 +276,17 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     forward: Callable  # the model (wrapped for DistributedDataParallel under several processes)
-    compiled: bool = False  # --compile: `learn` is torch.compile'd
+    compiled: bool = False  # --compile: self.learn is learn torch.compile'd
 
     def __post_init__(self):
-        self.learn = partial(learn, self)
+        self.learn = learn  # (unbound: a run that referred to itself would outlive its process group)
         if self.compiled:  # (on CUDA as CUDA graphs; a device's value never changes the step's code)
             learning_rate_on_device(self.optimizer, True)
             traceable_step(self.optimizer)
             # a method's step counter on the host is an input of the compiled step, not a constant of it:
             # one compiled step per branch the method takes on it, not one per value
             torch._dynamo.config.allow_unspec_int_on_nn_module = True
-            self.learn = torch.compile(self.learn, mode='reduce-overhead' if self.model_device.type == 'cuda' else None)
+            self.learn = torch.compile(learn, mode='reduce-overhead' if self.model_device.type == 'cuda' else None)
 
     @property
     def model_device(self) -> torch.device:
@@ -367,8 +366,10 @@ def train_step(run: Training, batches, device, args) -> Tuple[StepResult, torch.
     """One step on the next batch of `batches` (make_batches): the gradients cleared, learn, then the
     learning-rate schedule. Returns the step's result and the unlabeled batch's labels."""
     decay = run.ema.decay_after(run.scheduler.last_epoch + 1) if run.ema else None  # (the schedule counts steps)
+    if run.compiled:
+        torch.compiler.cudagraph_mark_step_begin()  # (the last step's CUDA graph outputs are read: reuse them)
     run.optimizer.zero_grad(set_to_none=True)
-    result = run.learn(batches.views, next(batches), device, args, decay)
+    result = run.learn(run, batches.views, next(batches), device, args, decay)
     run.scheduler.step()
     return result
 

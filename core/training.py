@@ -50,6 +50,8 @@ class ModelEMA:
             p.requires_grad_(False)
         # (a compiled step reads the decay from the device, so that its code is the same at every step)
         self.decay_on_device = torch.zeros((), device=next(model.parameters()).device) if on_device else None
+        if on_device:
+            torch._dynamo.mark_static_address(self.decay_on_device)  # (read where it is by CUDA graphs)
 
     def decay_after(self, step: int):
         """The decay of the update after step `step` (1-based): --ema-decay, or with warm-up (DASO's)

@@ -102,6 +102,8 @@ class DeviceBatches:
             [v for v in views if v.kind == 'contrastive']
         self.layout = self._layout()
         self.planned = planned and 'contrastive' not in labeled_views + unlabeled_views
+        if self.planned:  # (the compiled step reads the split where it is; CUDA graphs would copy an input)
+            torch._dynamo.mark_static_address(images)
 
     def _layout(self) -> Layout:
         count = lambda kinds: sum(self.sides[v.side].batch_size for v in self.order if v.kind in kinds)  # noqa: E731

@@ -1,12 +1,14 @@
 """The CUDA path, on machines that have a GPU (skipped elsewhere; the CPU suite checks the same code
-on the CPU and on the meta device): the views made on the GPU are the CPU's bit for bit, a warm
-step never makes the host wait for the GPU, and a run with the GPU defaults and bf16 trains,
-checkpoints and resumes."""
+on the CPU and on the meta device): the views made on the GPU are the CPU's bit for bit, eager or
+compiled, a warm step never makes the host wait for the GPU, eager or compiled (CUDA graphs), and a
+run with the GPU defaults and bf16 trains, checkpoints and resumes."""
 import json
 
 import pytest
 import torch
 
+import train
+from methods import METHODS
 from test_resume import Interrupted, crash_after_checkpoint, run
 from tools import bench
 
@@ -22,6 +24,24 @@ def test_warm_steps_never_synchronise():
     """torch.cuda.set_sync_debug_mode('warn') reports no synchronisation in the batches, the
     forward and backward passes, the loss with its E-step, SGD and the weight EMA."""
     assert bench.syncs_per_step(bench.random_split(**SMALL), torch.device('cuda'), steps=3) == 0
+
+
+def test_compiled_steps_never_synchronise():
+    """--compile on CUDA: once compiled and recorded as CUDA graphs, no step makes the host wait."""
+    assert bench.syncs_per_step(bench.random_split(**SMALL), torch.device('cuda'), steps=3, compile=True) == 0
+
+
+def test_compiled_views_on_cuda_equal_the_cpu():
+    """The views made inside the compiled step on CUDA are the CPU's eager views, bit for bit."""
+    data = bench.random_split(**SMALL)
+    views = []
+    for where in (torch.device('cuda'), torch.device('cpu')):
+        args = bench.recipe_args(where, 'gpu', False, 0)
+        args.compile = where.type == 'cuda'
+        batches = train.make_batches(args, data, METHODS['SimPro'](args, data), 7, where)[0]
+        views.append((torch.compile(batches.views) if args.compile else batches.views)(next(batches)))
+    assert all(torch.equal(a.cpu(), b) for side_a, side_b in zip(*views)
+               for a, b in zip(side_a[0], side_b[0]))
 
 
 def test_run_with_gpu_defaults_and_bf16_trains_and_resumes(small_cifar10_root, tmp_path, monkeypatch):

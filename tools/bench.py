@@ -24,7 +24,9 @@ not depend on their content). The last line of stdout is one JSON object:
 - cuda_syncs_per_step: host-GPU synchronisations per fast step once warm, counted by CUDA's sync
   debug mode (null without CUDA; the test suite checks the same on the meta device);
 - step_per_s_compiled: the fast path with --compile, the whole step compiled (CUDA graphs on CUDA;
-  only with --compile; null otherwise).
+  only with --compile; null otherwise);
+- cuda_syncs_per_compiled_step: the same count as cuda_syncs_per_step for the compiled step (only with
+  --compile on CUDA).
 """
 import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
@@ -161,11 +163,11 @@ def views_equal_across_devices(data, device) -> bool:
                for views_a, views_b in zip(side_a[0], side_b[0]) for a, b in zip(views_a, views_b))
 
 
-def syncs_per_step(data, device, steps=5) -> float:
+def syncs_per_step(data, device, steps=5, compile=False) -> float:
     """Synchronisations of the host with the GPU per fast step (after warm-up), as reported by
-    torch.cuda.set_sync_debug_mode('warn')."""
-    args, run, batches = recipe_run(data, device, 'gpu', True)
-    for _ in range(3):
+    torch.cuda.set_sync_debug_mode('warn'); with `compile`, of the compiled step (CUDA graphs)."""
+    args, run, batches = recipe_run(data, device, 'gpu', True, compile=compile)
+    for _ in range(5 if compile else 3):  # (compiled: compilation, then the CUDA graphs' warm-up and recording)
         train.train_step(run, batches, device, args)
     torch.cuda.synchronize(device)
     with warnings.catch_warnings(record=True) as caught:
@@ -233,6 +235,8 @@ def main(argv=None):
     result['cuda_syncs_per_step'] = syncs_per_step(data, device) if cuda else None
     result['step_per_s_compiled'] = (round(steps_per_s(data, device, 'gpu', cuda, steps, 0, compile=True), 4)
                                      if args.compile else None)
+    result['cuda_syncs_per_compiled_step'] = (syncs_per_step(data, device, compile=True) if cuda and args.compile
+                                              else None)
     print(f"fast (tensor augmentation on the device{', bf16' if cuda else ''}): {result['step_per_s_fast']} steps/s, "
           f"{result['speedup']}x; 43,000 steps in {result['projected_full_run_min']} min", flush=True)
     print(json.dumps(result))
