@@ -282,6 +282,7 @@ class Training:
         self.learn = learn  # (unbound: a run that referred to itself would outlive its process group)
         if self.compiled:  # (on CUDA as CUDA graphs; a device's value never changes the step's code)
             learning_rate_on_device(self.optimizer, True)
+            torch._dynamo.reset()  # (a new run, or generation, compiles afresh: no limit on recompiles is reached)
             traceable_step(self.optimizer)
             # a method's step counter on the host is an input of the compiled step, not a constant of it:
             # one compiled step per branch the method takes on it, not one per value

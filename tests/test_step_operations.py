@@ -15,7 +15,7 @@ import train
 from core.training import ModelEMA, learning_rate_on_device
 from dataset.data import build_data
 from models import build_model
-from test_resume import BASE, own_flags
+from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
 from tools import bench
 
 # SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2) measured when these bounds were set: augmentation
@@ -201,3 +201,25 @@ def test_compiled_views_equal_the_eager_ones_bit_for_bit():
         plan = next(batches)
         for eager_side, compiled_side in zip(batches.views(plan), compiled(plan)):
             assert all(torch.equal(a, b) for a, b in zip(eager_side[0], compiled_side[0]))
+
+
+@pytest.mark.skipif(not any(map(shutil.which, ('g++', 'c++', 'clang++'))),
+                    reason='torch.compile generates C++ on the CPU and needs a compiler')
+def test_a_compiled_run_resumes_exactly_and_resumes_eagerly(small_cifar10_root, tmp_path, monkeypatch):
+    """A --compile run stopped after a checkpoint ends, resumed with --compile, exactly as one done in
+    one go; the same checkpoint resumed without --compile trains on (its learning rates numbers again)."""
+    compiled = ['--aug', 'gpu', '--compile']
+    assert run(small_cifar10_root, tmp_path / 'whole', *compiled) == 0
+    crash_after_checkpoint(monkeypatch, step=2)
+    with pytest.raises(Interrupted):
+        run(small_cifar10_root, tmp_path / 'split', *compiled)
+    monkeypatch.undo()
+    shutil.copytree(tmp_path / 'split', tmp_path / 'eager')
+    assert run(small_cifar10_root, tmp_path / 'split', *compiled, '--resume', 'auto') == 0
+    (whole, whole_state), (split, split_state) = final_state(tmp_path / 'whole'), final_state(tmp_path / 'split')
+    assert split == whole and len(whole) == 3
+    assert all(torch.equal(v, split_state['model'][k]) for k, v in whole_state['model'].items())
+    assert run(small_cifar10_root, tmp_path / 'eager', '--aug', 'gpu', '--resume', 'auto') == 0
+    eager, eager_state = final_state(tmp_path / 'eager')
+    assert [r['step'] for r in eager] == [2, 4, 6]
+    assert all(type(g['lr']) is float for g in eager_state['optimizer']['param_groups'])
