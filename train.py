@@ -42,8 +42,8 @@ from core.run_lock import RunLock
 from core.run_log import Progress, RunLog, print_split
 from core.settings import read_settings
 from core.stopping import StopSignal
-from core.training import (ModelEMA, constant_schedule, cosine_schedule, learning_rate_on_device, rng_states,
-                           seed_everything, set_rng_states)
+from core.training import (ModelEMA, compile_step, constant_schedule, cosine_schedule, learning_rate_on_device,
+                           rng_states, seed_everything, set_rng_states)
 from utils import distributed
 from utils.cli import HelpFormatter, OneLineParser
 from utils.errors import UserError
@@ -238,18 +238,6 @@ def make_batches(args, data, method, step: int, device):
                                                      batch_size=256, num_workers=args.num_workers))
 
 
-def traceable_step(optimizer: torch.optim.Optimizer) -> None:
-    """Let torch.compile compile optimizer.step: the learning-rate scheduler wraps it in a function that
-    records the call (for a warning), from a file torch.compile does not trace; the same wrapper here."""
-    step = type(optimizer).step
-
-    def recorded_step(*args, **kwargs):
-        optimizer._opt_called = True
-        return step(optimizer, *args, **kwargs)
-    recorded_step._wrapped_by_lr_sched = True
-    optimizer.step = recorded_step
-
-
 class LoaderBatches:
     """The PIL path's (labeled batch, unlabeled batch) pairs from its two DataLoaders."""
 
@@ -278,20 +266,9 @@ class Training:
     forward: Callable  # the model (wrapped for DistributedDataParallel under several processes)
     compiled: bool = False  # --compile: self.learn is learn torch.compile'd
 
-    def __post_init__(self):
-        self.learn = learn  # (unbound: a run that referred to itself would outlive its process group)
-        if self.compiled:  # (on CUDA as CUDA graphs; a device's value never changes the step's code)
-            learning_rate_on_device(self.optimizer, True)
-            torch._dynamo.reset()  # (a new run, or generation, compiles afresh: no limit on recompiles is reached)
-            traceable_step(self.optimizer)
-            # a method's step counter on the host is an input of the compiled step, not a constant of it:
-            # one compiled step per branch the method takes on it, not one per value
-            torch._dynamo.config.allow_unspec_int_on_nn_module = True
-            self.learn = torch.compile(learn, mode='reduce-overhead' if self.model_device.type == 'cuda' else None)
-
-    @property
-    def model_device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def __post_init__(self):  # (learn unbound: a run that referred to itself would outlive its process group)
+        self.learn = compile_step(learn, self.optimizer, next(self.model.parameters()).device) if self.compiled \
+            else learn
 
     def state_dict(self) -> dict:
         return {'model': self.model.state_dict(), 'ema': self.ema.model.state_dict() if self.ema else None,

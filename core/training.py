@@ -1,5 +1,6 @@
 """Pieces of the training loop that every method shares: seeding, the RNG states, the
-optimizer groups, the learning-rate schedule and the weight EMA (SPEC section 5)."""
+optimizer groups, the learning-rate schedule, the weight EMA (SPEC section 5) and the compiled step
+(--compile)."""
 import math
 import random
 from copy import deepcopy
@@ -91,3 +92,29 @@ def learning_rate_on_device(optimizer: torch.optim.Optimizer, on_device: bool) -
                 state = optimizer.state.get(p, {})
                 if 'step' in state:
                     state['step'] = state['step'].to(device if on_device else 'cpu', torch.float32)
+
+
+def compile_step(step, optimizer: torch.optim.Optimizer, device: torch.device):
+    """`step` (train.learn) torch.compile'd for --compile, on CUDA as CUDA graphs (mode reduce-overhead),
+    with what that needs: the learning rate read from the device (the schedule fills it in place, so
+    the step's code never changes), the optimizer's step traceable, a method's step counter on the host
+    an input of the compiled step rather than a constant of it (one compiled step per branch the
+    method takes on it, not one per value), and the compiled code of an earlier run or generation
+    dropped (no limit on recompiles is reached)."""
+    learning_rate_on_device(optimizer, True)
+    _traceable_step(optimizer)
+    torch._dynamo.reset()
+    torch._dynamo.config.allow_unspec_int_on_nn_module = True
+    return torch.compile(step, mode='reduce-overhead' if device.type == 'cuda' else None)
+
+
+def _traceable_step(optimizer: torch.optim.Optimizer) -> None:
+    """The learning-rate scheduler wraps optimizer.step in a function that records the call (for a
+    warning), in a file torch.compile does not trace into; the same wrapper here, which it does."""
+    step = type(optimizer).step
+
+    def recorded_step(*args, **kwargs):
+        optimizer._opt_called = True
+        return step(optimizer, *args, **kwargs)
+    recorded_step._wrapped_by_lr_sched = True
+    optimizer.step = recorded_step
