@@ -60,6 +60,11 @@ class View(NamedTuple):
     kind: str             # 'weak', 'strong', 'crop_flip' or 'contrastive'
 
 
+def _cat(parts) -> torch.Tensor:
+    """torch.cat, or an empty int64 tensor for no parts."""
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 class Layout:
     """The parts of a step's host plan (name -> shape), in order; every step has the same."""
 
@@ -106,14 +111,15 @@ class DeviceBatches:
             torch._dynamo.mark_static_address(images)
 
     def _layout(self) -> Layout:
+        """The host plan's parts, shaped as the device uses them (broadcast over (N, 3, H, W))."""
         count = lambda kinds: sum(self.sides[v.side].batch_size for v in self.order if v.kind in kinds)  # noqa: E731
         padded, strong, contrast = count(('weak', 'crop_flip', 'strong')), count(('strong',)), count(('contrastive',))
         h, w = self.images.shape[1:3]
         samples = sum(stream.batch_size for stream in self.sides)
-        parts = {'positions': (samples,), 'labels': (samples,), 'base': (padded,), 'rows': (padded, h),
-                 'cols': (padded, w)}
+        parts = {'positions': (samples,), 'labels': (samples,), 'base': (padded, 1, 1, 1), 'rows': (padded, 1, h, 1),
+                 'cols': (padded, 1, 1, w)}
         if self.zero_pad:
-            parts.update(rows_inside=(padded, h), cols_inside=(padded, w))
+            parts.update(rows_inside=(padded, 1, h, 1), cols_inside=(padded, 1, 1, w))
         return Layout({**parts, 'randaugment': (strong, self.randaugment.plan_columns), 'contrastive_rows': (contrast,)})
 
     @property
@@ -150,18 +156,16 @@ class DeviceBatches:
         drawn = self.draw(keys)
         h, w = self.images.shape[1:3]
         padded = [v for v in self.order if v.kind != 'contrastive']
-        weak = [torch.cat(t) for t in zip(*(drawn[v][0] for v in padded))] if padded else [torch.zeros(0)] * 3
-        zero_pad = torch.cat([torch.full((self.sides[v.side].batch_size,), v.kind == 'crop_flip') for v in padded]
-                             or [torch.zeros(0, dtype=torch.bool)])
-        source = crop_source(*weak, crop_padding(h), h, w, zero_pad if self.zero_pad else None)
+        flips, top, left = (_cat(parts) for parts in zip(*(drawn[v][0] for v in padded))) if padded else [_cat([])] * 3
+        zero_pad = _cat([torch.full((self.sides[v.side].batch_size,), v.kind == 'crop_flip') for v in padded])
+        source = crop_source(flips, top, left, crop_padding(h), h, w, zero_pad if self.zero_pad else None)
         strong = [drawn[v][1] for v in padded if v.kind == 'strong']
-        values = {'positions': torch.cat(positions), 'labels': torch.cat([s.labels[p] for s, p in zip(self.sides, positions)]),
-                  'base': torch.cat([rows[v.side] for v in padded] or [torch.zeros(0, dtype=torch.long)]) * (h * w * 3),
-                  'rows': source[0] * (w * 3), 'cols': source[1] * 3,
+        values = {'positions': _cat(positions), 'labels': _cat([s.labels[p] for s, p in zip(self.sides, positions)]),
+                  'base': _cat([rows[v.side] for v in padded]) * (h * w * 3), 'rows': source[0] * (w * 3),
+                  'cols': source[1] * 3,
                   'randaugment': self.randaugment.plan(Draws(*map(torch.cat, zip(*strong))), h, w) if strong
-                  else torch.zeros(0, dtype=torch.long),
-                  'contrastive_rows': torch.cat([rows[v.side] for v in self.order if v.kind == 'contrastive']
-                                                or [torch.zeros(0, dtype=torch.long)])}
+                  else _cat([]),
+                  'contrastive_rows': _cat([rows[v.side] for v in self.order if v.kind == 'contrastive'])}
         if self.zero_pad:
             values.update(rows_inside=source[2].long(), cols_inside=source[3].long())
         contrast = [drawn[v] for v in self.order if v.kind == 'contrastive']
@@ -171,12 +175,11 @@ class DeviceBatches:
         """The batch of a host plan that is on the device: a fixed sequence of operations on tensors
         of fixed shapes (the contrastive views aside)."""
         part = self.layout.unpack(plan)
-        channel = _table('channel', lambda: range(3), torch.int64, plan.device).view(1, 3, 1, 1)
-        index = (part['base'].view(-1, 1, 1, 1) + channel + part['rows'][:, None, :, None]) + part['cols'][:, None, None, :]
+        channel = _table('channel', lambda: torch.arange(3).view(1, 3, 1, 1), torch.int64, plan.device)
+        index = (part['base'] + channel + part['rows']) + part['cols']
         images = self.images.view(-1).take(index)              # every flipped and cropped view, (N, 3, H, W)
         if self.zero_pad:
-            inside = (part['rows_inside'][:, None, :, None] & part['cols_inside'][:, None, None, :]) != 0
-            images = torch.where(inside, images, 0)
+            images = torch.where((part['rows_inside'] & part['cols_inside']) != 0, images, 0)
         tail = len(images) - len(part['randaugment'])
         if len(part['randaugment']):
             self.randaugment.run(images[tail:], part['randaugment'], out=images[tail:])
