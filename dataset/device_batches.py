@@ -120,7 +120,8 @@ class DeviceBatches:
                  'cols': (padded, 1, 1, w)}
         if self.zero_pad:
             parts.update(rows_inside=(padded, 1, h, 1), cols_inside=(padded, 1, 1, w))
-        return Layout({**parts, 'randaugment': (strong, self.randaugment.plan_columns), 'contrastive_rows': (contrast,)})
+        parts.update(randaugment=(strong, self.randaugment.plan_columns), contrastive_rows=(contrast,))
+        return Layout(parts)
 
     @property
     def zero_pad(self) -> bool:

@@ -35,7 +35,7 @@ AFFINE = slice(0, 6)     # fixed-point affine coefficients (stage 1)
 POSTERIZE_MASK = 6       # stage 2: posterize's bit mask (255: none)
 SOLARIZE_AT = 7          # solarize's threshold (256: none)
 FLAGS = slice(8, 12)     # 0/1: blend with the mean grey (contrast), auto_contrast, equalize, blend with grey (color)
-FACTORS = slice(12, 14)  # float64: the table's blend factor (brightness, contrast), the pixel blend's (color, sharpness)
+FACTORS = slice(12, 14)  # float64: the blend factors of the table (brightness, contrast) and pixels (color, sharpness)
 SLOT_COLUMNS, CUTOUT_COLUMNS = 14, 4
 
 
