@@ -8,7 +8,7 @@ and 512 unlabeled images in three, 1,664 images per step, on random 32x32 images
 not depend on their content). The last line of stdout is one JSON object:
 
 - aug_pil_img_per_s: the per-image PIL path (dataset/augment.py), one process, one thread;
-- aug_tensor_cpu_img_per_s: the batched tensor path (dataset/tensor_augment.py), one CPU thread;
+- aug_tensor_cpu_img_per_s: the batched tensor path (dataset/tensor_augment/), one CPU thread;
 - aug_tensor_cuda_img_per_s: the same on CUDA (null without CUDA);
 - step_per_s_baseline: training steps per second with --aug cpu (PIL in loader workers), fp32;
 - step_per_s_fast: with --aug gpu, channels-last and, on CUDA, bf16 autocast (--amp);
