@@ -90,6 +90,7 @@ def secant(g, x0: torch.Tensor, tol: float, steps: int = SECANT_STEPS) -> torch.
     return root
 
 
+@torch.compiler.disable  # (--compile leaves it eager: its loops would be unrolled into one huge graph)
 def refine(predictions: torch.Tensor, target: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
     """DARP's solver (opt_solver) on the rows A of `predictions` (after removal) and column sums c =
     `target`, in float64: with A_e = A / e and w_n = 1 / entropy(A_n), alternate
@@ -170,9 +171,8 @@ class DARP(FixMatch):
         self.predictions[rows] = gathered  # every process's batch: the pools stay identical
         if self.host_step <= self.warmup:
             return p.max(dim=-1)
-        if self.host_step % self.period == 0:  # (not compiled by --compile: its loops would be unrolled)
-            refined = torch.compiler.disable(refine)(removal(self.predictions, self.target, self.alpha), self.target,
-                                                     self.iters, self.tol)
+        if self.host_step % self.period == 0:
+            refined = refine(removal(self.predictions, self.target, self.alpha), self.target, self.iters, self.tol)
             confidence, label = refined.max(1)
             self.refined_confidence.copy_(confidence)
             self.refined_label.copy_(label)

@@ -56,6 +56,12 @@ def _col(t, dims=4):
     return t.view(-1, *(1,) * (dims - 1))
 
 
+def _grid(h, w, device):
+    """(rows (h, 1), cols (1, w)): the pixel coordinates of an HxW image, int64, cached per device."""
+    return (_table(('rows', h), lambda: torch.arange(h).view(h, 1), torch.int64, device),
+            _table(('cols', w), lambda: torch.arange(w).view(1, w), torch.int64, device))
+
+
 def _gather_pixels(x, index):
     """x (N, C, H, W), index (N, H', W') of flat positions y * W + x -> (N, C, H', W')."""
     n, c = x.shape[:2]
@@ -198,10 +204,14 @@ def sharpness(x, factor):
     return _blend(_smooth(x), x, factor)
 
 
+def posterize_mask(bits):
+    """The bit mask that keeps the top `bits` (0..8) bits of a byte, int64."""
+    return (0xFF << (8 - bits.long())) & 0xFF
+
+
 def posterize(x, bits):
     """Keep the top `bits` bits of each value (PIL.ImageOps.posterize)."""
-    mask = ((0xFF << (8 - bits.long())) & 0xFF).to(torch.uint8)
-    return x & _col(mask)
+    return x & _col(posterize_mask(bits).to(torch.uint8))
 
 
 def solarize(x, threshold):
@@ -225,15 +235,14 @@ def affine_fixed(x, coefficients):
     pixel (i, j) reads input ((C + B i + A j) >> 16, (F + E i + D j) >> 16); black outside.
     Both source coordinates at once, in twelve operations whatever N."""
     n, _, h, w = x.shape
-    m = coefficients.unflatten(1, (2, 3))[..., None, None]      # (N, 2, 3, 1, 1): (a b c), (d e f)
-    rows = _table(('rows', h), lambda: torch.arange(h).view(h, 1), torch.int64, x.device)
-    cols = _table(('cols', w), lambda: torch.arange(w).view(1, w), torch.int64, x.device)
+    m = coefficients.unflatten(1, (2, 3, 1, 1))                 # (N, 2, 3, 1, 1): (a b c), (d e f)
+    rows, cols = _grid(h, w, x.device)
     source = (m[:, :, 2] + m[:, :, 1] * rows + m[:, :, 0] * cols) >> 16    # (N, 2, H, W): x, y
-    clamped = source.clamp(_table('zero2', lambda: [0, 0], torch.int64, x.device).view(1, 2, 1, 1),
-                           _table(('last', w, h), lambda: [w - 1, h - 1], torch.int64, x.device).view(1, 2, 1, 1))
+    per_coordinate = lambda key, values: _table(key, lambda: torch.tensor(values).view(1, 2, 1, 1),  # noqa: E731
+                                                torch.int64, x.device)
+    clamped = source.clamp(per_coordinate('zero2', [0, 0]), per_coordinate(('last', w, h), [w - 1, h - 1]))
     inside = (clamped == source).all(1, keepdim=True)                      # (N, 1, H, W)
-    stride = _table(('stride', w), lambda: [1, w], torch.int64, x.device).view(1, 2, 1, 1)
-    return torch.where(inside, _gather_pixels(x, (clamped * stride).sum(1)), 0)
+    return torch.where(inside, _gather_pixels(x, (clamped * per_coordinate(('stride', w), [1, w])).sum(1)), 0)
 
 
 def affine(x, matrix):
@@ -328,13 +337,13 @@ def translate_y(x, pixels):
     return affine(x, translate_y_matrix(pixels, *x.shape[2:]))
 
 
-def cutout(x, x0, y0, x1, y1):
-    """Grey 127 over the inclusive rectangle [x0..x1] x [y0..y1] (PIL rectangle), clipped."""
+def cutout(x, x0, y0, x1, y1, out=None):
+    """Grey 127 over the inclusive rectangle [x0..x1] x [y0..y1] (PIL rectangle), clipped; the
+    result goes into `out` when given (RandAugmentMC writes its views in place)."""
     h, w = x.shape[2:]
-    cols = torch.arange(w, device=x.device).view(1, 1, 1, w)
-    rows = torch.arange(h, device=x.device).view(1, 1, h, 1)
-    box = ((cols >= _col(x0)) & (cols <= _col(x1)) & (rows >= _col(y0)) & (rows <= _col(y1)))
-    return x.masked_fill(box, 127)
+    rows, cols = _grid(h, w, x.device)
+    box = ((cols >= _col(x0, 3)) & (cols <= _col(x1, 3)) & (rows >= _col(y0, 3)) & (rows <= _col(y1, 3)))
+    return torch.where(box.unsqueeze(1), _table('grey', lambda: 127, torch.uint8, x.device), x, out=out)
 
 
 def cutout_box(cx, cy, v, height, width):

@@ -25,8 +25,9 @@ import torch
 
 from dataset.augment import CUTOUT
 from dataset.tensor_augment.ops import (MATRICES, POOL, _N_OPS, _blend, _apply_lut, _channel_range, _col, _grayscale,
-                                        _histogram, _smooth, _table, affine_fixed, auto_contrast_lut, cutout_box,
-                                        equalize_lut, fixed_point, gray_mean, op_parameter, send)
+                                        _histogram, _smooth, _table, affine_fixed, auto_contrast_lut, cutout,
+                                        cutout_box, equalize_lut, fixed_point, gray_mean, op_parameter, posterize_mask,
+                                        send)
 
 _NAMES = [p[0] for p in POOL]
 IDENTITY_AFFINE = (65536, 0, 32768, 0, 65536, 32768)   # fixed_point() of the identity matrix
@@ -70,7 +71,7 @@ def slot_plan(draws, slot, height, width) -> torch.Tensor:
     magnitude = value[:, 0]
     geometric = _is(op, applied, *MATRICES)
     affine = torch.where(geometric.unsqueeze(1), value.long(), torch.tensor(IDENTITY_AFFINE))
-    mask = torch.where(_is(op, applied, 'posterize'), (0xFF << (8 - magnitude.long().clamp(0, 8))) & 0xFF, 255)
+    mask = torch.where(_is(op, applied, 'posterize'), posterize_mask(magnitude.clamp(0, 8)), 255)
     threshold = torch.where(_is(op, applied, 'solarize'), magnitude.long(), 256)
     flags = torch.stack([_is(op, applied, 'contrast'), _is(op, applied, 'auto_contrast'),
                          _is(op, applied, 'equalize'), _is(op, applied, 'color')], 1).long()
@@ -103,17 +104,6 @@ def cutout_plan(draws, cutout, height, width) -> torch.Tensor:
     inclusive box x0, y0, x1, y1."""
     cx, cy = draws.centre[:, 0] * width, draws.centre[:, 1] * height     # np.random.uniform(0, w)
     return torch.stack(cutout_box(cx, cy, cutout, height, width), 1)
-
-
-def grey_box(x, box, out=None):
-    """Grey 127 over each image's inclusive box (x0, y0, x1, y1) (N, 4) on x's device, into `out`
-    (default: a new tensor)."""
-    h, w = x.shape[2:]
-    cols = _table(('cols', w), lambda: torch.arange(w).view(1, w), torch.int64, x.device)
-    rows = _table(('rows', h), lambda: torch.arange(h).view(h, 1), torch.int64, x.device)
-    x0, y0, x1, y1 = (_col(t, 3) for t in box.unbind(1))
-    inside = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1)
-    return torch.where(inside.unsqueeze(1), _table('grey', lambda: 127, torch.uint8, x.device), x, out=out)
 
 
 class Draws(NamedTuple):
@@ -163,7 +153,7 @@ class RandAugmentMC:
         when given."""
         for slot in range(self.n):
             images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
-        return grey_box(images, plan[:, self.n * SLOT_COLUMNS:], out=out)
+        return cutout(images, *plan[:, self.n * SLOT_COLUMNS:].unbind(1), out=out)
 
     def apply(self, images, draws: Draws):
         """The augmentation with given draws; images (N, 3, H, W) uint8 on any device."""
