@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
+from core.training import new_model
+from dataset.data import DATASETS
 from methods import METHODS, flag_readers
+from models import ModelConfigError
 from methods.base import finite
 from utils.errors import UserError
 
@@ -91,3 +94,15 @@ def check_method_flags(version: str, given) -> None:
             flag, names = readers[dest]
             owner = f'a {names[0]} flag' if len(names) == 1 else f'a flag of {", ".join(names[:-1])} and {names[-1]}'
             raise UserError(f'{flag.name} is {owner}; --version {version} does not read it')
+
+
+def check_network(args) -> None:
+    """Build the network on the meta device (no memory, no time): a bad --depth or --widen-factor
+    fails here, before any data is read."""
+    try:
+        with torch.device('meta'):
+            new_model(args, DATASETS[args.dataset].num_classes)
+    except ModelConfigError as e:
+        sizes = (('--depth', args.depth), ('--widen-factor', args.widen_factor))
+        given = ' '.join(f'{flag} {value}' for flag, value in sizes if value is not None)
+        raise UserError(f'--arch {args.arch}{" " + given if given else ""}: {e}')

@@ -1,12 +1,19 @@
-"""Pieces of the training loop that every method shares: seeding, the RNG states, the
-optimizer groups, the learning-rate schedule, the weight EMA (SPEC section 5) and the compiled step
-(--compile)."""
+"""What a run trains and how, for every method: the network, its weight EMA, the optimizer and the
+learning-rate schedule (`Training`, made by `build_training`), seeding and the RNG states, and the
+compiled step (--compile). The step itself is train.py's `learn`."""
 import math
 import random
 from copy import deepcopy
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from methods import METHODS, Method
+from models import build_model
+from utils import distributed
 
 
 def seed_everything(seed: int) -> None:
@@ -118,3 +125,67 @@ def _traceable_step(optimizer: torch.optim.Optimizer) -> None:
         return step(optimizer, *args, **kwargs)
     recorded_step._wrapped_by_lr_sched = True
     optimizer.step = recorded_step
+
+
+def new_model(args, num_classes: int) -> torch.nn.Module:
+    """The network of the run's --arch and --version (its heads), with --depth, --widen-factor, --bn-momentum."""
+    method = METHODS[args.version]
+    return build_model(args.arch, num_classes, two_heads=method.two_heads, depth=args.depth,
+                       widen_factor=args.widen_factor, bn_momentum=args.bn_momentum,
+                       projection=method.projection_heads)
+
+
+@dataclass
+class Training:
+    """What a step updates and a checkpoint holds (with the step, the history and the RNG states)."""
+    method: Method
+    model: torch.nn.Module
+    ema: Optional[ModelEMA]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    forward: Callable  # the model (wrapped for DistributedDataParallel under several processes)
+    step: Callable  # the step (train.learn): Training.learn is it, or it torch.compile'd with `compiled`
+    compiled: bool = False
+
+    def __post_init__(self):  # (the step unbound: a run that referred to itself would outlive its process group)
+        self.learn = compile_step(self.step, self.optimizer, next(self.model.parameters()).device) \
+            if self.compiled else self.step
+
+    def state_dict(self) -> dict:
+        return {'model': self.model.state_dict(), 'ema': self.ema.model.state_dict() if self.ema else None,
+                'optimizer': self.optimizer.state_dict(), 'scheduler': self.scheduler.state_dict(),
+                'method': self.method.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state['model'])
+        if self.ema:
+            self.ema.model.load_state_dict(state['ema'])
+        how = [{k: group[k] for k in ('foreach', 'fused') if k in group} for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state['optimizer'])
+        for group, options in zip(self.optimizer.param_groups, how):  # how it computes stays the code's
+            group.update(options)
+        learning_rate_on_device(self.optimizer, self.compiled)
+        self.scheduler.load_state_dict(state['scheduler'])
+        self.method.load_state_dict(state['method'])
+
+
+def build_training(args, data, device, step: Callable, method=None, seed=None) -> Training:
+    """The method, the network, its weight EMA, the optimizer and the schedule of a fresh run (or of
+    a new generation: its method carries on, the network is drawn from the generation's seed), and
+    the `step` that trains them (train.learn; compiled with --compile)."""
+    seed_everything(args.seed if seed is None else seed)
+    model = new_model(args, data.num_classes).to(device)
+    if method is None:  # (after the network: a method's own random draws never move its initialisation)
+        method = METHODS[args.version](args, data, num_features=model.num_features).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = method.make_optimizer(model, args)  # (the loop's SGD, unless the method has its own)
+    starts = method.generation_starts  # the schedule restarts with every generation, each as long as the first
+    cycle = starts[0] if starts else args.total_steps
+    schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
+    forward = model
+    if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
+        forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
+    ema = ModelEMA(model, args.ema_decay, args.ema_warmup, on_device=args.compile) if args.use_ema else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return Training(method, model, ema, optimizer, scheduler, forward, step, compiled=args.compile)

@@ -6,7 +6,7 @@ methods/common.py and, for flags, methods/base.py.
 """
 from methods.acr import ACR
 from methods.acr_d import ACRd
-from methods.base import Flag, Method, StepResult
+from methods.base import Batch, Flag, Method, StepResult, Views
 from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
 from methods.cossl import CoSSL
@@ -72,5 +72,5 @@ def fill_own_defaults(settings: dict) -> None:
 
 
 __all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CoSSL', 'CReSTPlus', 'DARP', 'DASO',
-           'FixMatch', 'Flag', 'Method', 'SimPro', 'StepResult', 'fill_own_defaults', 'flag_readers',
+           'Batch', 'FixMatch', 'Flag', 'Method', 'SimPro', 'StepResult', 'Views', 'fill_own_defaults', 'flag_readers',
            'foreign_settings', 'logit_adjustment', 'own_defaults', 'scale_ratio', 'symmetric_kl']

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import EMA_U, EST_EPOCH, THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import EMA_U, EST_EPOCH, THRESHOLD, Batch, Flag, Method, StepResult, finite
 from methods.common import logit_adjustment
 from utils import distributed
 
@@ -104,7 +104,7 @@ class ACRd(Method):
     head h with fixed logit adjustments a_k = log(p_l ** tau_k) from the labeled prior p_l. ACR's
     estimate of the unlabeled distribution runs alongside, logged only."""
     flags = FLAGS
-    unlabeled_views = ('weak', 'strong', 'strong')
+    unlabeled_views = {'weak': 'weak', 'strong': 'strong', 'strong2': 'strong'}
     two_heads = True
     labeled_in_pool = True  # the original's pool also holds the labeled images (CIFAR, ImageNet-1k, digits)
 
@@ -118,8 +118,8 @@ class ACRd(Method):
 
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
-        if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's labeled view there:
-            self.labeled_views = ('crop_flip',)                    # a zero-padded crop, then a flip
+        if data.name in ('smallimagenet', 'smallimagenet_1k'):  # the original's weak labeled view there:
+            self.labeled_views = {'weak': 'crop_flip'}             # a zero-padded crop, then a flip
         counts = torch.as_tensor(data.labeled_per_class, dtype=torch.float32)
         self.threshold = args.threshold
         self.register_buffer('p_l', counts / counts.sum())
@@ -133,14 +133,13 @@ class ACRd(Method):
         self.register_buffer('is_labeled', torch.as_tensor(data.unlabeled_is_labeled, dtype=torch.bool),
                              persistent=False)
 
-    def loss(self, output, y, u_index) -> StepResult:
-        g, h = output
-        B = len(y)
-        g_x, (g_weak, g_s, g_s2) = g[:B], g[B:].chunk(3)
-        h_x, (h_weak, h_s, h_s2) = h[:B], h[B:].chunk(3)
-        loss_x = F.cross_entropy(g_x, y)
-        loss_x_b = F.cross_entropy(h_x + self.adjust_2, y)
-        g_weak, h_weak = g_weak.detach(), h_weak.detach()
+    def loss(self, views: Batch) -> StepResult:
+        """g: the standard head's logits, h: the balanced head's."""
+        x, u = views.labeled, views.unlabeled
+        y, g_s, g_s2, h_s, h_s2 = x.labels, u.strong.logits, u.strong2.logits, u.strong.balanced, u.strong2.balanced
+        loss_x = F.cross_entropy(x.weak.logits, y)
+        loss_x_b = F.cross_entropy(x.weak.balanced + self.adjust_2, y)
+        g_weak, h_weak = u.weak.logits.detach(), u.weak.balanced.detach()
         conf_1, label_1 = torch.softmax(g_weak - self.adjust_1, -1).max(-1)
         conf_12, label_12 = torch.softmax(g_weak - self.adjust_12, -1).max(-1)
         conf_h, label_h = torch.softmax(h_weak, -1).max(-1)
@@ -150,7 +149,7 @@ class ACRd(Method):
         loss_u = (F.cross_entropy(torch.cat([g_s, g_s2]), label_1.repeat(2), reduction='none') * mask.repeat(2)).mean()
         loss_u_b = (F.cross_entropy(torch.cat([h_s, h_s2]), label_12.repeat(2), reduction='none')
                     * mask_b.repeat(2)).mean()
-        self.estimate.step(label_h, (conf_h >= self.threshold) & ~self.is_labeled[u_index])
+        self.estimate.step(label_h, (conf_h >= self.threshold) & ~self.is_labeled[u.index])
         terms = {'loss_x': loss_x + loss_x_b, 'loss_u': loss_u + loss_u_b, 'loss_x_g': loss_x,
                  'loss_x_h': loss_x_b, 'loss_u_g': loss_u, 'loss_u_h': loss_u_b}
         return StepResult(loss_x + loss_u + loss_x_b + loss_u_b, terms, mask, label_1)
@@ -171,4 +170,4 @@ class ACRd(Method):
         return {**self.estimate.metrics(), 'tau1': float(self.tau1)}
 
     def eval_logits(self, output):
-        return output[1]  # the balanced head
+        return output.balanced  # the balanced head

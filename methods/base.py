@@ -9,12 +9,18 @@ so a method overrides only what makes it differ. The loop, per run:
     idle_parts(args, steps)                    what never acts in this run, said when it starts
     method = Method(args, data, num_features)  its state: buffers, checkpointed with the network
     make_optimizer(model, args)                the network's optimizer (each generation's too)
-    every step:   before_forward(...)  ->  network forward on every view  ->  loss(...)
+    every step:   before_forward(images, ...)  ->  network forward on every view  ->  loss(views)
     every epoch:  end_epoch()  ->  evaluate eval_network(...) by eval_logits(...)  ->  log unlabeled_prior(),
                   metrics()
     at a step in generation_starts: start_generation(...), then the training data of
                   training_data(...) and a fresh network, optimizer and schedule
     at a step in stage_starts: start_stage(...); the network, optimizer and schedule carry on
+
+A step's inputs and outputs have names: a method lists the views it wants of each labeled and each
+unlabeled image by name (`labeled_views`, `unlabeled_views`), and its hooks receive a `Batch` whose
+`labeled` and `unlabeled` sides give each view by that name: its images in before_forward, the
+network's output on them (models.NetworkOutput: logits, balanced, features, ...) in loss, e.g.
+`views.unlabeled.strong.logits`.
 
 Every piece of state a method keeps must be a buffer (register_buffer), so that a checkpoint
 holds it and a resumed run continues exactly; under several processes every process must hold
@@ -28,6 +34,7 @@ import torch
 from torch import nn
 
 from methods.common import param_groups
+from models import NetworkOutput
 
 
 class Flag(NamedTuple):
@@ -84,6 +91,46 @@ class StepResult(NamedTuple):
     pseudo_label: torch.Tensor  # (unlabeled rows,) long: each row's hard pseudo label (logged accuracy)
 
 
+class Views:
+    """One side of a step, the labeled or the unlabeled batch: each of the method's views of its
+    images by its name (`views.weak`, `views.strong2`, ...) and `every` view at once (all their
+    rows, view by view in the order the method lists them). Each is the view's images (before the
+    forward pass) or the network's output on them (a NetworkOutput, after it), sliced from the
+    step's when it is first read: a step spends nothing on the views it does not read.
+    `labels`: the classes of the labeled batch (None for the unlabeled one, whose classes a method
+    never sees); `index`: the positions of the unlabeled batch's images in the pool."""
+
+    def __init__(self, names: Tuple[str, ...], step, start: int, size: int, labels=None, index=None):
+        self.names, self.step, self.start, self.size, self.labels, self.index = names, step, start, size, labels, index
+
+    def __getattr__(self, name: str):  # (called for a name that is not yet an attribute: a view's)
+        if name == 'every':
+            start, stop = self.start, self.start + len(self.names) * self.size
+        elif name in self.__dict__.get('names', ()):
+            start = self.start + self.names.index(name) * self.size
+            stop = start + self.size
+        else:
+            raise AttributeError(f'no view {name!r}; the views are {", ".join(self.__dict__.get("names", ()))}')
+        value = self.step.rows(start, stop) if isinstance(self.step, NetworkOutput) else self.step[start:stop]
+        setattr(self, name, value)  # (read once)
+        return value
+
+
+class Batch(NamedTuple):
+    """A step's labeled and unlabeled batch, their views by name (Views)."""
+    labeled: Views
+    unlabeled: Views
+
+    @classmethod
+    def of(cls, method: 'Method', step, y: torch.Tensor, u_index: torch.Tensor) -> 'Batch':
+        """The batch of a step's rows (`step`: its images or the network's output on them; the
+        labeled views' rows, then the unlabeled views'), whose labeled batch has the classes `y` and
+        whose unlabeled batch has the pool positions `u_index`."""
+        labeled_rows = len(method.labeled_views) * len(y)
+        return cls(Views(tuple(method.labeled_views), step, 0, len(y), labels=y),
+                   Views(tuple(method.unlabeled_views), step, labeled_rows, len(u_index), index=u_index))
+
+
 class Method(nn.Module):
     """FixMatch-shaped defaults for every member the loop calls."""
 
@@ -91,17 +138,19 @@ class Method(nn.Module):
     """The flags it reads besides the loop's (train.py's parser); a run stores and compares only these."""
     launcher: Optional[str] = None
     """Its launcher, the one source of its recipe per dataset and row; None: sh/<its name>.sh."""
-    labeled_views: Tuple[str, ...] = ('weak',)
-    """The views drawn of each labeled image, in order: 'weak', 'strong' or 'crop_flip'."""
-    unlabeled_views: Tuple[str, ...] = ('weak', 'strong')
-    """The views drawn of each unlabeled image, in order."""
+    labeled_views: dict = {'weak': 'weak'}
+    """The views drawn of each labeled image, in order: name -> kind, the kind one of 'weak' (flip,
+    reflect-padded crop), 'strong' (weak, then RandAugmentMC), 'crop_flip' (zero-padded crop, then
+    flip) or 'contrastive' (CCL's); dataset.augment.VIEW_KINDS."""
+    unlabeled_views: dict = {'weak': 'weak', 'strong': 'strong'}
+    """The views drawn of each unlabeled image, in order: name -> kind."""
     two_heads: bool = False
-    """The network has a second, balanced linear head; its forward returns (logits, balanced logits)."""
+    """The network has a second, balanced linear head (NetworkOutput.balanced)."""
     with_features: bool = False
-    """The forward also returns the pooled features: (logits, features)."""
+    """The training forward also returns the pooled features (NetworkOutput.features)."""
     projection_heads: bool = False
     """The network (with two_heads) also has CCL's projection heads; its training forward returns
-    (logits, balanced logits, projected features, projected class centres)."""
+    the projected features and class centres (NetworkOutput.projection, .centres)."""
     defaults: dict = {}
     """Its own defaults of flags it shares with other methods (destination -> value), e.g. CCL's
     --tau 2.0 beside SimPro's 1.0; a run that does not pass the flag gets this one."""
@@ -131,15 +180,19 @@ class Method(nn.Module):
         why: one phrase each, for the run's first log line."""
         return []
 
-    def before_forward(self, inputs: torch.Tensor, y: torch.Tensor, ema_network: nn.Module) -> None:
-        """Called before the step's forward pass; `inputs` holds every view (labeled views first:
-        the first len(y) rows are the labeled batch's first view), `ema_network` is the weight EMA
-        (the network itself without one)."""
+    def view_kinds(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """The kinds of the views of each labeled and each unlabeled image, in order (what the
+        batches are made of)."""
+        return tuple(self.labeled_views.values()), tuple(self.unlabeled_views.values())
 
-    def loss(self, output, y: torch.Tensor, u_index: torch.Tensor) -> StepResult:
-        """The step's loss from the network's output on every view (rows: each labeled view of
-        the batch, then each unlabeled view; a tuple with two_heads / with_features), the labels
-        y of the labeled batch and the pool positions of the unlabeled batch. Its E-step (the
+    def before_forward(self, images: Batch, ema_network: nn.Module) -> None:
+        """Called before the step's forward pass with its images (e.g. `images.labeled.weak`) and
+        the weight EMA (`ema_network`; the network itself without one)."""
+
+    def loss(self, views: Batch) -> StepResult:
+        """The step's loss from the network's output on its views (e.g.
+        `views.unlabeled.weak.logits`), the labels of the labeled batch (`views.labeled.labels`)
+        and the pool positions of the unlabeled one (`views.unlabeled.index`). Its E-step (the
         pseudo labels) happens here."""
         raise NotImplementedError
 
@@ -151,9 +204,9 @@ class Method(nn.Module):
         truth); None when it keeps none."""
         return None
 
-    def eval_logits(self, output) -> torch.Tensor:
+    def eval_logits(self, output: NetworkOutput) -> torch.Tensor:
         """The logits that are evaluated, from the network's output in eval mode."""
-        return output
+        return output.logits
 
     def metrics(self) -> dict:
         """What it logs of its own state with each evaluation (JSON values)."""

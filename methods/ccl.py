@@ -23,7 +23,7 @@ those of the selected pool images that are not labeled, each counted from ones s
 import torch
 import torch.nn.functional as F
 
-from methods.base import EST_EPOCH, TAU, THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import EST_EPOCH, TAU, THRESHOLD, Batch, Flag, Method, StepResult, finite
 from methods.common import logit_adjustment
 from utils import distributed
 
@@ -100,8 +100,8 @@ class CCL(Method):
     reports it."""
     flags = FLAGS
     defaults = {'tau': 2.0}
-    labeled_views = ('weak', 'contrastive', 'contrastive')
-    unlabeled_views = ('weak', 'strong', 'strong')
+    labeled_views = {'weak': 'weak', 'contrastive': 'contrastive', 'contrastive2': 'contrastive'}
+    unlabeled_views = {'weak': 'weak', 'strong': 'strong', 'strong2': 'strong'}
     two_heads = True
     projection_heads = True
     labeled_in_pool = True  # built on ACR's code: the pool also holds the labeled images
@@ -138,12 +138,16 @@ class CCL(Method):
         self.register_buffer('adjust_l', logit_adjustment(self.p_l, self.tau), persistent=False)
         self.register_buffer('centre_labels', torch.ones(len(counts), len(counts)), persistent=False)
 
-    def loss(self, output, y, u_index) -> StepResult:
-        g, h, z, centres = output
-        B, C = len(y), len(self.p_l)
-        g_x, h_x = g[:B], h[:B]
-        (g_weak, g_s, g_s2), (h_weak, h_s, h_s2) = g[3 * B:].chunk(3), h[3 * B:].chunk(3)
-        (z_xs, z_xs2), (z_weak, z_s, z_s2) = z[B:3 * B].chunk(2), z[3 * B:].chunk(3)
+    def loss(self, views: Batch) -> StepResult:
+        """g: the standard head's logits, h: the balanced head's, z: the projected features."""
+        x, u = views.labeled, views.unlabeled
+        y, B, C = x.labels, len(x.labels), len(self.p_l)
+        g_x, h_x = x.weak.logits, x.weak.balanced
+        g_weak, g_s, g_s2 = u.weak.logits, u.strong.logits, u.strong2.logits
+        h_weak, h_s, h_s2 = u.weak.balanced, u.strong.balanced, u.strong2.balanced
+        z_xs, z_xs2 = x.contrastive.projection, x.contrastive2.projection
+        z_weak, z_s, z_s2 = u.weak.projection, u.strong.projection, u.strong2.projection
+        centres = x.weak.centres  # (one per class: every view's output has them whole)
 
         adjust_u = (-logit_adjustment((1 - self.pool_share) * self.p_l + self.pool_share * self.p_all, 1.0)
                     + logit_adjustment(self.p_u, 1 + self.tau / 2))
@@ -160,17 +164,17 @@ class CCL(Method):
                                     reduction='none') * twice).mean()
         loss_cls = (self.unlabeled_weight * loss_u + loss_x) + (self.unlabeled_weight * loss_u_b + loss_x_b)
 
-        one_hot = F.one_hot(y, C).to(z.dtype).repeat(2, 1)
-        labeled, labels = torch.cat([centres, z_xs, z_xs2]), torch.cat([self.centre_labels.to(z.dtype), one_hot])
+        one_hot = F.one_hot(y, C).to(z_weak.dtype).repeat(2, 1)
+        labeled, labels = torch.cat([centres, z_xs, z_xs2]), torch.cat([self.centre_labels.to(z_weak.dtype), one_hot])
         loss_con = balanced_contrastive_loss(labeled, labels, z_weak, z_s, z_s2)
         selected = energy <= ENERGY_MAX
         continuous = sharpen(q) * selected[:, None]
-        kept = torch.cat([torch.ones(C + 2 * B, dtype=torch.bool, device=z.device), selected, selected])
+        kept = torch.cat([torch.ones(C + 2 * B, dtype=torch.bool, device=z_weak.device), selected, selected])
         loss_soft = soft_contrastive_loss(torch.cat([labeled, z_s, z_s2]),
                                           torch.cat([labels, continuous, continuous]), kept, C)
         loss = self.lambda1 * loss_cls + self.lambda2 * loss_con + (1 - self.lambda1) * loss_soft
 
-        self.count(q, mask, selected & ~self.is_labeled[u_index])
+        self.count(q, mask, selected & ~self.is_labeled[u.index])
         terms = {'loss_x': loss_x + loss_x_b, 'loss_u': loss_u + loss_u_b, 'loss_cls': loss_cls,
                  'loss_con': loss_con, 'loss_soft': loss_soft, 'selected': selected.float().mean()}
         return StepResult(loss, terms, mask, label)
@@ -206,4 +210,4 @@ class CCL(Method):
         return {'p_all': self.p_all.tolist()}
 
     def eval_logits(self, output):
-        return output[1]  # the balanced head (the official code's reported top-1)
+        return output.balanced  # the balanced head (the official code's reported top-1)

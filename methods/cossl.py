@@ -30,7 +30,8 @@ from torch import nn
 from dataset import tensor_augment
 from dataset.tensor_augment import RandAugmentMC, crop_padding, draw_weak, flip_crop, send
 from dataset.device_batches import channels_first
-from methods.base import ADAM_WEIGHT_DECAY, OPTIMIZER, THRESHOLD, Flag, Method, StepResult, adam, finite
+from methods.base import ADAM_WEIGHT_DECAY, OPTIMIZER, THRESHOLD, Batch, Flag, Method, StepResult, adam, finite
+from models import NetworkOutput
 from utils import distributed
 from utils.errors import UserError
 
@@ -184,7 +185,8 @@ class EvaluatedNetwork(nn.Module):
         self.train(network.training)  # (evaluate() puts the weight EMA back in the mode it found)
 
     def forward(self, images):
-        return self.classifier.logits(self.network(images, with_features=True)[1].float(), ema=True)
+        features = self.network(images, with_features=True).features.float()
+        return NetworkOutput(self.classifier.logits(features, ema=True))
 
 
 class CoSSL(Method):
@@ -193,7 +195,7 @@ class CoSSL(Method):
     co-learning steps taken, whose number seeds each step's draws."""
     flags = FLAGS
     defaults = {'optimizer': 'adam'}  # (the official Adam; --optimizer sgd: the loop's SGD)
-    unlabeled_views = ('weak', 'strong', 'strong')
+    unlabeled_views = {'weak': 'weak', 'strong': 'strong', 'strong2': 'strong'}
 
     @classmethod
     def check_arguments(cls, args) -> None:
@@ -279,7 +281,7 @@ class CoSSL(Method):
         draws, the mixing, one Adam step and the EMA; returns the loss."""
         x_rows, classes, u_rows, coin, lam = self.draw_tfe_batch(generator, self.batch_size)
         images = self.views(np.concatenate([x_rows, u_rows]), generator, device)
-        x, u = ema_network(images, with_features=True)[1].float().chunk(2)
+        x, u = ema_network(images, with_features=True).features.float().chunk(2)
         labels = send(classes, x)
         mix = send(coin, x) < self.mix_probability[labels]
         lam = self.max_lam + (1 - self.max_lam) * send(lam, x)
@@ -289,7 +291,7 @@ class CoSSL(Method):
     def features(self, ema_network: nn.Module, rows: np.ndarray, strong: bool, generator, device, batch=512):
         """The EMA encoder's features of one view of every image of `rows`, in order."""
         return torch.cat([ema_network(self.views(rows[i:i + batch], generator, device, strong),
-                                      with_features=True)[1].float() for i in range(0, len(rows), batch)])
+                                      with_features=True).features.float() for i in range(0, len(rows), batch)])
 
     def warm_up_offline(self, ema_network: nn.Module, device) -> None:
         """utils/tfe_init.py's classifier_warmup: the TFE set made once from the features of the
@@ -337,32 +339,30 @@ class CoSSL(Method):
 
     @torch.compiler.disable  # (--compile: its host draws and NumPy run as they are, outside the compiled step)
     @torch.no_grad()
-    def before_forward(self, inputs, y, ema_network: nn.Module) -> None:
+    def before_forward(self, images: Batch, ema_network: nn.Module) -> None:
         """In co-learning: the pseudo labels of the weak unlabeled view from the classifier on the EMA
         encoder (eval mode), then one classifier step (the official order)."""
         if not self.colearning:
             return
-        B = len(y)
-        u_weak = inputs[len(self.labeled_views) * B:].chunk(len(self.unlabeled_views))[0]
+        u_weak = images.unlabeled.weak
         was_training = ema_network.training
         ema_network.eval()
-        features = ema_network(u_weak, with_features=True)[1].float()
-        with float32(inputs.device):
+        features = ema_network(u_weak, with_features=True).features.float()
+        with float32(u_weak.device):
             self.confidence, self.pseudo_label = torch.softmax(self.classifier.logits(features), dim=1).max(dim=1)
-        self.loss_tfe = self.tfe_step(ema_network, self.generator(2, self.classifier.host_steps + 1), inputs.device)
+        self.loss_tfe = self.tfe_step(ema_network, self.generator(2, self.classifier.host_steps + 1), u_weak.device)
         ema_network.train(was_training)
 
-    def loss(self, logits, y, u_index) -> StepResult:
-        B = len(y)
-        u_weak, u_strong, u_strong2 = logits[B:].chunk(3)
+    def loss(self, views: Batch) -> StepResult:
+        x, u = views.labeled, views.unlabeled
         if self.colearning:
             confidence, pseudo_label = self.confidence, self.pseudo_label
         else:
-            confidence, pseudo_label = torch.softmax(u_weak.detach(), dim=1).max(dim=1)
+            confidence, pseudo_label = torch.softmax(u.weak.logits.detach(), dim=1).max(dim=1)
         mask = confidence >= self.threshold
-        loss_x = F.cross_entropy(logits[:B], y)
-        loss_u = (F.cross_entropy(torch.cat([u_strong, u_strong2]), pseudo_label.repeat(2), reduction='none')
-                  * mask.repeat(2)).mean()
+        loss_x = F.cross_entropy(x.weak.logits, x.labels)
+        loss_u = (F.cross_entropy(torch.cat([u.strong.logits, u.strong2.logits]), pseudo_label.repeat(2),
+                                  reduction='none') * mask.repeat(2)).mean()
         terms = {'loss_x': loss_x, 'loss_u': loss_u, 'loss_tfe': self.loss_tfe if self.colearning else
                  loss_x.new_zeros(())}
         return StepResult(loss_x + loss_u, terms, mask, pseudo_label)

@@ -83,7 +83,7 @@ def pool_predictions(model: nn.Module, data, device, batch_size: int = 512):
     model.eval()
     start = 0
     for images, _, _ in EvalBatches(data.images, None, data.mean, data.std, batch_size, device, rows):
-        probabilities = torch.softmax(model(images).float(), dim=-1)
+        probabilities = torch.softmax(model(images).logits.float(), dim=-1)
         confidence[start:start + len(images)], label[start:start + len(images)] = probabilities.max(dim=-1)
         start += len(images)
     model.train(was_training)

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.base import OPTIMIZER, THRESHOLD, Flag, StepResult, finite
+from methods.base import OPTIMIZER, THRESHOLD, Batch, Flag, StepResult, finite
 from methods.fixmatch import FixMatch
 from utils import distributed
 from utils.errors import UserError
@@ -152,13 +152,12 @@ class DARP(FixMatch):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.host_step = int(state_dict[prefix + 'step'])  # (a checkpoint is read on the host)
 
-    def loss(self, logits, y, u_index) -> StepResult:
-        B = len(y)
-        u_weak, u_strong = logits[B:].chunk(2)
-        confidence, pseudo_label = self.pseudo_labels(torch.softmax(u_weak.detach(), dim=-1), u_index)
+    def loss(self, views: Batch) -> StepResult:
+        x, u = views.labeled, views.unlabeled
+        confidence, pseudo_label = self.pseudo_labels(torch.softmax(u.weak.logits.detach(), dim=-1), u.index)
         mask = confidence >= self.threshold
-        loss_x = F.cross_entropy(logits[:B], y)
-        loss_u = (F.cross_entropy(u_strong, pseudo_label, reduction='none') * mask).mean()
+        loss_x = F.cross_entropy(x.weak.logits, x.labels)
+        loss_u = (F.cross_entropy(u.strong.logits, pseudo_label, reduction='none') * mask).mean()
         return StepResult(loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label)
 
     @torch.no_grad()

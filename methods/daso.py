@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import THRESHOLD, Flag, Method, StepResult, finite
+from methods.base import THRESHOLD, Batch, Flag, Method, StepResult, finite
 from utils import distributed
 from utils.errors import UserError
 
@@ -80,15 +80,15 @@ class DASO(Method):
         self.register_buffer('step', torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def before_forward(self, inputs, y, ema_network: nn.Module) -> None:
+    def before_forward(self, images: Batch, ema_network: nn.Module) -> None:
         """The labeled batch's features from the weight EMA, BatchNorm on the batch's statistics as
         DASO's EMA network in train mode (the running statistics this moves are replaced by the
         online network's at the next EMA update), join the queue."""
         was_training = ema_network.training
         ema_network.train()
-        _, features = ema_network(inputs[:len(y)], with_features=True)
+        features = ema_network(images.labeled.weak, with_features=True).features
         ema_network.train(was_training)
-        self.push_labeled(features.float(), y)
+        self.push_labeled(features.float(), images.labeled.labels)
 
     @torch.no_grad()
     def push_labeled(self, features: torch.Tensor, y: torch.Tensor) -> None:
@@ -108,14 +108,13 @@ class DASO(Method):
         """cos(feature, prototype) / T_proto, (rows, classes); 0 against a zero prototype."""
         return F.cosine_similarity(features[:, None], self.prototypes[None], dim=2) / self.proto_temp
 
-    def loss(self, output, y, u_index) -> StepResult:
-        logits, features = output
-        B = len(y)
+    def loss(self, views: Batch) -> StepResult:
+        x, u = views.labeled, views.unlabeled
         self.step += 1
         pretraining = self.step <= self.pretrain_steps  # a device flag: no step reads it on the host
-        z_weak, z_strong = logits[B:].chunk(2)
-        f_weak, f_strong = features[B:].chunk(2)
-        loss_x = F.cross_entropy(logits[:B], y)
+        z_weak, z_strong = u.weak.logits, u.strong.logits
+        f_weak, f_strong = u.weak.features, u.strong.features
+        loss_x = F.cross_entropy(x.weak.logits, x.labels)
         with torch.no_grad():
             p = torch.softmax(z_weak.detach(), -1)
             q = torch.softmax(self.similarity(f_weak.detach()), -1)

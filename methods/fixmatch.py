@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from torch import nn
 
-from methods.base import OPTIMIZER, THRESHOLD, Method, StepResult, adam
+from methods.base import OPTIMIZER, THRESHOLD, Batch, Method, StepResult, adam
 
 
 class FixMatch(Method):
@@ -20,13 +20,12 @@ class FixMatch(Method):
         """The loop's SGD, or with --optimizer adam CoSSL's FixMatch Adam (methods.base.adam)."""
         return adam(model, args.lr) if args.optimizer == 'adam' else super().make_optimizer(model, args)
 
-    def loss(self, logits, y, u_index) -> StepResult:
-        B = len(y)
-        u_weak, u_strong = logits[B:].chunk(2)
-        confidence, pseudo_label = self.pseudo_distribution(u_weak.detach()).max(dim=-1)
+    def loss(self, views: Batch) -> StepResult:
+        x, u = views.labeled, views.unlabeled
+        confidence, pseudo_label = self.pseudo_distribution(u.weak.logits.detach()).max(dim=-1)
         mask = confidence >= self.threshold
-        loss_x = F.cross_entropy(logits[:B], y)
-        loss_u = (F.cross_entropy(u_strong, pseudo_label, reduction='none') * mask).mean()
+        loss_x = F.cross_entropy(x.weak.logits, x.labels)
+        loss_u = (F.cross_entropy(u.strong.logits, pseudo_label, reduction='none') * mask).mean()
         return StepResult(loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label)
 
     def pseudo_distribution(self, u_weak: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.base import EMA_U, TAU, THRESHOLD, Method, StepResult
+from methods.base import EMA_U, TAU, THRESHOLD, Batch, Method, StepResult
 from methods.common import logit_adjustment
 from utils.distributed import all_reduce_sum
 
@@ -66,8 +66,8 @@ class SimPro(Method):
     CE with a = log(pi ** tau) on both labeled views (divided by r) and soft-target CE on both
     strong unlabeled views; the priors move once per epoch in closed form."""
     flags = (THRESHOLD, TAU, EMA_U)
-    labeled_views = ('weak', 'strong')
-    unlabeled_views = ('weak', 'strong', 'strong')
+    labeled_views = {'weak': 'weak', 'strong': 'strong'}
+    unlabeled_views = {'weak': 'weak', 'strong': 'strong', 'strong2': 'strong'}
 
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)
@@ -92,12 +92,11 @@ class SimPro(Method):
         loss_u = 0.5 * sum((F.cross_entropy(s + adjust, q, reduction='none') * mask).mean() for s in u_strong_views)
         return loss_x, loss_u
 
-    def loss(self, logits, y, u_index) -> StepResult:
-        B = len(y)
-        u_weak, u_strong, u_strong2 = logits[2 * B:].chunk(3)
-        q, mask, pseudo_label = self.e_step(u_weak)
-        self.prior.accumulate(q, mask, y)
-        loss_x, loss_u = self.m_step_loss(logits[:2 * B], y, (u_strong, u_strong2), q, mask)
+    def loss(self, views: Batch) -> StepResult:
+        x, u = views.labeled, views.unlabeled
+        q, mask, pseudo_label = self.e_step(u.weak.logits)
+        self.prior.accumulate(q, mask, x.labels)
+        loss_x, loss_u = self.m_step_loss(x.every.logits, x.labels, (u.strong.logits, u.strong2.logits), q, mask)
         return StepResult(loss_x + loss_u, {'loss_x': loss_x, 'loss_u': loss_u}, mask, pseudo_label)
 
     def end_epoch(self) -> None:

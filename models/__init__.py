@@ -1,12 +1,12 @@
-"""Backbones for SimPro: WideResNet-28-2 (CIFAR), CIFAR ResNeXt, and ResNet-50 with a
-CIFAR stem (ImageNet-127 at 32x32/64x64). `two_heads=True` adds the balanced head
-used by ACR_d; such a model's forward returns (logits, logits_balanced). `projection=True` also
-adds CCL's projection heads (models/common.py: classify).
+"""Backbones: WideResNet-28-2 (CIFAR), CIFAR ResNeXt, and ResNet-50 with a CIFAR stem (ImageNet-127
+at 32x32/64x64). Every forward returns a NetworkOutput (models/common.py); `two_heads=True` adds the
+balanced head of ACR_d (its `balanced` logits), `projection=True` CCL's projection heads.
 """
 from torch import nn
 
 from utils.errors import UserError
 
+from .common import NetworkOutput
 from .resnet import resnet50
 from .resnext import CifarResNeXt
 from .wideresnet import WideResNet

@@ -1,7 +1,27 @@
-"""What the backbones share: their initialisation, their one or two linear heads and CCL's
-projection heads."""
+"""What the backbones share: their initialisation, their one or two linear heads, CCL's
+projection heads and their output, one named structure whatever the heads."""
+from typing import NamedTuple, Optional
+
+import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class NetworkOutput(NamedTuple):
+    """What a network's forward returns: a field is None where the network has no such head or
+    its caller did not ask for it."""
+    logits: torch.Tensor                        # the linear head's logits, (rows, classes)
+    balanced: Optional[torch.Tensor] = None     # the balanced head's logits (two_heads: ACR_d, ACR, CCL)
+    features: Optional[torch.Tensor] = None     # the pooled features the heads read (with_features)
+    projection: Optional[torch.Tensor] = None   # CCL's unit-norm projected features (in training)
+    centres: Optional[torch.Tensor] = None      # CCL's unit-norm projected class centres, (classes, width)
+
+    def rows(self, start: int, stop: int) -> 'NetworkOutput':
+        """The output of rows start..stop-1 of the batch (the class centres, one per class, whole)."""
+        return NetworkOutput(*(None if t is None else t[start:stop] for t in self[:4]), self.centres)
+
+    def float(self) -> 'NetworkOutput':
+        return NetworkOutput(*(None if t is None else t.float() for t in self))
 
 
 def init_weights(model: nn.Module, nonlinearity: str) -> None:
@@ -28,13 +48,14 @@ def projection_heads(width: int):
     return mlp(), mlp()
 
 
-def classify(model: nn.Module, features, with_features: bool = False):
-    """Logits of the standard head, and of the balanced head (ACR_d) when the model has one; with
-    `with_features`, also the pooled penultimate features they are computed from (DASO). A model
-    with projection heads (CCL) returns in training (logits, balanced logits, the unit-norm projected
-    features, the unit-norm projected class centres), in evaluation the two logits."""
-    logits = model.fc(features) if model.fc_balanced is None else (model.fc(features), model.fc_balanced(features))
+def classify(model: nn.Module, features, with_features: bool = False) -> NetworkOutput:
+    """The output of the heads on the pooled `features`: the standard head's logits, the balanced
+    head's (ACR_d) when the model has one, the features themselves `with_features` (DASO, CoSSL)
+    and, in training, the projections of a model with projection heads (CCL)."""
+    logits = model.fc(features)
+    balanced = None if model.fc_balanced is None else model.fc_balanced(features)
+    projection = centres = None
     if model.projection is not None and model.training:
-        return (*logits, F.normalize(model.projection(features), dim=1),
-                F.normalize(model.centre_projection(model.fc_balanced.weight), dim=1))
-    return (logits, features) if with_features else logits
+        projection = F.normalize(model.projection(features), dim=1)
+        centres = F.normalize(model.centre_projection(model.fc_balanced.weight), dim=1)
+    return NetworkOutput(logits, balanced, features if with_features else None, projection, centres)

@@ -4,7 +4,7 @@ Bottleneck blocks follow torchvision's ResNet (stride on the 3x3 conv, expansion
 layers [3, 4, 6, 3]); the 7x7/stride-2 stem and max-pool are replaced by a 3x3/stride-1
 conv, since small inputs cannot afford a 4x early downsampling. 23,760,575 parameters
 with a 127-way head (ImageNet-127). An optional second ("balanced") linear head serves
-ACR_d; forward then returns a tuple.
+ACR_d (models/common.py: NetworkOutput).
 """
 import torch
 import torch.nn as nn

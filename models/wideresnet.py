@@ -3,7 +3,7 @@ https://github.com/kekmodel/FixMatch-pytorch/blob/master/models/wideresnet.py
 
 Same layers, BN momentum (0.001), LeakyReLU(0.1) and initialisation, so parameter
 counts match (1,467,610 for 10 classes). Adds an optional second ("balanced")
-linear head on the pooled features, used by ACR_d; forward then returns a tuple.
+linear head on the pooled features, used by ACR_d (models/common.py: NetworkOutput).
 """
 import torch
 import torch.nn as nn
