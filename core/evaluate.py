@@ -1,4 +1,4 @@
-"""Test-set evaluation and the numbers logged with it (SPEC section 9).
+"""Test-set evaluation and the numbers logged with it (README, "Outputs").
 
 A split has one main test set ('test': top1, best_top1, mean20_top1, ... of metrics.jsonl) and may
 have others (dataset.data.SemiSupervisedData.test_sets; ImageNet-127's 'imbalanced_test', every val

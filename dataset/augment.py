@@ -228,8 +228,8 @@ class Views:
 
 
 def views(kinds, image_size, mean, std, flip=True, cutout=CUTOUT):
-    """Views of the given kinds (VIEW_KINDS), in order, e.g. a method's `unlabeled_views` =
-    ('weak', 'strong', 'strong'); ValueError for an unknown kind."""
+    """Views of the given kinds (VIEW_KINDS), in order, e.g. ('weak', 'strong', 'strong') for the
+    unlabeled views of SimPro (methods.base.Method.view_kinds); ValueError for an unknown kind."""
     make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout),
             'crop_flip': lambda: crop_flip(image_size), 'contrastive': lambda: contrastive(image_size)}
     unknown = set(kinds) - set(make)

@@ -4,7 +4,7 @@ the builders: from command-line settings to one labeled/unlabeled/test split.
 `build_data(args)` returns a `SemiSupervisedData`: one uint8 array of the training images the
 split uses, index arrays for the labeled set and the unlabeled pool, and the test set.
 Which rows are labeled is a pure function of (dataset, N1, M1, gamma_l, gamma_u, mode, method)
-and the files, never of `--seed` (SPEC sections 2 and 11).
+and the files, never of `--seed` (README, "The split"; FIDELITY.md, "Data and splits").
 """
 import random
 from dataclasses import dataclass
@@ -137,7 +137,7 @@ class ViewDataset(torch.utils.data.Dataset):
 # ---------------------------------------------------------------- builders
 
 def build_data(args, labeled_in_pool: bool = False) -> SemiSupervisedData:
-    """The split for `args.dataset` with the settings of `args` (see train.py's parser);
+    """The split for `args.dataset` with the settings of `args` (see core/command_line.py);
     `labeled_in_pool`: the method's unlabeled pool also holds the labeled images (ACR_d's,
     marked), where the dataset's original code did so (CIFAR, ImageNet-1k, digits)."""
     if args.dataset not in DATASETS:

@@ -1,6 +1,6 @@
 """Long-tailed class counts, unlabeled orderings and the labeled/unlabeled split.
 
-Everything here is a pure function of its arguments (SPEC section 2), so the split
+Everything here is a pure function of its arguments (README, "The split"), so the split
 of a setting is the same for every run and every `--seed`.
 """
 import random

@@ -1,5 +1,5 @@
 """ACR (Wei and Gan, CVPR 2023, Gank0078/ACR): ACR_d plus the dynamic tau1 from the anchor
-distributions (SPEC-baselines section 2)."""
+distributions (Gank0078/ACR train.py)."""
 from methods.acr_d import ACRd
 from methods.common import logit_adjustment
 

@@ -1,5 +1,6 @@
-"""ACR without anchor distributions, the SimPro paper's ACR-dagger (SPEC section 7), and the
-estimate of the unlabeled class distribution that full ACR adapts to (SPEC-baselines section 2)."""
+"""ACR without anchor distributions, the SimPro paper's ACR-dagger (LeapLabTHU/SimPro
+ACR_d/train.py), and the estimate of the unlabeled class distribution that full ACR adapts to
+(Gank0078/ACR train.py)."""
 import math
 
 import torch

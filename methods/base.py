@@ -60,18 +60,19 @@ THRESHOLD = Flag('--threshold', dict(type=float, default=0.95, help='confidence 
                  'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
 TAU = Flag('--tau', dict(type=float, default=1.0, help='exponent of the priors in the logit adjustment'),
            'a finite number', finite)
-EST_EPOCH = Flag('--est-epoch', dict(type=int, default=5, help='epochs before the estimate of the unlabeled distribution '
-                                                               'starts (ACR_d logs it, ACR sets tau1, CCL adjusts by it)'),
+EST_EPOCH = Flag('--est-epoch', dict(type=int, default=5,
+                                     help='epochs before the estimate of the unlabeled distribution starts (ACR_d logs '
+                                          'it, ACR sets tau1, CCL adjusts by it)'),
                  'an integer >= 0', lambda v: v >= 0)
 EMA_U = Flag('--ema-u', dict(type=float, default=0.9,
                              help="momentum of the method's estimate of the unlabeled class distribution "
                                   "(SimPro: per epoch; ACR: per step)"),
              'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1)
 OPTIMIZER = Flag('--optimizer', dict(choices=('sgd', 'adam'), default='sgd',
-                                     help="the network's optimizer: the loop's SGD (momentum 0.9, --nesterov, --wdecay), "
-                                          "or Adam at --lr with decoupled weight decay 0.02 on every parameter, as "
-                                          "CoSSL's FixMatch scripts (its WeightEMA's 1 - 0.02 lr per step; Table 3's "
-                                          "gamma_t~286 block)"))
+                                     help="the network's optimizer: the loop's SGD (momentum 0.9, --nesterov, "
+                                          "--wdecay), or Adam at --lr with decoupled weight decay 0.02 on every "
+                                          "parameter, as CoSSL's FixMatch scripts (its WeightEMA's 1 - 0.02 lr per "
+                                          "step; Table 3's gamma_t~286 block)"))
 ADAM_WEIGHT_DECAY = 0.02
 
 
@@ -135,7 +136,7 @@ class Method(nn.Module):
     """FixMatch-shaped defaults for every member the loop calls."""
 
     flags: Tuple[Flag, ...] = ()
-    """The flags it reads besides the loop's (train.py's parser); a run stores and compares only these."""
+    """The flags it reads besides the loop's (core/command_line.py); a run stores and compares only these."""
     launcher: Optional[str] = None
     """Its launcher, the one source of its recipe per dataset and row; None: sh/<its name>.sh."""
     labeled_views: dict = {'weak': 'weak'}

@@ -1,4 +1,4 @@
-"""What several methods share: logit adjustment, the symmetric KL (SPEC sections 6 and 7) and the
+"""What several methods share: logit adjustment, the symmetric KL (SimPro, ACR) and the
 parameter groups of the weight decay."""
 import torch
 

@@ -1,7 +1,7 @@
 """FixMatch w/ CoSSL (Fan et al., CVPR 2022, "CoSSL: Co-Learning of Representation and Classifier
 for Imbalanced Semi-Supervised Learning"), as its official code computes it (YUE-FAN/CoSSL at
 9c7b840: train_cifar_fix.py, train_cifar_fix_cossl.py, train_small_imagenet127_fix_cossl.py,
-utils/tfe_init.py). /work/notes/cossl_docs.md says where we differ.
+utils/tfe_init.py). FIDELITY.md, "FixMatch w/ CoSSL", says where we differ.
 
 One run, two stages (the official code runs them as two scripts, the second loading the first's
 checkpoint):

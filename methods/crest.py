@@ -1,5 +1,5 @@
 """FixMatch w/ CReST+ (Wei et al., CVPR 2021) as the DASO authors' PyTorch code computes it
-(ytaek-oh/daso, FixMatchCReST; SPEC-baselines section 4; FIDELITY.md, "CReST+").
+(ytaek-oh/daso, FixMatchCReST; FIDELITY.md, "CReST+").
 
 Training is G generations of T // G steps. At the start of every generation after the first, the
 weight EMA of the last one pseudo-labels the unlabeled pool (un-augmented, eval mode) and, of the

@@ -1,6 +1,6 @@
 """FixMatch w/ DASO (Oh et al., CVPR 2022; ytaek-oh/daso): semantic pseudo labels from class
 prototypes of a queue of labeled features, blended with the linear ones according to the
-current pseudo-label distribution, and a semantic alignment loss (SPEC-baselines section 3)."""
+current pseudo-label distribution, and a semantic alignment loss (lib/algorithm/daso.py, lib/models/daso_model.py)."""
 import torch
 import torch.nn.functional as F
 from torch import nn

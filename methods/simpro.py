@@ -1,4 +1,4 @@
-"""SimPro (Du, Han, Huang, ICML 2024; SPEC section 6), the whole method in one file.
+"""SimPro (Du, Han, Huang, ICML 2024; LeapLabTHU/SimPro SimPro/train.py), the whole method in one file.
 
 SimPro treats the unknown class distribution of the unlabeled data as a parameter of the
 probabilistic model and trains it by EM:

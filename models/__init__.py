@@ -6,7 +6,7 @@ from torch import nn
 
 from utils.errors import UserError
 
-from .common import NetworkOutput
+from .common import NetworkOutput as NetworkOutput  # (re-exported: what every forward returns)
 from .resnet import resnet50
 from .resnext import CifarResNeXt
 from .wideresnet import WideResNet

@@ -26,7 +26,7 @@ class NetworkOutput(NamedTuple):
 
 def init_weights(model: nn.Module, nonlinearity: str) -> None:
     """Kaiming-normal (fan_out) convolutions, BatchNorm weight 1 and bias 0, Xavier-normal linear
-    layers with bias 0 (SPEC section 4)."""
+    layers with bias 0 (LeapLabTHU/SimPro SimPro/models/wideresnet.py)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode='fan_out', nonlinearity=nonlinearity)

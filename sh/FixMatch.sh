@@ -5,7 +5,7 @@ set -euo pipefail
 source "$(dirname "$0")/tables.sh"
 table_row "${1:-}" "${2:-}"
 shift 2
-# SPEC gives no FixMatch recipe (README, "The FixMatch row"). The paper's CIFAR and STL-10 FixMatch
+# SimPro's release gives no FixMatch recipe (README, "The FixMatch row"). The paper's CIFAR and STL-10 FixMatch
 # numbers that DASO also reports are DASO's: its recipe, 250k steps, B 64, mu 2, constant lr 0.03,
 # weight decay on every parameter, EMA warm-up, BatchNorm momentum 0.1, as sh/DASO.sh and sh/CReST+.sh.
 # On ImageNet the one known source is CoSSL's FixMatch (train_small_imagenet127_fix.py), Table 3's

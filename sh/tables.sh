@@ -1,4 +1,4 @@
-# The experiment tables of the paper (SPEC section 8), shared by every launcher.
+# The experiment tables of the paper (its Tables 1-3; LeapLabTHU/SimPro sh/SimPro.sh), shared by every launcher.
 # `table_row DATASET INDEX` sets ROW (an array of train.py arguments for that row) and
 # DATASET, or prints the valid choices and exits with status 2.
 

@@ -3,10 +3,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from methods import Batch  # noqa: E402
+from models import NetworkOutput  # noqa: E402
 from tools import fake_data  # noqa: E402
 
 # How long a subprocess a test waits for may run before it counts as hung: a bound on a failure (a
@@ -37,3 +40,12 @@ def cifar10_launcher_root(tmp_path_factory):
     """A CIFAR-10 with enough train images for every launcher row (4,500 per class) and a
     small test set (20 per class), so short training runs evaluate quickly."""
     return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10_launcher'), 10, 4500, 20)
+
+
+def step_views(method, output, y, u_index) -> Batch:
+    """What a method's loss reads of a hand-made step: the network's `output` on every row (the
+    labeled views' rows, then the unlabeled views'; the logits alone, or a NetworkOutput or a tuple
+    of its fields in order), the labeled batch's classes `y` and the unlabeled batch's pool positions."""
+    if not isinstance(output, NetworkOutput):
+        output = NetworkOutput(*output) if isinstance(output, tuple) else NetworkOutput(output)
+    return Batch.of(method, output, torch.as_tensor(y), torch.as_tensor(u_index))

@@ -1,5 +1,5 @@
 """ACR's estimate of the unlabeled distribution, its anchors and the dynamic tau1, against the
-hand-computed values of SPEC-baselines section 2.5 (literal numbers, or sums written out in
+values computed by hand from Gank0078/ACR train.py (literal numbers, or sums written out in
 float64 here), never the code's own helpers. ACR_d runs the same estimate, logged only."""
 import math
 from types import SimpleNamespace
@@ -10,6 +10,7 @@ import torch
 
 from methods import ACR, ACRd
 from methods.acr_d import AnchorEstimate
+from conftest import step_views
 
 P_L = [0.6, 0.3, 0.1]
 CIFAR10_100 = [500, 299, 179, 107, 64, 38, 23, 13, 8, 5]  # gamma_l = 100, N1 = 500
@@ -108,7 +109,8 @@ def test_tau1_on_cifar10_gamma_100(which, tau1):
 def method(cls, est_epoch=1, eval_step=2, ema_u=0.5):
     args = SimpleNamespace(threshold=0.9, tau1=2.0, tau12=2.0, tau2=2.0, est_epoch=est_epoch, ema_u=ema_u,
                            eval_step=eval_step, anchor_estimate='presence')
-    data = SimpleNamespace(name='cifar10', labeled_per_class=[6, 3, 1], unlabeled_is_labeled=np.array([True, False, False, False]))
+    data = SimpleNamespace(name='cifar10', labeled_per_class=[6, 3, 1],
+                           unlabeled_is_labeled=np.array([True, False, False, False]))
     return cls(args, data)
 
 
@@ -116,7 +118,7 @@ def step(m, h_weak, u_index):
     """One loss call with the given balanced-head weak logits (4 rows); g is flat."""
     g = torch.zeros(2 + 12, 3)
     h = torch.cat([torch.zeros(2, 3), torch.tensor(h_weak), torch.zeros(8, 3)])
-    return m.loss((g, h), torch.tensor([0, 1]), torch.tensor(u_index))
+    return m.loss(step_views(m, (g, h), torch.tensor([0, 1]), torch.tensor(u_index)))
 
 
 H_WEAK = [[0.0, 9.0, 0.0],   # pool row 0: a labeled image -> not counted
@@ -168,7 +170,7 @@ def test_acr_pseudo_labels_follow_the_new_adjustment():
     assert expected == [2, 2]
     assert [int(np.argmax(row)) for row in g_weak] == [0, 0]
     g = torch.cat([torch.zeros(2, 3), torch.tensor(g_weak), torch.zeros(4, 3)])
-    _, _, _, label = m.loss((g, torch.zeros(8, 3)), torch.tensor([0, 1]), torch.tensor([1, 2]))
+    _, _, _, label = m.loss(step_views(m, (g, torch.zeros(8, 3)), torch.tensor([0, 1]), torch.tensor([1, 2])))
     assert label.tolist() == expected
     close(m.adjust_1, a, 1e-6)
 

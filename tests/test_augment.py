@@ -9,6 +9,8 @@ from PIL import Image
 from torchvision import transforms
 
 from dataset import augment as A
+from core.command_line import get_args_parser
+from methods import METHODS
 
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2471, 0.2435, 0.2616)
@@ -406,8 +408,8 @@ def test_test_transform_normalises():
 @pytest.mark.parametrize('size', [32, 64])
 def test_method_views(method, n_lab, n_unlab, size):
     from methods import METHODS
-    lab, unlab = (A.views(kinds, size, MEAN, STD) for kinds in (METHODS[method].labeled_views,
-                                                                 METHODS[method].unlabeled_views))
+    lab, unlab = (A.views(tuple(views.values()), size, MEAN, STD)
+                  for views in (METHODS[method].labeled_views, METHODS[method].unlabeled_views))
     assert (len(lab), len(unlab)) == (n_lab, n_unlab)
     x = random_image(size, high=256)
     for views, n in ((lab, n_lab), (unlab, n_unlab)):
@@ -456,14 +458,14 @@ def test_acr_d_labeled_view_on_imagenet_is_the_originals_zero_padded_crop(tmp_pa
     fake_data.write_small_imagenet(tmp_path, 127, 64, 30, 1)
     seen = {}
     for method in ('ACR_d', 'SimPro'):
-        args = train.get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
+        args = get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
                                                    '--img-size', '64', '--version', method, '--batch-size', '16',
                                                    '--mu', '1', '--num-workers', '0', '--aug', aug])
         args.arch = 'resnet50'
         data = build_data(args)
-        instance = train.METHODS[method](args, data)
-        batches, _ = train.make_batches(args, data, instance, 0, torch.device('cpu'))
+        instance = METHODS[method](args, data)
+        batches, _ = train.method_batches(args, data, instance, 0, torch.device('cpu'))
         (views, _, _), _ = next(batches)
         seen[method] = _has_black_border(views[0], data.mean, data.std).float().mean().item()
-        assert instance.labeled_views == (('crop_flip',) if method == 'ACR_d' else ('weak', 'strong'))
+        assert instance.view_kinds()[0] == (('crop_flip',) if method == 'ACR_d' else ('weak', 'strong'))
     assert seen['ACR_d'] >= 0.8 and seen['SimPro'] == 0.0, seen

@@ -11,10 +11,14 @@ import torch.nn.functional as F
 
 import train
 from methods import CCL, METHODS
-from models import build_model, count_parameters
+from models import NetworkOutput, build_model, count_parameters
 import test_launchers
 from test_dry_run import check_row
 from test_launchers import ROWS, assert_row, launch, launched_args
+from conftest import step_views
+from core.command_line import get_args_parser
+from core.training import build_training
+from dataset.batches import LoaderBatches
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 C, B, MU = 5, 4, 3
@@ -95,6 +99,11 @@ def make_ccl(**changes):
     return CCL(args, data), args
 
 
+def fields(output):
+    """The network's output as the official step reads it: (logits, balanced logits, projections, centres)."""
+    return output.logits, output.balanced, output.projection, output.centres
+
+
 def random_output(seed, scale=8.0):
     generator = torch.Generator().manual_seed(seed)
     rows = 3 * B + 3 * U
@@ -104,7 +113,7 @@ def random_output(seed, scale=8.0):
     centres = F.normalize(torch.randn(C, 8, generator=generator, dtype=torch.float64), dim=1)
     y = torch.randint(0, C, (B,), generator=generator)
     u_index = torch.randint(0, 40, (U,), generator=generator)
-    return (g, h, z, centres), y, u_index
+    return NetworkOutput(g, h, projection=z, centres=centres), y, u_index
 
 
 @pytest.mark.parametrize('seed', range(6))
@@ -114,8 +123,8 @@ def test_the_step_equals_the_official_code(seed):
     output, y, u_index = random_output(seed)
     p_l, p_u, p_all = (method.p_l.double(), method.p_u.double(), method.p_all.double())
     mask_l = (~method.is_labeled[u_index]).double()[:, None]
-    loss, parts, num_all, num_unlabeled, selected = official_step(*output, y, p_l, p_u, p_all, mask_l, args)
-    result = method.loss(output, y, u_index)
+    loss, parts, num_all, num_unlabeled, selected = official_step(*fields(output), y, p_l, p_u, p_all, mask_l, args)
+    result = method.loss(step_views(method, output, y, u_index))
     assert 0 < selected < U  # the selection matters in this case
     assert torch.allclose(result.loss, loss, rtol=1e-6, atol=1e-9), (result.loss, loss)
     ours = (result.terms['loss_cls'], result.terms['loss_con'], result.terms['loss_soft'])
@@ -128,9 +137,9 @@ def test_the_step_equals_the_official_code(seed):
 def test_no_row_selected_leaves_only_the_labeled_rows_in_the_soft_term():
     method, args = make_ccl()
     output, y, u_index = random_output(0, scale=0.1)  # low energies nowhere: nothing selected
-    loss, parts, *_, selected = official_step(*output, y, method.p_l.double(), method.p_u.double(),
+    loss, parts, *_, selected = official_step(*fields(output), y, method.p_l.double(), method.p_u.double(),
                                               method.p_all.double(), torch.ones(U, 1, dtype=torch.float64), args)
-    result = method.loss(output, y, u_index)
+    result = method.loss(step_views(method, output, y, u_index))
     assert selected == 0 and torch.allclose(result.terms['loss_soft'], parts[2], rtol=1e-6)
 
 
@@ -140,14 +149,14 @@ def test_the_estimates_update_every_upbatch_steps_after_est_epoch():
     method, args = make_ccl(upbatch=2, est_epoch=0)
     output, y, u_index = random_output(1)  # (3 of its unlabeled rows are selected, 11 confident)
     for _ in range(2):
-        method.loss(output, y, u_index)
+        method.loss(step_views(method, output, y, u_index))
     assert torch.equal(method.p_u, torch.full((C,), 0.2)) and torch.equal(method.p_all, method.p_l)  # epoch 0
     method.end_epoch()
     assert torch.equal(method.n_all, torch.ones(C)) and int(method.batch) == 0
-    method.loss(output, y, u_index)
+    method.loss(step_views(method, output, y, u_index))
     n_all, n_u = method.n_all.clone(), method.n_u.clone()
     p_u, p_all = method.p_u.clone(), method.p_all.clone()
-    method.loss(output, y, u_index)  # the second step of epoch 1: an update
+    method.loss(step_views(method, output, y, u_index))  # the second step of epoch 1: an update
     step_all, step_u = n_all - 1, n_u - 1  # (the same output: the same additions)
     expected_u = args.alpha * p_u + (1 - args.alpha) * (n_u + step_u) / (n_u + step_u).sum()
     expected_all = args.beta * p_all + (1 - args.beta) * (n_all + step_all) / (n_all + step_all).sum()
@@ -163,13 +172,16 @@ def test_the_projection_heads_are_ccls_only():
     assert count_parameters(build_model('wideresnet', 10, two_heads=True)) == 1_468_900
     assert [name for name, m in METHODS.items() if m.projection_heads] == ['CCL']
     network = build_model('wideresnet', 10, two_heads=True, projection=True, depth=10, widen_factor=1).eval()
-    assert len(network(torch.zeros(2, 3, 32, 32))) == 2  # evaluation: the two heads' logits only
+    output = network(torch.zeros(2, 3, 32, 32))  # evaluation: the two heads' logits only
+    assert output.balanced.shape == (2, 10) and output.projection is None and output.centres is None
+    output = network.train()(torch.zeros(2, 3, 32, 32))  # training: the projections too
+    assert output.projection.shape == (2, 128) and output.centres.shape == (10, 128)
 
 
 def test_a_step_reads_no_device_value_on_the_host(small_cifar10_root):
     """A whole CCL step (forward, the loss with its inverse and energy selection, SGD, the weight
     EMA) on the meta device, where any read of a value on the host raises."""
-    args = train.get_args_parser().parse_args(['--version', 'CCL', '--data-dir', str(small_cifar10_root),
+    args = get_args_parser().parse_args(['--version', 'CCL', '--data-dir', str(small_cifar10_root),
                                                '--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10',
                                                '--imb-ratio-unlabel', '10', '--batch-size', '4', '--mu', '2',
                                                '--depth', '10', '--widen-factor', '1', '--est-epoch', '0',
@@ -178,19 +190,19 @@ def test_a_step_reads_no_device_value_on_the_host(small_cifar10_root):
     data = build_data(args, CCL.labeled_in_pool)
     args.arch, args.aug, args.channels_last, args.amp = 'wideresnet', 'cpu', False, False
     device = torch.device('meta')
-    run = train.build_training(args, data, device)
+    run = build_training(args, data, device, train.learn)
     views = lambda n, k: [torch.empty(n, 3, 32, 32, device=device) for _ in range(k)]  # noqa: E731
     labeled = (views(4, 3), torch.zeros(4, dtype=torch.long, device=device), None)
     unlabeled = (views(8, 3), torch.zeros(8, dtype=torch.long, device=device),
                  torch.zeros(8, dtype=torch.long, device=device))
     for _ in range(2):
-        result, _ = train.train_step(run, train.LoaderBatches([labeled], [unlabeled]), device, args)
+        result, _ = train.train_step(run, LoaderBatches([labeled], [unlabeled]), device, args)
         run.method.end_epoch()
     assert result.loss.device == device
 
 
 def test_tau_defaults_to_ccls_own():
-    parse = train.get_args_parser().parse_args
+    parse = get_args_parser().parse_args
     assert parse(['--version', 'CCL']).tau == 2.0 and parse([]).tau == 1.0 and parse(['--version', 'CCL', '--tau',
                                                                                       '0.1']).tau == 0.1
 

@@ -19,6 +19,8 @@ from methods.cossl import (CoSSL, LinearClassifier, imprinted_probabilities, lin
 from test_launchers import ROWS, assert_row, launch, launched_args
 from test_speed import meta_training
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
+from conftest import step_views
+from core.command_line import get_args_parser
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -98,7 +100,7 @@ class Split:
 
 
 def cossl(num_features=4, **overrides):
-    args = train.get_args_parser().parse_args(['--version', 'CoSSL'])
+    args = get_args_parser().parse_args(['--version', 'CoSSL'])
     vars(args).update(overrides)
     return CoSSL(args, Split(), num_features=num_features)
 
@@ -137,10 +139,10 @@ def test_colearning_pseudo_labels_come_from_the_classifier_on_the_ema_features()
     assert int(method.classifier.steps) == 1 and method.loss_tfe > 0
     logits = torch.zeros(14, 3)
     logits[2:6, 2] = 50.0  # the network's own weak logits say class 2, confidently: not used
-    result = method.loss(logits, torch.tensor([0, 1]), torch.arange(4))
+    result = method.loss(step_views(method, logits, torch.tensor([0, 1]), torch.arange(4)))
     assert result.pseudo_label.tolist() == [0, 1, 2, 2] and result.mask.tolist() == [True, True, False, False]
     method.colearning = False  # pre-training: FixMatch on the network's own weak logits
-    result = method.loss(logits, torch.tensor([0, 1]), torch.arange(4))
+    result = method.loss(step_views(method, logits, torch.tensor([0, 1]), torch.arange(4)))
     assert result.pseudo_label.tolist() == [2] * 4 and result.mask.all() and result.terms['loss_tfe'] == 0
 
 

@@ -1,6 +1,6 @@
-"""FixMatch w/ CReST+ (methods/crest.py, SPEC-baselines section 4): the sampling rates, the per-class
+"""FixMatch w/ CReST+ (methods/crest.py; ytaek-oh/daso lib/algorithm/fm_crest.py): the sampling rates, the per-class
 selection, the progressive alignment and p_model on hand-made tensors with values computed by hand
-(SPEC-baselines 4.5); the generation boundary through train.main on both augmentation paths; exact
+(worked out from its formulas); the generation boundary through train.main on both augmentation paths; exact
 resume across a boundary; two processes; the launcher."""
 import copy
 import json
@@ -22,6 +22,9 @@ import test_launchers
 import test_speed
 from test_launchers import ROWS, launch, launched_args
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags
+from core.command_line import get_args_parser
+from core.training import new_model
+from dataset.batches import LoaderBatches
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -170,7 +173,7 @@ def test_generation_boundary(small_cifar10_root, tmp_path, monkeypatch, aug):
     def spy_step(run, pairs, device, args):
         labeled_batch, unlabeled_batch = next(pairs)
         batches.append((labeled_batch[1].clone(), labeled_batch[2].clone(), len(boundaries)))
-        return real_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
+        return real_step(run, LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
 
     monkeypatch.setattr(train, 'next_generation', spy_next)
     monkeypatch.setattr(train, 'train_step', spy_step)
@@ -253,12 +256,12 @@ def test_crest_device_steps_never_read_device_values_back(small_cifar10_root, mo
 
 
 def test_parameter_count_is_fixmatchs():
-    args = train.get_args_parser().parse_args([])
+    args = get_args_parser().parse_args([])
     args.arch = 'wideresnet'
     counts = {}
     for version in ('FixMatch', 'CReST+'):
         args.version = version
-        counts[version] = sum(p.numel() for p in train.new_model(args, 10).parameters())
+        counts[version] = sum(p.numel() for p in new_model(args, 10).parameters())
     assert counts['CReST+'] == counts['FixMatch'] == 1_467_610  # WRN-28-2, CIFAR-10
 
 

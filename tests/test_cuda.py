@@ -38,7 +38,7 @@ def test_compiled_views_on_cuda_equal_the_cpu():
     for where in (torch.device('cuda'), torch.device('cpu')):
         args = bench.recipe_args(where, 'gpu', False, 0)
         args.compile = where.type == 'cuda'
-        batches = train.make_batches(args, data, METHODS['SimPro'](args, data), 7, where)[0]
+        batches = train.method_batches(args, data, METHODS['SimPro'](args, data), 7, where)[0]
         views.append((torch.compile(batches.views) if args.compile else batches.views)(next(batches)))
     assert all(torch.equal(a.cpu(), b) for side_a, side_b in zip(*views)
                for a, b in zip(side_a[0], side_b[0]))

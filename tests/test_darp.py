@@ -15,6 +15,7 @@ from methods import darp
 from methods.darp import DARP, refine, removal, secant
 from test_launchers import ROWS, assert_row, launch, launched_args
 from utils.errors import UserError
+from conftest import step_views
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -96,7 +97,7 @@ def test_refinement_starts_after_the_warm_up_exactly_every_period(monkeypatch):
         u_index = torch.randperm(12, generator=generator)[:4]
         weak = 3 * torch.randn(4, 3, generator=generator)
         logits = torch.cat([torch.randn(2, 3, generator=generator), weak, torch.randn(4, 3, generator=generator)])
-        result = method.loss(logits, y, u_index)
+        result = method.loss(step_views(method, logits, y, u_index))
         assert torch.equal(method.predictions[u_index], torch.softmax(weak, 1))  # the pool remembers the batch
         if step <= 6:  # FixMatch's own pseudo labels
             assert torch.equal(result.pseudo_label, weak.argmax(1))

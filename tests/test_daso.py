@@ -1,4 +1,4 @@
-"""DASO against the hand-computed values of SPEC-baselines section 3.5 (C = 3, D = 2): the queue
+"""DASO against values computed by hand from ytaek-oh/daso lib/algorithm/daso.py (C = 3, D = 2): the queue
 and prototypes, the semantic pseudo label, the alignment loss, the blending, the mask from the
 blended label, the pseudo-label window and the pretraining boundary. References are literal
 numbers or sums written out here in float64, never the method's own helpers."""
@@ -13,7 +13,13 @@ import torch
 import train
 from dataset.data import build_data
 from methods import DASO
+from models import NetworkOutput
 from test_resume import BASE
+from conftest import step_views
+from core.command_line import get_args_parser
+from core.device import resolve_speed_options
+from core.training import build_training
+from dataset.batches import LoaderBatches
 
 Q = [0.9529, 0.0471, 3.4e-8]  # softmax(cos([1, 1], P) / 0.05) with P of the queue test
 
@@ -42,7 +48,8 @@ def step(m, p_weak, f_weak, f_strong=(0.0, 1.0), y=0):
     """One loss call, B = Bu = 1: the weak logits are log(p_weak), so the linear softmax is p_weak."""
     logits = torch.tensor([[0.5, 0.0, -0.5], [math.log(v) for v in p_weak], [0.2, 0.1, 0.0]], requires_grad=True)
     features = torch.tensor([[5.0, 5.0], list(f_weak), list(f_strong)], requires_grad=True)
-    loss, terms, mask, label = m.loss((logits, features), torch.tensor([y]), torch.tensor([0]))
+    output = NetworkOutput(logits, features=features)
+    loss, terms, mask, label = m.loss(step_views(m, output, torch.tensor([y]), torch.tensor([0])))
     return loss, terms, mask, label, logits, features
 
 
@@ -154,19 +161,19 @@ def test_a_queue_smaller_than_a_labeled_batch_is_refused(tmp_path, capsys):
 def test_the_loop_pushes_the_ema_networks_features_of_the_labeled_batch_before_the_step(small_cifar10_root):
     """train_step hands DASO the features of the labeled weak view from the EMA weights as they were
     before the step, with BatchNorm on the batch's statistics (train mode)."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root),
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root),
                                                '--version', 'DASO', '--depth', '10', '--widen-factor', '1'])
     args.arch = 'wideresnet'
     data = build_data(args)
     device = torch.device('cpu')
-    train.resolve_speed_options(args, device)
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    resolve_speed_options(args, device)
+    run = build_training(args, data, device, train.learn)
+    batches, _ = train.method_batches(args, data, run.method, 0, device)
     labeled, unlabeled = next(batches)
     ema = copy.deepcopy(run.ema.model).train()
     with torch.no_grad():
         expected = ema(labeled[0][0], with_features=True)[1]
-    train.train_step(run, train.LoaderBatches([labeled], [unlabeled]), device, args)
+    train.train_step(run, LoaderBatches([labeled], [unlabeled]), device, args)
     y = labeled[1]
     assert expected.shape == (4, 64)
     for c in y.unique().tolist():
@@ -191,17 +198,17 @@ def test_a_baseline_flag_out_of_range_is_one_line(tmp_path, capsys, flag, value,
 def test_dasos_recipe_constant_lr_decay_on_all_parameters_and_ema_warmup(small_cifar10_root):
     """--lr-schedule constant --wdecay-all --ema-warmup: the lr never moves, biases and BatchNorm
     are decayed too, and the weight EMA after step t has decay min(1 - 1/t, 0.999) (step 1: the weights)."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root), '--depth', '10',
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root), '--depth', '10',
                                                '--widen-factor', '1', '--lr-schedule', 'constant', '--wdecay-all',
                                                '--ema-warmup'])
     args.arch = 'wideresnet'
     data = build_data(args)
     device = torch.device('cpu')
-    train.resolve_speed_options(args, device)
-    run = train.build_training(args, data, device)
+    resolve_speed_options(args, device)
+    run = build_training(args, data, device, train.learn)
     decayed = [p for group in run.optimizer.param_groups if group['weight_decay'] == 5e-4 for p in group['params']]
     assert len(decayed) == len(list(run.model.parameters()))
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    batches, _ = train.method_batches(args, data, run.method, 0, device)
     train.train_step(run, batches, device, args)
     for ema, weight in zip(run.ema.model.parameters(), run.model.parameters()):
         assert torch.equal(ema, weight)
@@ -210,5 +217,5 @@ def test_dasos_recipe_constant_lr_decay_on_all_parameters_and_ema_warmup(small_c
     for ema, old, weight in zip(run.ema.model.parameters(), before, run.model.parameters()):
         torch.testing.assert_close(ema, 0.5 * old + 0.5 * weight)
     assert run.scheduler.get_last_lr() == [0.1, 0.1]
-    defaults = train.get_args_parser().parse_args([])
+    defaults = get_args_parser().parse_args([])
     assert (defaults.lr_schedule, defaults.wdecay_all, defaults.ema_warmup) == ('cosine', False, False)

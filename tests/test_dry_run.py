@@ -11,8 +11,9 @@ from dataset.data import build_data
 from methods import METHODS
 from test_splits import reference_counts
 from tools import fake_data
+from core.command_line import get_args_parser
 
-# SPEC section 8: (gamma_l, gamma_u, mode) of every launcher row
+# sh/tables.sh: (gamma_l, gamma_u, mode) of every launcher row
 CIFAR10_ROWS = list(zip([150] * 5 + [100] * 5 + [150] * 8 + [150, 100],
                         [150, 1, 150, 150, 150, 100, 1, 100, 100, 100, 120, 90, 60, 30, 120, 90, 60, 30, 150, 100],
                         [0, 0, 1, 3, 4, 0, 0, 1, 3, 4, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2]))
@@ -74,7 +75,8 @@ def test_cifar100_table_rows(capsys, cifar100_root, row):
                                   '--flag-reverse-LT', mode, '--version', 'ACR_d')
     assert code == 0
     check_row(summary, 100, 50, 400, gamma_l, gamma_u, mode, 100)
-    assert summary['model'] == 'wideresnet' and summary['params'] == 1_479_220 + 128 * 100 + 100  # a second 128->100 head
+    # a second 128->100 head
+    assert summary['model'] == 'wideresnet' and summary['params'] == 1_479_220 + 128 * 100 + 100
     # ACR_d: the unlabeled pool also holds the labeled images
     assert summary['unlabeled_pool_per_class'] == [n + m for n, m in zip(summary['labeled_per_class'],
                                                                          summary['unlabeled_per_class'])]
@@ -105,7 +107,7 @@ def file_order_rows(root, num_classes):
 
 @pytest.mark.parametrize('method', ['SimPro', 'ACR_d'])
 def test_selected_images_are_the_first_of_each_class_in_file_order(small_cifar10_root, method):
-    args = train.get_args_parser().parse_args(
+    args = get_args_parser().parse_args(
         ['--data-dir', str(small_cifar10_root), '--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10',
          '--imb-ratio-unlabel', '10', '--flag-reverse-LT', '1', '--version', method])
     data = build_data(args, METHODS[method].labeled_in_pool)
@@ -128,10 +130,10 @@ def test_selected_images_are_the_first_of_each_class_in_file_order(small_cifar10
 
 def test_views_per_method(small_cifar10_root):
     for method, views in (('SimPro', (2, 3)), ('ACR_d', (1, 3))):
-        args = train.get_args_parser().parse_args(['--data-dir', str(small_cifar10_root), '--num-max', '20',
+        args = get_args_parser().parse_args(['--data-dir', str(small_cifar10_root), '--num-max', '20',
                                                    '--num-max-u', '30', '--version', method])
-        labeled, unlabeled, test = build_data(args).datasets(METHODS[method].labeled_views,
-                                                             METHODS[method].unlabeled_views)
+        kinds = (tuple(views.values()) for views in (METHODS[method].labeled_views, METHODS[method].unlabeled_views))
+        labeled, unlabeled, test = build_data(args).datasets(*kinds)
         (x, y, i), (u, uy, j), (t, ty, k) = labeled[3], unlabeled[5], test[7]
         assert len(x) == views[0] and len(u) == views[1]
         assert all(v.shape == (3, 32, 32) for v in (*x, *u)) and t.shape == (3, 32, 32)
@@ -148,7 +150,7 @@ def test_stl10(capsys, tmp_path):
     assert summary['num_unlabeled'] == 300 and summary['test_per_class'] == [8] * 10
     assert 'not used' in out
     # images are resized from 96x96 (stored column-major) to 32x32 exactly as PIL's bilinear resize
-    args = train.get_args_parser().parse_args(['--dataset', 'stl10', '--data-dir', str(tmp_path), '--num-max', '45'])
+    args = get_args_parser().parse_args(['--dataset', 'stl10', '--data-dir', str(tmp_path), '--num-max', '45'])
     data = build_data(args)
     raw = np.fromfile(tmp_path / 'stl-10/stl10_binary/unlabeled_X.bin', np.uint8).reshape(-1, 3, 96, 96)
     first = np.transpose(raw[0], (2, 1, 0))  # (C, W, H) -> (H, W, C)
@@ -175,7 +177,7 @@ def test_imagenet127_reindexes_by_count(capsys, tmp_path, size):
     assert summary['unlabeled_per_class'] == [n - k for n, k in zip(counts, half_to_even)]
     assert summary['test_per_class'] == [min(50, val_counts[c]) for c in order]
     # the same map for train and test: the fake writes the old label into the first pixel
-    args = train.get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
+    args = get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(tmp_path),
                                                '--img-size', str(size), '--seed', '3'])
     data = build_data(args)
     old_of_new = np.array(order)
@@ -236,7 +238,7 @@ def test_digits(capsys):
     assert summary['labeled_per_class'] == [20, 14, 10, 7, 5, 3, 2, 1, 1, 1]           # CALIBRATION.md
     assert summary['unlabeled_per_class'] == [6, 8, 11, 16, 22, 31, 44, 61, 86, 120]
     assert 'no horizontal flips' in out
-    args = train.get_args_parser().parse_args(['--dataset', 'digits', '--img-size', '16', '--num-max', '20',
+    args = get_args_parser().parse_args(['--dataset', 'digits', '--img-size', '16', '--num-max', '20',
                                                '--num-max-u', '120'])
     data = build_data(args)
     from sklearn.datasets import load_digits

@@ -115,7 +115,8 @@ def test_max_count_too_small_for_ratio(capsys, small_cifar10_root):
     assert_one_line(code, err, '--num-max 10 with --imb-ratio-label 20', 'int(10/20) = 0', '--num-max >= 20')
 
 
-@pytest.mark.parametrize('dataset,size,allowed', [('smallimagenet', 48, '32 or 64'), ('smallimagenet_1k', 128, '32 or 64'),
+@pytest.mark.parametrize('dataset,size,allowed', [('smallimagenet', 48, '32 or 64'),
+                                                  ('smallimagenet_1k', 128, '32 or 64'),
                                                   ('cifar10', 64, 'use 32')])
 def test_image_size(capsys, tmp_path, dataset, size, allowed):
     code, err = run_main(capsys, '--dataset', dataset, '--data-dir', tmp_path, '--img-size', size)

@@ -12,6 +12,8 @@ import train
 from core.evaluate import LAST_EVALUATIONS, OTHER_TEST_EVERY, due_test_sets, evaluate_sets
 from dataset.data import IMAGENET_MEAN, IMAGENET_STD, IMBALANCED_TEST, MAIN_TEST, build_data
 from tools.fake_data import write_small_imagenet
+from core.command_line import get_args_parser
+from methods import METHODS
 
 VAL_PER_CLASS = np.array([120, 50, 7, 64] + [3 + c % 5 for c in range(4, 127)])  # class 0 has most, ...
 
@@ -24,7 +26,7 @@ def imagenet_root(tmp_path_factory):
 
 
 def split(root, *extra):
-    args = train.get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(root), *extra])
+    args = get_args_parser().parse_args(['--dataset', 'smallimagenet', '--data-dir', str(root), *extra])
     args.arch = 'wideresnet'
     return args, build_data(args)
 
@@ -51,8 +53,8 @@ def test_counts_per_class_of_each_test_set(imagenet_root):
 @pytest.mark.parametrize('aug', ['cpu', 'gpu'])
 def test_top1_of_each_set_from_a_known_prediction(imagenet_root, aug):
     args, data = split(imagenet_root, '--aug', aug, '--num-workers', '0')
-    method = train.METHODS['FixMatch'](args, data)
-    _, test_batches = train.make_batches(args, data, method, 0, torch.device('cpu'))
+    method = METHODS['FixMatch'](args, data)
+    _, test_batches = train.method_batches(args, data, method, 0, torch.device('cpu'))
     even = np.arange(127) % 2 == 0
     for due in ([MAIN_TEST], [MAIN_TEST, IMBALANCED_TEST]):
         tested = evaluate_sets(FirstPixel(), test_batches, data.test_sets, due, lambda o: o, 127, torch.device('cpu'))

@@ -1,14 +1,14 @@
-"""sh/SimPro.sh and sh/ACR_d.sh: the tables of SPEC section 8, overrides, bad input, real runs."""
+"""sh/SimPro.sh and sh/ACR_d.sh: the tables of the paper (sh/tables.sh), overrides, bad input, real runs."""
 import json
 import subprocess
 
 import pytest
 
-import train
 from conftest import ROOT
 from test_dry_run import CIFAR10_ROWS, CIFAR100_ROWS
+from core.command_line import get_args_parser
 
-SIMPRO = {  # SPEC section 8: lr, steps, batch, mu, tau, threshold, ema_u
+SIMPRO = {  # LeapLabTHU/SimPro sh/SimPro.sh: lr, steps, batch, mu, tau, threshold, ema_u
     'cifar10': (0.17, 43000, 64, 8, 2.0, 0.95, 0.9), 'cifar100': (0.17, 43000, 64, 8, 1.0, 0.2, 0.9),
     'stl10': (0.17, 43000, 64, 16, 2.0, 0.95, 0.9), 'smallimagenet': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9),
     'smallimagenet_1k': (0.01, 250000, 32, 2, 1.0, 0.2, 0.9)}
@@ -45,11 +45,11 @@ def launched_args(echo_python, script, *argv):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith('+ ') and lines[1] == 'train.py'
-    return train.get_args_parser().parse_args(lines[2:])
+    return get_args_parser().parse_args(lines[2:])
 
 
 def recipe(args, script):
-    """The hyper-parameters a launcher passed, in SPEC section 8's order."""
+    """The hyper-parameters a launcher passed, in the original launcher's order."""
     if script == 'SimPro.sh':
         return args.lr, args.total_steps, args.batch_size, args.mu, args.tau, args.threshold, args.ema_u
     if script == 'ACR_d.sh':
@@ -100,7 +100,7 @@ def test_torchrun_only_when_asked(echo_python):
     lines = result.stdout.splitlines()[1:]
     assert lines[:13] == ['-m', 'torch.distributed.run', '--nproc_per_node', '4', '--nnodes', '2', '--node_rank', '1',
                           '--master_addr', '10.1.2.3', '--master_port', '1234', 'train.py']
-    assert train.get_args_parser().parse_args(lines[13:]).version == 'SimPro'
+    assert get_args_parser().parse_args(lines[13:]).version == 'SimPro'
     plain = launch('SimPro.sh', 'cifar10', 0, python=echo_python, NPROC='1').stdout.splitlines()
     assert plain[1] == 'train.py'
 
@@ -150,7 +150,7 @@ def test_launchers_run_the_recipes_the_report_and_log_compare_with(echo_python, 
     """core/recipes.py (what tools.report and a run's first log line compare with) equals the launchers."""
     from core.recipes import off_recipe, recipe
     args = launched_args(echo_python, script, dataset, index)
-    expected = recipe(vars(args), train.get_args_parser())
+    expected = recipe(vars(args), get_args_parser())
     assert expected.where == f'sh/{script} {dataset} {index}' and off_recipe(vars(args), expected) == []
     args.lr, args.depth = args.lr * 2, 16
     assert off_recipe(vars(args), expected) == [f'--depth 16 (recipe: {10 if dataset == "digits" else "default"})',
@@ -168,7 +168,7 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
     tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 20: reversed, gamma_l 200, gamma_u 50\n'))
     result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '20'], capture_output=True,
                             text=True, env={'PYTHON': str(echo_python), 'PATH': '/usr/bin:/bin'})
-    args = train.get_args_parser().parse_args(result.stdout.splitlines()[2:])
+    args = get_args_parser().parse_args(result.stdout.splitlines()[2:])
     assert (args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT, args.lr) == (200, 50, 1, 0.17)
     listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '21'], capture_output=True,
                              text=True).stderr

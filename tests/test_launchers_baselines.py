@@ -1,5 +1,5 @@
 """sh/ACR.sh and sh/DASO.sh: every row of the tables with each method's hyper-parameters from its
-official configs (SPEC-baselines 2.3 and 3.3), DASO's row-dependent T_dist, overrides, bad input
+official configs (Gank0078/ACR train.py, ytaek-oh/daso configs/), DASO's row-dependent T_dist, overrides, bad input
 and 40-step runs on a fake CIFAR-10."""
 import json
 

@@ -17,6 +17,7 @@ from core.recipes import recipe
 from methods.base import Method
 from test_errors import assert_one_line
 from test_resume import Interrupted, crash_after_checkpoint, final_state, run
+from core.command_line import get_args_parser
 
 
 def test_the_loop_names_no_method_and_asks_none_what_it_has():
@@ -101,7 +102,7 @@ def test_a_launcher_without_a_recipe_for_a_dataset_refuses_it(tmp_path):
 def test_no_recipe_is_known_where_the_launcher_has_none(monkeypatch):
     from seventh_method.fixmatch_da import FixMatchDA
     monkeypatch.setitem(methods.METHODS, 'FixMatchDA', FixMatchDA)
-    parser = train.get_args_parser()
+    parser = get_args_parser()
     settings = vars(parser.parse_args(['--version', 'FixMatchDA', '--dataset', 'stl10']))
     assert recipe(settings, parser) is None
     settings = vars(parser.parse_args(['--version', 'FixMatchDA', '--dataset', 'digits', '--num-max', '20',

@@ -1,4 +1,5 @@
-"""SimPro and ACR_d against values worked out by hand from SPEC sections 6 and 7.
+"""SimPro and ACR_d against values worked out by hand from their formulas (LeapLabTHU/SimPro
+SimPro/train.py, ACR_d/train.py).
 
 Every reference below is written from the formulas (explicit log-softmax sums in float64 over
 tiny hand-made logits, or literal numbers), never by calling the methods' own helpers. The
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 from methods import ACRd, ClassPrior, SimPro, scale_ratio, symmetric_kl
+from models import NetworkOutput
+from conftest import step_views
 
 
 # --- independent references (float64, straight from the formulas) ---
@@ -89,7 +92,7 @@ def simpro_logits(u_weak=U_WEAK):
 
 
 def simpro_reference(pi_u, pi, u_weak=U_WEAK, y=Y):
-    """q, mask, pseudo labels, loss_x, loss_u by hand (SPEC 6)."""
+    """q, mask, pseudo labels, loss_x, loss_u by hand (SimPro/train.py)."""
     a_u, a = adjustment(pi_u, TAU), adjustment(pi, TAU)
     q = softmax(np.asarray(u_weak) + a_u)
     mask = q.max(1) >= THRESHOLD
@@ -110,10 +113,11 @@ def test_simpro_initial_state_uniform_pi_u_and_labeled_frequencies():
     close(method.prior.S, [0, 0, 0])
     close(method.prior.L, [0, 0, 0])
     assert method.scale_ratio == pytest.approx(R)
-    assert method.labeled_views == ('weak', 'strong') and method.unlabeled_views == ('weak', 'strong', 'strong')
+    assert method.view_kinds() == (('weak', 'strong'), ('weak', 'strong', 'strong'))
+    assert list(method.unlabeled_views) == ['weak', 'strong', 'strong2']
     assert method.two_heads is False
     # the adjustments of the first epoch come from these initial priors
-    loss, terms, _, _ = method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    loss, terms, _, _ = method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     _, _, _, loss_x, loss_u = simpro_reference([1 / 3] * 3, [0.6, 0.3, 0.1])
     close(terms['loss_x'], loss_x)
     close(terms['loss_u'], loss_u)
@@ -129,7 +133,7 @@ def test_simpro_loss_matches_hand_computation():
     assert q[0].max() < 0.99  # soft target is far from one-hot, so hard targets would be caught
 
     logits = simpro_logits()
-    loss, terms, got_mask, got_pseudo = method.loss(logits, torch.tensor(Y), torch.arange(2))
+    loss, terms, got_mask, got_pseudo = method.loss(step_views(method, logits, torch.tensor(Y), torch.arange(2)))
     assert got_mask.tolist() == [True, False]
     assert got_pseudo.tolist() == [0, 2]
     close(terms['loss_x'], loss_x)
@@ -144,7 +148,7 @@ def test_simpro_gradients_skip_weak_view_and_match_reference():
     method = simpro()
     set_priors(method)
     logits = simpro_logits()
-    loss, _, _, _ = method.loss(logits, torch.tensor(Y), torch.arange(2))
+    loss, _, _, _ = method.loss(step_views(method, logits, torch.tensor(Y), torch.arange(2)))
     loss.backward()
     grad = logits.grad
     assert grad is not None
@@ -170,11 +174,11 @@ def test_simpro_masked_out_row_contributes_nothing():
     method = simpro()
     set_priors(method)
     logits = simpro_logits()
-    _, base, _, _ = method.loss(logits, torch.tensor(Y), torch.arange(2))
+    _, base, _, _ = method.loss(step_views(method, logits, torch.tensor(Y), torch.arange(2)))
     moved = logits.detach().clone()
     moved[7] += torch.tensor([5.0, -3.0, 1.0])
     moved[9] += torch.tensor([-2.0, 4.0, 0.0])
-    _, terms, _, _ = method.loss(moved, torch.tensor(Y), torch.arange(2))
+    _, terms, _, _ = method.loss(step_views(method, moved, torch.tensor(Y), torch.arange(2)))
     close(terms['loss_u'], base['loss_u'].detach())
 
 
@@ -182,10 +186,10 @@ def test_simpro_e_step_sums():
     method = simpro()
     set_priors(method)
     q, _, _, _, _ = simpro_reference(PI_U, PI)
-    method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     close(method.prior.S, q[0])           # only the masked row, soft
     close(method.prior.L, [1, 0, 1])      # each labeled sample once, not once per view
-    method.loss(simpro_logits(), torch.tensor([1, 1]), torch.arange(2))
+    method.loss(step_views(method, simpro_logits(), torch.tensor([1, 1]), torch.arange(2)))
     close(method.prior.S, 2 * q[0])
     close(method.prior.L, [1, 2, 1])
 
@@ -209,8 +213,8 @@ def test_simpro_end_epoch_after_loss_calls_matches_formula():
     method = simpro(ema_u=0.7)
     set_priors(method)
     q, _, _, _, _ = simpro_reference(PI_U, PI)
-    method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
-    method.loss(simpro_logits(), torch.tensor([1, 1]), torch.arange(2))
+    method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
+    method.loss(step_views(method, simpro_logits(), torch.tensor([1, 1]), torch.arange(2)))
     S, L = 2 * q[0], np.array([1.0, 2.0, 1.0])
     method.end_epoch()
     close(method.prior.pi_u, 0.7 * np.array(PI_U) + 0.3 * S / (S.sum() + 1))
@@ -221,7 +225,7 @@ def test_simpro_epoch_with_no_confident_row_shrinks_pi_u_unnormalised():
     method = simpro(ema_u=0.9)
     set_priors(method)
     flat = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # q = pi_u^1.5 normalised, max 0.58 < 0.9
-    _, terms, mask, _ = method.loss(simpro_logits(flat), torch.tensor(Y), torch.arange(2))
+    _, terms, mask, _ = method.loss(step_views(method, simpro_logits(flat), torch.tensor(Y), torch.arange(2)))
     assert not mask.any()
     close(terms['loss_u'], 0.0)
     method.end_epoch()
@@ -235,14 +239,14 @@ def test_simpro_m_step_shows_in_the_next_loss():
     method = simpro()
     set_priors(method)
     _, _, _, loss_x, loss_u = simpro_reference(PI_U, PI)
-    _, terms, _, _ = method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    _, terms, _, _ = method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     close(terms['loss_x'], loss_x)
     close(terms['loss_u'], loss_u)
     method.prior.S.copy_(torch.tensor([2.0, 1.0, 1.0]))
     method.prior.L.copy_(torch.tensor([3.0, 1.0, 0.0]))
     method.end_epoch()
     _, _, _, loss_x, loss_u = simpro_reference([0.22, 0.29, 0.47], [0.5125, 0.295, 0.1925])
-    _, terms, _, _ = method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    _, terms, _, _ = method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     close(terms['loss_x'], loss_x)
     close(terms['loss_u'], loss_u)
 
@@ -285,7 +289,7 @@ def acrd_output(g_weak=G_WEAK, h_weak=H_WEAK):
 
 
 def acrd_reference():
-    """All of SPEC 7's terms by hand."""
+    """All of ACR_d's terms by hand (ACR_d/train.py)."""
     a1, a12, a2 = adjustment(P_L, TAU1), adjustment(P_L, TAU12), adjustment(P_L, TAU2)
     g_w, h_w = np.asarray(G_WEAK), np.asarray(H_WEAK)
     p1, p12, pg, ph = softmax(g_w - a1), softmax(g_w - a12), softmax(g_w), softmax(h_w)
@@ -320,11 +324,11 @@ def test_acrd_fixture_exercises_the_ors_and_the_adjusted_labels():
 
 def test_acrd_loss_matches_hand_computation():
     method = acrd()
-    assert method.labeled_views == ('weak',) and method.unlabeled_views == ('weak', 'strong', 'strong')
+    assert method.view_kinds() == (('weak',), ('weak', 'strong', 'strong'))
     assert method.two_heads is True
     ref = acrd_reference()
     g, h = acrd_output()
-    loss, terms, mask, label = method.loss((g, h), torch.tensor(Y_ACR), torch.tensor([1, 2, 4, 5]))
+    loss, terms, mask, label = method.loss(step_views(method, (g, h), torch.tensor(Y_ACR), torch.tensor([1, 2, 4, 5])))
     assert mask.tolist() == ref['mask_1'].tolist()
     assert label.tolist() == ref['label_1'].tolist()
     close(terms['loss_x_g'], ref['loss_x'])
@@ -344,7 +348,7 @@ def test_acrd_loss_matches_hand_computation():
 def test_acrd_gradients_match_reference_and_skip_weak_views():
     method = acrd()
     g, h = acrd_output()
-    loss, _, _, _ = method.loss((g, h), torch.tensor(Y_ACR), torch.tensor([1, 2, 4, 5]))
+    loss, _, _, _ = method.loss(step_views(method, (g, h), torch.tensor(Y_ACR), torch.tensor([1, 2, 4, 5])))
     loss.backward()
     assert torch.count_nonzero(g.grad[2:6]) == 0 and torch.count_nonzero(h.grad[2:6]) == 0
     ref = acrd_reference()
@@ -363,7 +367,7 @@ def test_acrd_gradients_match_reference_and_skip_weak_views():
 
 
 def test_acrd_estimate_steps_on_confident_unlabeled_rows_of_h_only():
-    """The per-step estimate (SPEC-baselines 2.1): per class, the last row predicted by h decides
+    """The per-step estimate (Gank0078/ACR train.py): per class, the last row predicted by h decides
     whether the class is present (confident and not a labeled image); g's confidence plays no part."""
     method = acrd(est_epoch=0, ema_u=0.8)
     method.end_epoch()                 # epoch 1 > est_epoch: the estimate runs
@@ -373,13 +377,13 @@ def test_acrd_estimate_steps_on_confident_unlabeled_rows_of_h_only():
            [0.0, 0.0, 6.0],   # u_index 1 -> class 2 present
            [6.0, 0.0, 0.0],   # u_index 6: labeled -> class 0 absent so far
            [0.0, 0.0, 0.0]]   # u_index 2: h flat (argmax 0), not confident; g is: class 0 stays absent
-    method.loss(acrd_output(g_1, h_1), torch.tensor(Y_ACR), torch.tensor([3, 1, 6, 2]))
+    method.loss(step_views(method, acrd_output(g_1, h_1), torch.tensor(Y_ACR), torch.tensor([3, 1, 6, 2])))
     close(method.unlabeled_prior(), [0.8 / 3, 0.8 / 3, 0.8 / 3 + 0.2], 1e-6)
     h_2 = [[0.0, 0.0, 7.0],   # u_index 4 -> class 2
            [0.0, 7.0, 0.0],   # u_index 5 -> class 1
            [7.0, 0.0, 0.0],   # u_index 7 -> class 0
            [0.0, 0.0, 7.0]]   # u_index 0: labeled, the last row of class 2 -> class 2 absent
-    method.loss(acrd_output([[0.0] * 3] * 4, h_2), torch.tensor(Y_ACR), torch.tensor([4, 5, 7, 0]))
+    method.loss(step_views(method, acrd_output([[0.0] * 3] * 4, h_2), torch.tensor(Y_ACR), torch.tensor([4, 5, 7, 0])))
     u = 0.8 * np.array([0.8 / 3, 0.8 / 3, 0.8 / 3 + 0.2]) + 0.2 * np.array([0.5, 0.5, 0])
     close(method.unlabeled_prior(), u, 1e-6)
     close(adjustment(P_L, TAU1), method.adjust_1, 1e-6)  # ACR_d: logged only
@@ -388,10 +392,9 @@ def test_acrd_estimate_steps_on_confident_unlabeled_rows_of_h_only():
 # --- 7. evaluated logits ---
 
 def test_eval_logits():
-    out = torch.randn(3, 4)
-    assert simpro().eval_logits(out) is out
     g, h = torch.randn(3, 4), torch.randn(3, 4)
-    assert acrd().eval_logits((g, h)) is h   # the balanced head
+    assert simpro().eval_logits(NetworkOutput(g)) is g
+    assert acrd().eval_logits(NetworkOutput(g, h)) is h   # the balanced head
 
 
 # --- 8. symmetric KL ---
@@ -430,7 +433,7 @@ def test_class_prior_state_dict_round_trip():
 def test_simpro_state_dict_restores_priors_and_mid_epoch_sums():
     method = simpro()
     set_priors(method)
-    method.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    method.loss(step_views(method, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     state = method.state_dict()
     assert {'prior.pi_u', 'prior.pi', 'prior.S', 'prior.L'} <= set(state)
     restored = simpro()
@@ -438,7 +441,7 @@ def test_simpro_state_dict_restores_priors_and_mid_epoch_sums():
     for name in ('pi_u', 'pi', 'S', 'L'):
         close(getattr(restored.prior, name), getattr(method.prior, name))
     _, _, _, loss_x, loss_u = simpro_reference(PI_U, PI)
-    _, terms, _, _ = restored.loss(simpro_logits(), torch.tensor(Y), torch.arange(2))
+    _, terms, _, _ = restored.loss(step_views(restored, simpro_logits(), torch.tensor(Y), torch.arange(2)))
     close(terms['loss_x'], loss_x)
     close(terms['loss_u'], loss_u)
 
@@ -449,13 +452,13 @@ def test_fixmatch_loss_matches_hand_computation():
     """Lx = CE(x_weak, y); Lu = mean(CE(u_strong, argmax softmax(u_weak)) * [max >= threshold]), no adjustment."""
     from methods import FixMatch
     method = FixMatch(SimpleNamespace(threshold=0.9), None)
-    assert method.labeled_views == ('weak',) and method.unlabeled_views == ('weak', 'strong')
+    assert method.view_kinds() == (('weak',), ('weak', 'strong'))
     x = [[2.0, 0.0, 0.0], [0.0, 1.0, 3.0]]
     u_weak = [[0.0, 5.0, 0.0], [1.0, 1.2, 0.9]]      # row 0 confident (class 1), row 1 not
     u_strong = [[1.0, 0.0, 2.0], [0.0, 4.0, 0.0]]
     logits = torch.tensor(x + u_weak + u_strong, requires_grad=True)
     y = torch.tensor([0, 2])
-    loss, terms, mask, label = method.loss(logits, y, torch.arange(2))
+    loss, terms, mask, label = method.loss(step_views(method, logits, y, torch.arange(2)))
 
     def ce(row, target):
         row = torch.tensor(row, dtype=torch.float64)
@@ -467,4 +470,4 @@ def test_fixmatch_loss_matches_hand_computation():
     assert abs(loss.item() - loss_x - loss_u) < 1e-6
     loss.backward()
     assert not logits.grad[2:4].any()          # no gradient through the pseudo labels
-    assert method.unlabeled_prior() is None and method.eval_logits(logits) is logits
+    assert method.unlabeled_prior() is None and method.eval_logits(NetworkOutput(logits)) is logits

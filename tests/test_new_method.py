@@ -12,6 +12,7 @@ from methods import METHODS
 from seventh_method.fixmatch_da import FixMatchDA
 from test_resume import Interrupted, crash_after_checkpoint, final_state
 from tools import report
+from core.command_line import get_args_parser
 
 ROW = ['--dataset', 'cifar10', '--num-max', 500, '--num-max-u', 4000, '--imb-ratio-label', 150,
        '--imb-ratio-unlabel', 150, '--flag-reverse-LT', 1]  # sh/tables.sh's cifar10 row 2
@@ -32,7 +33,7 @@ def main(*argv):
 
 def test_its_flag_is_in_its_own_help_group(registered, capsys):
     with pytest.raises(SystemExit):
-        train.get_args_parser().parse_args(['--help'])
+        get_args_parser().parse_args(['--help'])
     help_text = capsys.readouterr().out
     groups = help_text[help_text.index('\noptions:\n'):]  # (after the usage lines)
     group = groups[groups.index('\nFixMatchDA:\n'):]

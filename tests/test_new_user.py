@@ -11,6 +11,7 @@ import pytest
 import train
 from conftest import ROOT
 from test_resume import Interrupted, crash_after_checkpoint, final_state, run
+from core.command_line import get_args_parser
 
 
 def launcher(*argv, **environment):
@@ -19,7 +20,7 @@ def launcher(*argv, **environment):
 
 
 def split_of(result):
-    args = train.get_args_parser().parse_args(result.stdout.splitlines())
+    args = get_args_parser().parse_args(result.stdout.splitlines())
     return args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT
 
 

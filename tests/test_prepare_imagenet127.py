@@ -108,8 +108,10 @@ def test_manifest_records_inputs_outputs_mapping_and_command(capsys, imagenet_1k
         path = imagenet_1k / 'small_imagenet_1k_32' / entry['file']
         assert (entry['bytes'], entry['sha256']) == (path.stat().st_size, sha(path))
     for entry in manifest['outputs']:
-        assert (entry['bytes'], entry['sha256']) == ((target / entry['file']).stat().st_size, sha(target / entry['file']))
-    assert manifest['mapping'] == {'imagenet1k_to_127.tsv': sha(prep.MAPPING_FILE), 'classes.tsv': sha(prep.CLASSES_FILE)}
+        written = target / entry['file']
+        assert (entry['bytes'], entry['sha256']) == (written.stat().st_size, sha(written))
+    assert manifest['mapping'] == {'imagenet1k_to_127.tsv': sha(prep.MAPPING_FILE),
+                                   'classes.tsv': sha(prep.CLASSES_FILE)}
     assert manifest['command'].startswith('python -m dataset.prepare_imagenet127') and manifest['image_size'] == 32
     assert not list(target.glob('*.partial'))
 

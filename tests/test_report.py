@@ -18,6 +18,7 @@ from conftest import HANG_LIMIT, ROOT
 from dataset.splits import long_tail_counts, order_unlabeled
 from methods import symmetric_kl
 from tools import report
+from core.command_line import get_args_parser
 
 EVALUATIONS = 4  # per finished run, evenly spread over its steps
 
@@ -42,7 +43,7 @@ def run_args(method, setting, extra, seed, out):
     argv = [*row, '--seed', str(seed), '--out', str(out), *extra]
     if seed == 1:
         argv += ['--device', 'cpu', '--num-workers', '0']  # run-only: must not split the group
-    args = vars(train.get_args_parser().parse_args(argv))
+    args = vars(get_args_parser().parse_args(argv))
     args.update(arch='wideresnet', img_size=32, aug='cpu', channels_last=False, amp=False)
     return args
 
@@ -149,7 +150,8 @@ def test_unfinished_run_is_counted_and_not_averaged(synthetic):
     _, rows, _ = synthetic
     row = find_row(rows, 'SimPro', 'reversed', 'lr=0.17')
     assert (row['n_finished'], row['n_unfinished']) == ('2', '1')
-    # seeds 0 and 1 only (final 84 and 82; best 85 and 82; last-20 means 77.25, 74.75): the unfinished seed's 95 is left out
+    # seeds 0 and 1 only (final 84 and 82; best 85 and 82; last-20 means 77.25, 74.75): the unfinished
+    # seed's 95 is left out
     assert (row['final_top1_mean'], row['final_top1_std']) == ('83.0', str(round(math.sqrt(2), 4)))
     assert (row['best_top1_mean'], row['mean20_top1_mean'], row['paper_top1'], row['diff_vs_paper']) == \
         ('83.5', '76.0', '83.5', '-7.5')
@@ -291,7 +293,7 @@ def test_imagenet127_has_a_column_per_test_set_beside_table_3(tmp_path):
     from core.recipes import launcher, launcher_rows
     directory = tmp_path / 'runs' / 'SimPro_imagenet'
     row = launcher_rows(str(launcher('SimPro')), 'smallimagenet')[0]
-    args = vars(train.get_args_parser().parse_args([*row, '--seed', '0', '--out', str(directory)]))
+    args = vars(get_args_parser().parse_args([*row, '--seed', '0', '--out', str(directory)]))
     args.update(arch='resnet50', aug='cpu', channels_last=False, amp=False)
     directory.mkdir(parents=True)
     (directory / 'args.json').write_text(json.dumps(args))
@@ -300,7 +302,8 @@ def test_imagenet127_has_a_column_per_test_set_beside_table_3(tmp_path):
     for epoch in range(1, epochs + 1):
         balanced.append(40 + epoch / epochs * 15)
         record = {'step': epoch * args['eval_step'], 'epoch': epoch, 'top1': balanced[-1], 'top5': 90.0,
-                  'best_top1': max(balanced), 'mean20_top1': float(np.mean(balanced[-20:])), 'per_class_acc': [50.0] * 127,
+                  'best_top1': max(balanced), 'mean20_top1': float(np.mean(balanced[-20:])),
+                  'per_class_acc': [50.0] * 127,
                   'pi_u': None, 'kl_pi_u': None, 'loss': 1.0, 'mask_ratio': 0.5}
         if epoch % 10 == 0 or epoch > epochs - 20:
             every.append(45 + epoch / epochs * 15)

@@ -12,10 +12,11 @@ from tools import fake_data, report
 from core.recipes import off_recipe, recipe
 from core.run_folder import default_out_dir as out_dir
 from dataset.data import DATASETS
+from core.command_line import get_args_parser
 
 
 def parse(*argv):
-    args = train.get_args_parser().parse_args(list(map(str, argv)))
+    args = get_args_parser().parse_args(list(map(str, argv)))
     args.arch = args.arch or DATASETS[args.dataset].arch
     args.img_size = args.img_size or 32
     return args
@@ -23,18 +24,18 @@ def parse(*argv):
 
 def default_out_dir(args):
     """The folder train.py gives a run without --out."""
-    expected = recipe(vars(args), train.get_args_parser())
+    expected = recipe(vars(args), get_args_parser())
     return out_dir(args, on_recipe=expected is not None and off_recipe(vars(args), expected) == [])
 
 
 def test_defaults_are_the_original_parsers():
-    args = train.get_args_parser().parse_args([])
+    args = get_args_parser().parse_args([])
     assert (args.tau, args.ema_u) == (1.0, 0.9)                   # SimPro/train.py's parser
     assert (args.lr, args.total_steps, args.mu, args.batch_size, args.threshold) == (0.03, 250000, 1, 64, 0.95)
 
 
 def test_help_says_the_recipes_are_the_launchers_and_shows_useful_defaults_only():
-    text = train.get_args_parser().format_help()
+    text = get_args_parser().format_help()
     assert "The paper's recipes are the launchers: bash sh/SimPro.sh <dataset> <row>" in ' '.join(text.split())
     assert '(default: None)' not in text and '(default: False)' not in text
     assert '(default: 0.03)' in text                              # --lr

@@ -11,18 +11,22 @@ import train
 from dataset.data import build_data
 from test_resume import BASE, final_state, run
 from core.meter import EpochMeter
+from core.command_line import get_args_parser
+from core.device import resolve_speed_options
+from core.training import build_training
+from dataset.batches import LoaderBatches
 
 
 def one_step_loss(data_root, **options):
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(data_root), '--aug', 'gpu'])
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(data_root), '--aug', 'gpu'])
     data = build_data(args)
     args.arch = 'wideresnet'
     device = torch.device('cpu')
-    train.resolve_speed_options(args, device)
+    resolve_speed_options(args, device)
     for key, value in options.items():
         setattr(args, key, value)
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    run = build_training(args, data, device, train.learn)
+    batches, _ = train.method_batches(args, data, run.method, 0, device)
     (loss, terms, _, _), _ = train.train_step(run, batches, device, args)
     return loss.item(), {k: v.item() for k, v in terms.items()}
 
@@ -64,15 +68,15 @@ def test_device_augmentation_run_resumes_exactly(small_cifar10_root, tmp_path, m
 def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
     """The device path hands out the same samples in the same order as the PIL path, with views
     that are normalised uint8 images of the right rows."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root)])
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root)])
     data = build_data(args)
     device = torch.device('cpu')
     from methods import SimPro
     method = SimPro(args, data)
     args.aug = 'gpu'
-    gpu_batches, gpu_test = train.make_batches(args, data, method, 3, device)
+    gpu_batches, gpu_test = train.method_batches(args, data, method, 3, device)
     args.aug = 'cpu'
-    cpu_batches, cpu_test = train.make_batches(args, data, method, 3, device)
+    cpu_batches, cpu_test = train.method_batches(args, data, method, 3, device)
     (gpu_views, gpu_y, gpu_i), _ = next(gpu_batches)
     (cpu_views, cpu_y, cpu_i), _ = next(cpu_batches)
     assert torch.equal(gpu_i.cpu(), cpu_i) and torch.equal(gpu_y.cpu(), cpu_y) and len(gpu_views) == 2
@@ -102,18 +106,18 @@ def test_device_steps_never_read_device_values_back(small_cifar10_root, version)
 def meta_training(root, version, *extra):
     """A run of test_resume.BASE with --aug gpu on the meta device, and steps(step): one whole step
     (batch, train_step, the epoch meter), returning (loss, labeled batch)."""
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(root), '--version', version,
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(root), '--version', version,
                                                '--aug', 'gpu', *extra])
     data = build_data(args)
     args.arch = 'wideresnet'
     device = torch.device('meta')
-    run = train.build_training(args, data, device)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    run = build_training(args, data, device, train.learn)
+    batches, _ = train.method_batches(args, data, run.method, 0, device)
     meter = EpochMeter(device)
 
     def steps(step):
         labeled_batch, unlabeled_batch = next(batches)
-        result, unlabeled_labels = train.train_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]),
+        result, unlabeled_labels = train.train_step(run, LoaderBatches([labeled_batch], [unlabeled_batch]),
                                                     device, args)
         meter.add(step, *result, unlabeled_labels)
         return result.loss, labeled_batch
@@ -129,12 +133,12 @@ def test_aug_default_keeps_the_images_on_the_gpu_only_when_they_fit(monkeypatch)
     for given, image_bytes, expected in ((None, 150 << 20, 'gpu'), (None, 10 << 30, 'gpu'),
                                          (None, (10 << 30) + 1, 'cpu'), ('gpu', 16 << 30, 'gpu'),
                                          ('cpu', 1, 'cpu')):
-        args = train.get_args_parser().parse_args([] if given is None else ['--aug', given])
-        train.resolve_speed_options(args, cuda, image_bytes)
+        args = get_args_parser().parse_args([] if given is None else ['--aug', given])
+        resolve_speed_options(args, cuda, image_bytes)
         assert (args.aug, args.channels_last) == (expected, True), (given, image_bytes)
     assert torch.backends.cudnn.benchmark
-    args = train.get_args_parser().parse_args(['--amp'])
-    train.resolve_speed_options(args, torch.device('cpu'), 1)
+    args = get_args_parser().parse_args(['--amp'])
+    resolve_speed_options(args, torch.device('cpu'), 1)
     assert (args.aug, args.channels_last, args.amp, torch.backends.cudnn.benchmark) == ('cpu', False, False, False)
 
 

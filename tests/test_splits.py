@@ -10,7 +10,8 @@ from utils.errors import UserError
 
 
 def reference_counts(n1, num_classes, gamma):
-    """SPEC section 2, written independently: N1 * mu**i truncated, last class int(N1/gamma)."""
+    """The split of LeapLabTHU/SimPro SimPro/dataset/cifar.py, written independently: N1 * mu**i
+    truncated, last class int(N1/gamma)."""
     mu = (1 / gamma) ** (1 / (num_classes - 1))
     return [int(n1 * mu ** i) for i in range(num_classes - 1)] + [int(n1 / gamma)]
 
@@ -43,7 +44,7 @@ def test_orderings():
     counts = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
     assert order_unlabeled(counts, 0) == counts
     assert order_unlabeled(counts, 1) == counts[::-1]
-    # SPEC: middle uses indices 8 6 4 2 0 1 3 5 7 9, head-tail 1 3 5 7 9 8 6 4 2 0
+    # the original: middle uses indices 8 6 4 2 0 1 3 5 7 9, head-tail 1 3 5 7 9 8 6 4 2 0
     assert order_unlabeled(counts, 3) == [20, 40, 60, 80, 100, 90, 70, 50, 30, 10]
     assert order_unlabeled(counts, 4) == [90, 70, 50, 30, 10, 20, 40, 60, 80, 100]
     shuffled = order_unlabeled(counts, 2)

@@ -12,11 +12,12 @@ from torch.utils._pytree import tree_leaves
 
 import methods
 import train
-from core.training import ModelEMA, learning_rate_on_device
+from core.training import ModelEMA, build_training, learning_rate_on_device
 from dataset.data import build_data
 from models import build_model
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
 from tools import bench
+from core.command_line import get_args_parser
 
 # SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2) measured when these bounds were set: augmentation
 # 211 kernels + 129 views, training step 273 kernels + 148 views + 23 allocations (from 396 + 148 and
@@ -57,7 +58,7 @@ def test_multi_tensor_optimizers_give_the_per_parameter_numbers():
     for bit those of the per-parameter loop PyTorch takes there by default."""
     torch.manual_seed(0)
     model = build_model('wideresnet', 10, depth=10, widen_factor=1)
-    args = train.get_args_parser().parse_args(['--lr', '0.1'])
+    args = get_args_parser().parse_args(['--lr', '0.1'])
     assert methods.Method.make_optimizer(None, model, args).defaults['foreach'] is True
     assert methods.base.adam(model, 0.01).defaults['foreach'] is True
     x = torch.randn(8, 3, 32, 32)
@@ -122,13 +123,13 @@ def test_every_step_runs_the_same_operations_on_the_same_shapes(small_cifar10_ro
     first step (which makes the optimizer's state) every step is the same sequence of operations on
     the same shapes, whatever was drawn, so it can be captured once as a CUDA graph (on the meta
     device, where a read of a device value on the host would fail)."""
-    args = train.get_args_parser().parse_args(own_flags([*map(str, BASE), '--data-dir', str(small_cifar10_root),
+    args = get_args_parser().parse_args(own_flags([*map(str, BASE), '--data-dir', str(small_cifar10_root),
                                                          '--version', version, '--aug', 'gpu', '--est-epoch', '0']))
     data = build_data(args, methods.METHODS[version].labeled_in_pool)
     args.arch, device = 'wideresnet', torch.device('meta')
-    run = train.build_training(args, data, device)
+    run = build_training(args, data, device, train.learn)
     args.compile = True  # (batches are plans; the step runs eagerly here)
-    batches, _ = train.make_batches(args, data, run.method, 0, device)
+    batches, _ = train.method_batches(args, data, run.method, 0, device)
     assert batches.planned
     traces = []
     for _ in range(4):
@@ -139,12 +140,12 @@ def test_every_step_runs_the_same_operations_on_the_same_shapes(small_cifar10_ro
 
 
 def test_planned_batches_give_the_views_of_the_eager_ones(small_cifar10_root):
-    args = train.get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root), '--aug', 'gpu'])
+    args = get_args_parser().parse_args([*map(str, BASE), '--data-dir', str(small_cifar10_root), '--aug', 'gpu'])
     data = build_data(args)
     method = methods.SimPro(args, data)
-    eager = train.make_batches(args, data, method, 5, torch.device('cpu'))[0]
+    eager = train.method_batches(args, data, method, 5, torch.device('cpu'))[0]
     args.compile = True
-    planned = train.make_batches(args, data, method, 5, torch.device('cpu'))[0]
+    planned = train.method_batches(args, data, method, 5, torch.device('cpu'))[0]
     for _ in range(2):
         plan = next(planned)
         assert plan.dim() == 1 and plan.dtype == torch.int64
@@ -165,12 +166,12 @@ def test_the_compiled_step_equals_the_eager_one(small_cifar10_root, version):
                                        '--pretrain-steps', '1'] if version == 'DASO' else [])
     runs = []
     for compiled in (False, True):
-        args = train.get_args_parser().parse_args(own_flags([*map(str, BASE), '--data-dir', str(small_cifar10_root),
+        args = get_args_parser().parse_args(own_flags([*map(str, BASE), '--data-dir', str(small_cifar10_root),
                                                              '--aug', 'gpu', *extra] + (['--compile'] * compiled)))
         data = build_data(args)
         args.arch, device = 'wideresnet', torch.device('cpu')
-        run = train.build_training(args, data, device)
-        batches, _ = train.make_batches(args, data, run.method, 0, device)
+        run = build_training(args, data, device, train.learn)
+        batches, _ = train.method_batches(args, data, run.method, 0, device)
         assert batches.planned == compiled
         results = [train.train_step(run, batches, device, args)[0] for _ in range(3)]
         runs.append((run, results))
@@ -195,7 +196,7 @@ def test_compiled_views_equal_the_eager_ones_bit_for_bit():
     data = bench.random_split(labeled=256, unlabeled=512, test=10)
     args = bench.recipe_args(torch.device('cpu'), 'gpu', False, 0)
     args.batch_size, args.mu, args.compile = 16, 4, True
-    batches = train.make_batches(args, data, methods.SimPro(args, data), 0, torch.device('cpu'))[0]
+    batches = train.method_batches(args, data, methods.SimPro(args, data), 0, torch.device('cpu'))[0]
     compiled = torch.compile(batches.views)
     for _ in range(2):
         plan = next(batches)

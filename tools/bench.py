@@ -41,6 +41,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import train
+from core.command_line import get_args_parser
+from core.device import resolve_speed_options
+from core.training import build_training
+from dataset.batches import LoaderBatches, make_batches
 from utils.cli import OneLineParser
 from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
 from methods import METHODS
@@ -64,12 +68,12 @@ def random_split(labeled=1162, unlabeled=9321, test=1000, seed=0) -> SemiSupervi
 
 
 def recipe_args(device, aug, amp, workers):
-    args = train.get_args_parser().parse_args(
+    args = get_args_parser().parse_args(
         ['--lr', '0.17', '--total-steps', str(FULL_RUN_STEPS), '--batch-size', str(BATCH), '--mu', str(MU),
          '--tau', '2.0', '--threshold', '0.95', '--ema-u', '0.9', '--aug', aug, '--num-workers', str(workers),
          '--device', str(device)] + (['--amp'] if amp else []))
     args.arch, args.img_size = 'wideresnet', 32
-    train.resolve_speed_options(args, device)  # (no image bytes: --aug is always given here)
+    resolve_speed_options(args, device)  # (no image bytes: --aug is always given here)
     return args
 
 
@@ -85,9 +89,9 @@ def pil_images_per_s(data, steps) -> float:
 
 
 def tensor_images_per_s(data, device, steps) -> float:
-    """The batched views of the --aug gpu path (train.make_batches), on `device`."""
+    """The batched views of the --aug gpu path (dataset.batches.make_batches), on `device`."""
     args = recipe_args(device, 'gpu', False, 0)
-    batches, _ = train.make_batches(args, data, METHODS['SimPro'](args, data), 0, device)
+    batches, _ = make_batches(args, data, METHODS['SimPro'](args, data).view_kinds(), 0, device)
     next(batches)  # warm-up
     synchronize(device)
     start = time.perf_counter()
@@ -101,8 +105,8 @@ def recipe_run(data, device, aug, amp, workers=0, **options):
     """(args, training state, batches) of the recipe on `device`, with `options` set in args."""
     args = recipe_args(device, aug, amp, workers)
     vars(args).update(options)
-    run = train.build_training(args, data, device)
-    return args, run, train.make_batches(args, data, run.method, 0, device)[0]
+    run = build_training(args, data, device, train.learn)
+    return args, run, train.method_batches(args, data, run.method, 0, device)[0]
 
 
 def steps_per_s(data, device, aug, amp, steps, workers, compile=False) -> float:
@@ -147,7 +151,7 @@ def device_ops_per_step(data, version='SimPro') -> dict:
         with DeviceOps() as augmentation:
             labeled_batch, unlabeled_batch = next(batches)
         with DeviceOps() as step:
-            train.train_step(run, train.LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
+            train.train_step(run, LoaderBatches([labeled_batch], [unlabeled_batch]), device, args)
     parts = {'augmentation': dict(augmentation.counts), 'train_step': dict(step.counts)}
     return {**parts, 'total': sum(sum(part.values()) for part in parts.values()),
             'kernels': sum(part['kernels'] for part in parts.values())}
@@ -158,7 +162,7 @@ def views_equal_across_devices(data, device) -> bool:
     batches = []
     for where in (device, torch.device('cpu')):
         args = recipe_args(where, 'gpu', False, 0)
-        batches.append(next(train.make_batches(args, data, METHODS['SimPro'](args, data), 7, where)[0]))
+        batches.append(next(make_batches(args, data, METHODS['SimPro'](args, data).view_kinds(), 7, where)[0]))
     return all(torch.equal(a.cpu(), b) for side_a, side_b in zip(*batches)
                for views_a, views_b in zip(side_a[0], side_b[0]) for a, b in zip(views_a, views_b))
 

@@ -62,10 +62,10 @@ def steps_done(output: Path) -> int:
 
 def launcher_steps(method: str, setting: str) -> int:
     """--total-steps of the method's launcher on the digits row of `setting` (its recipe's)."""
-    import train
+    from core.command_line import get_args_parser as train_parser
     from core.recipes import launcher, launcher_rows
     argv = launcher_rows(str(launcher(method)), 'digits')[ROWS[setting]]
-    return train.get_args_parser().parse_args(list(argv)).total_steps
+    return train_parser().parse_args(list(argv)).total_steps
 
 
 def run_all(jobs, out: Path, parallel: int) -> None:

@@ -28,7 +28,8 @@ PAPER_TOP1 = {
         ('stl10', 10): (72.4, 0.71), ('stl10', 20): (64.0, 2.27),
         ('smallimagenet', 32): (38.7, None), ('smallimagenet', 64): (46.7, None),
         ('smallimagenet', 32, 'imbalanced_test'): (29.7, None), ('smallimagenet', 64, 'imbalanced_test'): (42.3, None)},
-    'DARP': {('smallimagenet', 32, 'imbalanced_test'): (30.5, None), ('smallimagenet', 64, 'imbalanced_test'): (42.5, None)},
+    'DARP': {('smallimagenet', 32, 'imbalanced_test'): (30.5, None),
+             ('smallimagenet', 64, 'imbalanced_test'): (42.5, None)},
     'CReST+': {
         ('smallimagenet', 32, 'imbalanced_test'): (32.5, None), ('smallimagenet', 64, 'imbalanced_test'): (44.7, None),
         **_cifar('cifar10', 150, consistent=(67.5, 0.45), uniform=(74.9, 0.80), reversed=(62.0, 1.18),
@@ -46,7 +47,8 @@ PAPER_TOP1 = {
         **_cifar('cifar100', 20, consistent=(43.0, 0.15), uniform=(49.4, 0.93), reversed=(44.1, 0.25),
                  middle=(43.1, 1.20), head_tail=(43.8, 0.43)),
         ('stl10', 10): (78.4, 0.80), ('stl10', 20): (75.3, 0.44)},
-    'CoSSL': {('smallimagenet', 32, 'imbalanced_test'): (43.7, None), ('smallimagenet', 64, 'imbalanced_test'): (53.9, None)},
+    'CoSSL': {('smallimagenet', 32, 'imbalanced_test'): (43.7, None),
+              ('smallimagenet', 64, 'imbalanced_test'): (53.9, None)},
     'ACR_d': {
         **_cifar('cifar10', 150, consistent=(70.9, 0.37), uniform=(91.9, 0.02), reversed=(83.2, 0.39),
                  middle=(73.8, 0.83), head_tail=(77.6, 0.20)),

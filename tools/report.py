@@ -56,7 +56,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import methods  # noqa: E402
-import train  # noqa: E402
+from core.command_line import get_args_parser as train_parser  # noqa: E402
 from core.recipes import off_recipe, recipe  # noqa: E402
 from core.settings import learned_settings  # noqa: E402
 from dataset.data import DATASETS  # noqa: E402
@@ -104,7 +104,7 @@ def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
     key = paper_key(args.get('dataset'), setting)
     if key is None or key not in PAPER_TOP1.get(method, {}):
         return None
-    expected = recipe({**args, 'version': method}, train.get_args_parser())
+    expected = recipe({**args, 'version': method}, train_parser())
     return PAPER_TOP1[method][key] if expected is not None and expected.row is not None else None
 
 
@@ -348,7 +348,7 @@ def summarize(group: Group, setting: Optional[Setting] = None) -> dict:
     # the paper's number only beside a run of the paper's recipe; its tables report the mean of
     # the last 20 evaluations (the original's summary), so that is what is compared
     paper = paper_top1(group.args, group.method, setting)
-    row['paper_recipe'] = off_recipe(group.args, recipe(group.args, train.get_args_parser())) == [] if paper else None
+    row['paper_recipe'] = off_recipe(group.args, recipe(group.args, train_parser())) == [] if paper else None
     row['paper_top1'], row['paper_top1_std'] = paper if paper and row['paper_recipe'] else (None, None)
     row['diff_vs_paper'] = (row['mean20_top1_mean'] - row['paper_top1']
                             if row['paper_top1'] is not None and row['mean20_top1_mean'] is not None else None)

@@ -39,7 +39,7 @@ from typing import NamedTuple, Optional
 import torch
 from tqdm import tqdm
 
-import train
+from core.command_line import get_args_parser as train_parser
 from core.recipes import ROOT, launcher, launcher_rows, off_recipe, recipe
 from core.run_folder import default_out_dir
 from core.run_lock import RunLock
@@ -83,7 +83,7 @@ def parse_rows(tokens) -> list:
 def expand(methods, dataset: str, rows, seeds, extra=(), out_root: Optional[Path] = None) -> list:
     """Every (method, row, seed) as a Run: its launcher's command and its folder (train.py's default
     folder for those arguments, under `out_root` instead of result/ when given)."""
-    parser, runs = train.get_args_parser(), []
+    parser, runs = train_parser(), []
     for method in methods:
         if method not in METHODS:
             raise UserError(f'--methods {method} is not a method; choose from {", ".join(METHODS)}')
@@ -376,7 +376,8 @@ def main(argv=None) -> int:
             failed = run_local(todo, args.per_gpu, gpus)
         elif todo:
             jobs = submit_slurm(todo, args)
-            print(f'submitted {len(jobs)} jobs: ' + ', '.join(f'{job.job_id} ({run.name})' for job, run in zip(jobs, todo)))
+            names = ', '.join(f'{job.job_id} ({run.name})' for job, run in zip(jobs, todo))
+            print(f'submitted {len(jobs)} jobs: {names}')
             if not args.wait:
                 print('run the same command again when they end: it skips the finished runs and writes the report')
                 return 0
@@ -391,7 +392,8 @@ def main(argv=None) -> int:
             report(runs, args.report)
         if failed:
             logs = {r: r.log if args.executor == 'local' else slurm_folder(r) for r in failed}
-            print(f'{len(failed)} of {len(todo)} runs failed: ' + '; '.join(f'{r.name} (see {logs[r]})' for r in failed),
+            print(f'{len(failed)} of {len(todo)} runs failed: '
+                  + '; '.join(f'{r.name} (see {logs[r]})' for r in failed),
                   file=sys.stderr)
         return min(len(failed), 100)
     except UserError as e:
