@@ -18,7 +18,6 @@ import PIL.ImageDraw
 import PIL.ImageEnhance
 import PIL.ImageFilter
 import PIL.ImageOps
-from torchvision import transforms
 
 # Cutout side in pixels: the original hard-codes int(32 * 0.5), also at 64x64.
 CUTOUT = int(32 * 0.5)
@@ -160,8 +159,16 @@ class RandAugmentMC:
         return f'{type(self).__name__}(n={self.n}, m={self.m})'
 
 
+def torchvision_transforms():
+    """torchvision.transforms, imported when a view is first made: importing torchvision also
+    imports its model zoo and the compiler, seconds that a mistyped flag should not wait for."""
+    from torchvision import transforms
+    return transforms
+
+
 def weak(image_size, flip=True):
     """Random horizontal flip (unless flip=False), then reflect-padded random crop."""
+    transforms = torchvision_transforms()
     crop = transforms.RandomCrop(size=image_size, padding=int(image_size * 0.125),
                                  padding_mode='reflect')
     return transforms.Compose(([transforms.RandomHorizontalFlip()] if flip else []) + [crop])
@@ -170,12 +177,14 @@ def weak(image_size, flip=True):
 def crop_flip(image_size):
     """The original ACR_d's labeled view on the ImageNet variants: a random crop with zero padding
     of int(S / 8) (a black border), then a random horizontal flip."""
+    transforms = torchvision_transforms()
     return transforms.Compose([transforms.RandomCrop(image_size, padding=int(image_size / 8)),
                                transforms.RandomHorizontalFlip()])
 
 
 def strong(image_size, flip=True, cutout=CUTOUT):
     """The weak transform followed by RandAugmentMC(2, 10) with a `cutout`-pixel square."""
+    transforms = torchvision_transforms()
     return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10, cutout=cutout)])
 
 
@@ -193,6 +202,7 @@ def contrastive(image_size):
     """CCL's labeled contrastive view (SimCLR's): a random resized crop of 20-100% of the area, a
     flip, colour jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8, grey with probability 0.2 and a
     Gaussian blur with probability 0.5 (zhouzihao11/CCL dataset/cifar.py: Transform_Con_Labeled)."""
+    transforms = torchvision_transforms()
     return transforms.Compose([transforms.RandomResizedCrop(size=image_size, scale=(0.2, 1.0)),
                                transforms.RandomHorizontalFlip(),
                                transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
@@ -202,6 +212,7 @@ def contrastive(image_size):
 
 def test_transform(mean, std):
     """Evaluation transform: ToTensor then Normalize, no augmentation."""
+    transforms = torchvision_transforms()
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 

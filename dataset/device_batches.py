@@ -176,14 +176,7 @@ class DeviceBatches:
         """The batch of a host plan that is on the device: a fixed sequence of operations on tensors
         of fixed shapes (the contrastive views aside)."""
         part = self.layout.unpack(plan)
-        channel = _table('channel', lambda: torch.arange(3).view(1, 3, 1, 1), torch.int64, plan.device)
-        index = (part['base'] + channel + part['rows']) + part['cols']
-        images = self.images.view(-1).take(index)              # every flipped and cropped view, (N, 3, H, W)
-        if self.zero_pad:
-            images = torch.where((part['rows_inside'] & part['cols_inside']) != 0, images, 0)
-        tail = len(images) - len(part['randaugment'])
-        if len(part['randaugment']):
-            self.randaugment.run(images[tail:], part['randaugment'], out=images[tail:])
+        images = render(self.images, part, self.randaugment, self.zero_pad)
         if contrastive_draws is not None:
             contrastive_images = contrastive.apply(channels_first(self.images[part['contrastive_rows']]),
                                                    contrastive_draws)
@@ -205,6 +198,49 @@ class DeviceBatches:
         plan, contrastive_draws = self.host_plan()
         plan = send(plan, self.images)
         return plan if self.planned else self.make_views(plan, contrastive_draws)
+
+
+def render(images: torch.Tensor, part: dict, randaugment: RandAugmentMC, zero_pad: bool = False) -> torch.Tensor:
+    """The flipped and cropped views of a plan's parts (`part`: Layout.unpack'd, on the device of
+    `images`, the (N, H, W, 3) uint8 split), gathered in one take, the strong ones (the last
+    len(part['randaugment'])) then RandAugmentMC'd in place: uint8 (views, 3, H, W)."""
+    channel = _table('channel', lambda: torch.arange(3).view(1, 3, 1, 1), torch.int64, images.device)
+    index = (part['base'] + channel + part['rows']) + part['cols']
+    views = images.view(-1).take(index)
+    if zero_pad:
+        views = torch.where((part['rows_inside'] & part['cols_inside']) != 0, views, 0)
+    tail = len(views) - len(part['randaugment'])
+    if len(part['randaugment']):
+        randaugment.run(views[tail:], part['randaugment'], out=views[tail:])
+    return views
+
+
+class RowViews:
+    """One view ('weak' or 'strong') of any rows of a split, its draws from a generator the caller
+    holds, made by the same plan and device pass as a training batch's (render): for a method that
+    draws images of its own (CoSSL's TFE batches). The rows' images go to the device with the plan."""
+
+    def __init__(self, images, mean, std, flip: bool, cutout: int):
+        self.images, self.mean, self.std, self.flip = images, mean, std, flip
+        self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
+
+    def __call__(self, rows, kind: str, generator: torch.Generator, device) -> torch.Tensor:
+        """The normalised views (len(rows), 3, H, W) on `device`, drawn as DeviceBatches.draw draws a
+        view: the flip and crop, then RandAugmentMC's draws for a strong one."""
+        if kind not in ('weak', 'strong'):
+            raise ValueError(f'RowViews makes weak or strong views, not {kind!r}')
+        n, (h, w) = len(rows), self.images.shape[1:3]
+        flips, top, left = draw_weak(n, h, generator, self.flip)
+        randaugment = self.randaugment.plan(self.randaugment.draw(n, generator), h, w) if kind == 'strong' \
+            else _cat([])
+        source_rows, source_cols = crop_source(flips, top, left, crop_padding(h), h, w)
+        layout = Layout({'base': (n, 1, 1, 1), 'rows': (n, 1, h, 1), 'cols': (n, 1, 1, w),
+                         'randaugment': tuple(randaugment.shape)})
+        plan = layout.pack({'base': torch.arange(n) * (h * w * 3), 'rows': source_rows * (w * 3),
+                            'cols': source_cols * 3, 'randaugment': randaugment})
+        images = torch.as_tensor(self.images[rows])
+        images, plan = send(images, torch.empty(0, device=device)), send(plan, torch.empty(0, device=device))
+        return tensor_augment.normalize(render(images, layout.unpack(plan), self.randaugment), self.mean, self.std)
 
 
 class EvalBatches:

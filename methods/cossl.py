@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset import tensor_augment
-from dataset.tensor_augment import RandAugmentMC, crop_padding, draw_weak, flip_crop, send
-from dataset.device_batches import channels_first
+from dataset.device_batches import RowViews
+from dataset.tensor_augment import send
 from methods.base import ADAM_WEIGHT_DECAY, OPTIMIZER, THRESHOLD, Batch, Flag, Method, StepResult, adam, finite
 from models import NetworkOutput
 from utils import distributed
+from utils.compiler import eager
 from utils.errors import UserError
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the official code uses
@@ -123,7 +123,11 @@ def linear_cross_entropy(features, labels, weight, bias):
 
 class LinearClassifier(nn.Module):
     """The decoupled classifier: a linear layer (weight, bias), its Adam moments (weight decay on
-    the weight only, as the official param groups) and its weight EMA, all buffers."""
+    the weight only, as the official param groups) and its weight EMA, all buffers.
+
+    Its Adam step is written out rather than torch.optim.Adam's: since PyTorch 2.1 (pytorch/pytorch
+    pull request 104796) that moves the first moment by a lerp, which rounds otherwise than the
+    multiply-add of the PyTorch 1.x Adam the official code ran, which this step reproduces."""
 
     def __init__(self, num_features: int, num_classes: int):
         super().__init__()
@@ -226,8 +230,7 @@ class CoSSL(Method):
         self.labeled_rows, counts = np.asarray(data.labeled_idx)[order], np.bincount(labels, minlength=data.num_classes)
         self.class_counts, self.class_starts = torch.as_tensor(counts), torch.as_tensor(np.cumsum(counts) - counts)
         self.whole_rows = np.concatenate([data.labeled_idx, data.unlabeled_idx])  # TFE's u: the whole training set
-        self.images, self.mean, self.std, self.flip = data.images, data.mean, data.std, data.flip
-        self.randaugment = RandAugmentMC(n=2, m=10, cutout=data.cutout)
+        self.row_views = RowViews(data.images, data.mean, data.std, data.flip, data.cutout)  # (the loop's views)
         self.register_buffer('mix_probability', tfe_probability(data.labeled_per_class))
         self.register_buffer('colearning_started', torch.zeros((), dtype=torch.bool))
         self.colearning = False  # the same on the host
@@ -257,12 +260,8 @@ class CoSSL(Method):
 
     def views(self, rows: np.ndarray, generator: torch.Generator, device, strong=None) -> torch.Tensor:
         """A view (default: --tfe-view) of the training images `rows`, normalised, on `device`."""
-        images = channels_first(send(torch.from_numpy(self.images[rows]), torch.empty(0, device=device)))
-        flips, top, left = draw_weak(len(rows), images.shape[2], generator, self.flip)
-        images = flip_crop(images, *(send(t, images) for t in (flips, top, left)), crop_padding(images.shape[2]))
-        if self.strong_view if strong is None else strong:
-            images = self.randaugment.apply(images, self.randaugment.draw(len(rows), generator))
-        return tensor_augment.normalize(images, self.mean, self.std)
+        strong = self.strong_view if strong is None else strong
+        return self.row_views(rows, 'strong' if strong else 'weak', generator, device)
 
     def draw_tfe_batch(self, generator: torch.Generator, size: int):
         """A TFE batch's draws: `size` class-balanced labeled rows (a class uniformly, then one of its
@@ -337,7 +336,7 @@ class CoSSL(Method):
                 f'{"a TFE set made once" if self.offline_warmup else "TFE batches"}; pseudo labels from it, '
                 f'the EMA classifier evaluated')
 
-    @torch.compiler.disable  # (--compile: its host draws and NumPy run as they are, outside the compiled step)
+    @eager  # (--compile: its host draws and NumPy run as they are, outside the compiled step)
     @torch.no_grad()
     def before_forward(self, images: Batch, ema_network: nn.Module) -> None:
         """In co-learning: the pseudo labels of the weak unlabeled view from the classifier on the EMA

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from methods.base import OPTIMIZER, THRESHOLD, Batch, Flag, StepResult, finite
 from methods.fixmatch import FixMatch
 from utils import distributed
+from utils.compiler import eager
 from utils.errors import UserError
 
 EPS = 1e-6             # the official code's smoothing (entropy, rescaling, removal weights)
@@ -90,7 +91,7 @@ def secant(g, x0: torch.Tensor, tol: float, steps: int = SECANT_STEPS) -> torch.
     return root
 
 
-@torch.compiler.disable  # (--compile leaves it eager: its loops would be unrolled into one huge graph)
+@eager  # (--compile leaves it eager: its loops would be unrolled into one huge graph)
 def refine(predictions: torch.Tensor, target: torch.Tensor, iters: int, tol: float) -> torch.Tensor:
     """DARP's solver (opt_solver) on the rows A of `predictions` (after removal) and column sums c =
     `target`, in float64: with A_e = A / e and w_n = 1 / entropy(A_n), alternate
