@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from core import checkpoint
+
 import test_launchers
 import train
 from conftest import HANG_LIMIT, ROOT
@@ -148,7 +150,7 @@ def test_colearning_pseudo_labels_come_from_the_classifier_on_the_ema_features()
 
 def saved_states(monkeypatch):
     """Every checkpoint.pt a run writes, by step (deep copies)."""
-    saved, save = {}, train.save_checkpoint
+    saved, save = {}, checkpoint.save_checkpoint
 
     def keep(state, path, **kwargs):
         save(state, path, **kwargs)

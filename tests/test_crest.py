@@ -23,6 +23,7 @@ import test_speed
 from test_launchers import ROWS, launch, launched_args
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags
 from core.command_line import get_args_parser
+from core.stopping import StopSignal
 from core.training import new_model
 from dataset.batches import LoaderBatches
 
@@ -215,7 +216,7 @@ def test_resume_across_a_generation_boundary_is_exact(small_cifar10_root, tmp_pa
         with pytest.raises(Interrupted):
             tiny_run(small_cifar10_root, tmp_path / 'split', *extra)
     else:
-        monkeypatch.setattr(train.StopSignal, 'requested', lambda self, step, device: step == 5)
+        monkeypatch.setattr(StopSignal, 'requested', lambda self, step, device: step == 5)
         assert tiny_run(small_cifar10_root, tmp_path / 'split', *extra) == 0
         assert torch.load(tmp_path / 'split' / 'checkpoint.pt', weights_only=False)['method']['generation'] == 1
     monkeypatch.undo()

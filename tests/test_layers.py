@@ -50,3 +50,30 @@ def test_the_check_sees_every_kind_of_import():
 def test_every_package_of_the_project_has_a_layer():
     packages = {p.name for p in ROOT.iterdir() if (p / '__init__.py').is_file()}
     assert packages == set(LAYERS) - {'train'}
+
+
+def train_attributes(source: str) -> list:
+    """'line: name' of every `train.<name>` read and `from train import <name>` in `source`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == 'train':
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.ImportFrom) and node.module == 'train':
+            found.extend((node.lineno, alias.name) for alias in node.names)
+    return [f'{line}: {name}' for line, name in sorted(found)]
+
+
+def test_tools_and_tests_take_from_train_only_what_train_defines():
+    """train.py is the command line and the loop: a piece it imports from a layer below (the parser,
+    the batches, Training) is imported from that layer, never through train."""
+    tree = ast.parse((ROOT / 'train.py').read_text())
+    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert {'main', 'train', 'learn', 'train_step'} <= defined
+    for path in sorted([*(ROOT / 'tools').rglob('*.py'), *(ROOT / 'tests').rglob('*.py')]):
+        used = train_attributes(path.read_text())
+        assert [u for u in used if u.split(': ')[1] not in defined] == [], path.relative_to(ROOT)
+
+
+def test_the_train_check_sees_reads_and_imports():
+    source = 'import train\ntrain.main([])\nx = train.get_args_parser\nfrom train import make_batches\n'
+    assert train_attributes(source) == ['2: main', '3: get_args_parser', '4: make_batches']

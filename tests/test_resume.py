@@ -4,6 +4,8 @@ import json
 import pytest
 import torch
 
+from core import checkpoint
+
 import methods
 import train
 
@@ -36,7 +38,7 @@ class Interrupted(Exception):
 def crash_after_checkpoint(monkeypatch, step):
     """Until monkeypatch.undo(): the process dies (Interrupted) right after writing the
     checkpoint.pt of `step`."""
-    save = train.save_checkpoint
+    save = checkpoint.save_checkpoint
 
     def save_then_crash(state, path, **kwargs):
         save(state, path, **kwargs)

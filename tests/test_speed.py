@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from core import checkpoint
+
 import train
 from dataset.data import build_data
 from test_resume import BASE, final_state, run
@@ -47,7 +49,7 @@ def test_bf16_autocast_and_channels_last_keep_the_loss(small_cifar10_root):
 def test_device_augmentation_run_resumes_exactly(small_cifar10_root, tmp_path, monkeypatch):
     """--aug gpu (here on the CPU): a run interrupted after a checkpoint ends like one done in one go."""
     assert run(small_cifar10_root, tmp_path / 'whole', '--aug', 'gpu') == 0
-    save = train.save_checkpoint
+    save = checkpoint.save_checkpoint
 
     def save_then_crash(state, path, **kwargs):
         save(state, path, **kwargs)
