@@ -14,7 +14,6 @@ import time
 import pytest
 import torch
 
-import core.checkpoint
 
 import train
 from conftest import HANG_LIMIT, ROOT
@@ -163,7 +162,7 @@ def test_a_folder_holding_another_run_or_other_data_is_refused(small_cifar10_roo
 
 
 def test_a_torn_last_metrics_line_is_dropped_and_redone(small_cifar10_root, tmp_path, monkeypatch, whole_runs):
-    save = core.checkpoint.save_checkpoint
+    save = save_checkpoint
 
     class Killed(Exception):
         pass
@@ -212,7 +211,7 @@ def fill(filesystem, leave=0):
 
 def test_a_really_full_disk_is_one_line_and_keeps_the_good_checkpoint(small_cifar10_root, small_filesystem,
                                                                       monkeypatch, capsys):
-    out, save = small_filesystem / 'run', core.checkpoint.save_checkpoint
+    out, save = small_filesystem / 'run', save_checkpoint
 
     def fill_the_disk_then_save(state, path, **kwargs):
         if path.name == 'best.pt':  # of step 4, right after its checkpoint.pt: room for half of it
