@@ -16,6 +16,8 @@ from core import checkpoint
 import test_launchers
 import train
 from conftest import HANG_LIMIT, ROOT
+from methods import Batch
+from models import NetworkOutput
 from methods.cossl import (CoSSL, LinearClassifier, imprinted_probabilities, linear_cross_entropy, offline_tfe_set,
                            tail_feature_enhancement, tfe_probability)
 from test_launchers import ROWS, assert_row, launch, launched_args
@@ -112,7 +114,7 @@ class MeanEncoder(torch.nn.Module):
 
     def forward(self, x, with_features=False):
         features = x.float().mean(dim=(2, 3))
-        return (-features, features) if with_features else -features
+        return NetworkOutput(-features, features=features if with_features else None)
 
 
 def test_class_balanced_draws():
@@ -132,9 +134,9 @@ def test_colearning_pseudo_labels_come_from_the_classifier_on_the_ema_features()
     method.colearning = True
     method.classifier.weight.copy_(torch.eye(3) * 10)
     weak_means = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.1], [0.3, 0.3, 0.4]])
-    inputs = torch.zeros(2 + 3 * 4, 3, 8, 8)
-    inputs[2:6] = weak_means[:, :, None, None]  # labeled rows first, then the weak, strong, strong views
-    method.before_forward(inputs, torch.tensor([0, 1]), MeanEncoder())
+    images = torch.zeros(2 + 3 * 4, 3, 8, 8)
+    images[2:6] = weak_means[:, :, None, None]  # labeled rows first, then the weak, strong, strong views
+    method.before_forward(Batch.of(method, images, torch.tensor([0, 1]), torch.arange(4)), MeanEncoder())
     # softmax(10 f): rows 0 and 1 confident in class 0 and 1; rows 2 and 3 not confident
     assert method.pseudo_label.tolist() == [0, 1, 2, 2]
     assert (method.confidence >= 0.9).tolist() == [True, True, False, False]
@@ -221,11 +223,11 @@ def test_evaluated_network_is_the_ema_classifier_on_the_encoder():
 
     class Encoder(torch.nn.Module):
         def forward(self, x, with_features=False):
-            return x.sum(1, keepdim=True), x
+            return NetworkOutput(x.sum(1, keepdim=True), features=x)
 
     encoder = Encoder().eval()
     evaluated = method.eval_network(encoder)
-    assert torch.equal(evaluated(torch.tensor([[2.0, 3.0]])), torch.tensor([[2.0, 3.0, 5.0]]))
+    assert torch.equal(evaluated(torch.tensor([[2.0, 3.0]])).logits, torch.tensor([[2.0, 3.0, 5.0]]))
     assert not evaluated.training
 
 

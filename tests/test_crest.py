@@ -24,6 +24,7 @@ from test_launchers import ROWS, launch, launched_args
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags
 from core.command_line import get_args_parser
 from core.stopping import StopSignal
+from models import NetworkOutput
 from core.training import new_model
 from dataset.batches import LoaderBatches
 
@@ -128,7 +129,7 @@ class Lookup(torch.nn.Module):
 
     def forward(self, x):
         self.modes.append(self.training)
-        return self.table[(x[:, 0, 0, 0] * 255).round().long()]
+        return NetworkOutput(self.table[(x[:, 0, 0, 0] * 255).round().long()])
 
 
 def test_start_generation_selects_from_eval_mode_predictions_on_plain_images():

@@ -172,7 +172,7 @@ def test_the_loop_pushes_the_ema_networks_features_of_the_labeled_batch_before_t
     labeled, unlabeled = next(batches)
     ema = copy.deepcopy(run.ema.model).train()
     with torch.no_grad():
-        expected = ema(labeled[0][0], with_features=True)[1]
+        expected = ema(labeled[0][0], with_features=True).features
     train.train_step(run, LoaderBatches([labeled], [unlabeled]), device, args)
     y = labeled[1]
     assert expected.shape == (4, 64)

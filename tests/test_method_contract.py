@@ -15,6 +15,7 @@ import train
 from conftest import ROOT
 from core.recipes import recipe
 from methods.base import Method
+from models import NetworkOutput
 from test_errors import assert_one_line
 from test_resume import Interrupted, crash_after_checkpoint, final_state, run
 from core.command_line import get_args_parser
@@ -33,10 +34,12 @@ def test_every_method_is_a_method_and_every_member_has_a_default():
     assert all(issubclass(m, Method) for m in methods.METHODS.values())
     base = Method(None, None)
     assert base.unlabeled_prior() is None and base.metrics() == {} and base.generation_starts == ()
-    assert base.eval_logits('output') == 'output' and base.training_data('data') == 'data'
+    logits = torch.zeros(2, 3)
+    assert base.eval_logits(NetworkOutput(logits, torch.ones(2, 3))) is logits and base.training_data('data') == 'data'
     assert base.stage_starts == () and base.eval_network('network') == 'network'
+    assert base.view_kinds() == (('weak',), ('weak', 'strong'))
     with pytest.raises(NotImplementedError):
-        base.loss(None, None, None)
+        base.loss(None)
 
 
 @pytest.mark.parametrize('dest', sorted(methods.flag_readers()))

@@ -54,12 +54,13 @@ def test_penultimate_features_on_request_change_nothing_else(arch, num_classes, 
     model = build_model(arch, num_classes, two_heads=two_heads).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        plain = model(x)
-        logits, features = model(x, with_features=True)
-    assert features.shape == (2, width) and model.num_features == width
-    heads = (plain, logits) if two_heads else ((plain,), (logits,))
-    for a, b, fc in zip(*heads, (model.fc, model.fc_balanced)):
-        assert torch.equal(a, b) and torch.allclose(fc(features), a, atol=1e-5)
+        plain, output = model(x), model(x, with_features=True)
+    assert plain.features is None and output.features.shape == (2, width) and model.num_features == width
+    assert (plain.balanced is None, output.balanced is None) == (not two_heads, not two_heads)
+    for head, fc in (('logits', model.fc), ('balanced', model.fc_balanced)):
+        if getattr(plain, head) is not None:
+            a, b = getattr(plain, head), getattr(output, head)
+            assert torch.equal(a, b) and torch.allclose(fc(output.features), a, atol=1e-5)
 
 
 def test_resnet50_1000_way_count(resnet1000):
@@ -77,7 +78,7 @@ def test_resnet50_matches_torchvision_with_cifar_stem(resnet1000):
     resnet1000.eval()
     ref.eval()
     with torch.no_grad():
-        torch.testing.assert_close(resnet1000(x), ref(x))
+        torch.testing.assert_close(resnet1000(x).logits, ref(x))
 
 
 def test_resnext_defaults_follow_fixmatch(resnext10):
@@ -93,7 +94,7 @@ def test_resnext_defaults_follow_fixmatch(resnext10):
     # Measured; ResNeXt-29 8x64d is the paper's 34.4M plus a 1025x100 head.
     assert count_parameters(small) == 1_019_722
     assert count_parameters(big) == 34_518_948
-    assert _forward(big).shape == (2, 100)
+    assert _forward(big).logits.shape == (2, 100)
 
 
 # --- output shapes ---
@@ -102,10 +103,11 @@ def test_resnext_defaults_follow_fixmatch(resnext10):
 @pytest.mark.parametrize('size', [32, 64])
 def test_output_shapes(arch, num_classes, size):
     torch.manual_seed(0)
-    assert _forward(build_model(arch, num_classes), size).shape == (2, num_classes)
+    out = _forward(build_model(arch, num_classes), size)
+    assert out.logits.shape == (2, num_classes) and out.balanced is None and out.features is None
     out = _forward(build_model(arch, num_classes, two_heads=True), size)
-    assert isinstance(out, tuple) and len(out) == 2
-    assert all(o.shape == (2, num_classes) for o in out)
+    assert out.logits.shape == out.balanced.shape == (2, num_classes)
+    assert out.projection is None and out.centres is None
 
 
 @pytest.mark.parametrize('arch', ARCHS)
@@ -115,7 +117,7 @@ def test_two_heads_are_distinct(arch):
     assert isinstance(model.fc, nn.Linear) and isinstance(model.fc_balanced, nn.Linear)
     assert model.fc is not model.fc_balanced
     assert model.fc.weight.data_ptr() != model.fc_balanced.weight.data_ptr()
-    logits, balanced = _forward(model)
+    logits, balanced = _forward(model)[:2]
     assert not torch.allclose(logits, balanced)
 
 
@@ -183,7 +185,7 @@ def test_wrn_10_1_builds_and_runs():
     model = build_model('wideresnet', 10, depth=10, widen_factor=1)
     assert [len(b) for b in (model.block1, model.block2, model.block3)] == [1, 1, 1]
     assert model.fc.in_features == 64
-    assert _forward(model).shape == (2, 10)
+    assert _forward(model).logits.shape == (2, 10)
     assert count_parameters(model) < count_parameters(build_model('wideresnet', 10)) / 10
 
 

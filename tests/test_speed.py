@@ -16,6 +16,7 @@ from core.meter import EpochMeter
 from core.command_line import get_args_parser
 from core.device import resolve_speed_options
 from core.training import build_training
+import dataset.batches
 from dataset.batches import LoaderBatches
 
 
@@ -149,7 +150,7 @@ def test_images_that_do_not_fit_on_the_device_are_one_line_and_write_nothing(sma
     def out_of_memory(images, device):
         raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 15.70 GiB')
 
-    monkeypatch.setattr(train, 'to_device', out_of_memory)
+    monkeypatch.setattr(dataset.batches, 'to_device', out_of_memory)
     assert run(small_cifar10_root, tmp_path / 'run', '--aug', 'gpu') == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and 'do not fit on cpu' in lines[0] and 'use --aug cpu' in lines[0]

@@ -68,7 +68,7 @@ def test_multi_tensor_optimizers_give_the_per_parameter_numbers():
         for _ in range(3):
             for m, optimizer in zip(models, optimizers):
                 optimizer.zero_grad()
-                m(x).square().mean().backward()
+                m(x).logits.square().mean().backward()
                 optimizer.step()
         for a, b in zip(*(m.parameters() for m in models)):
             assert torch.equal(a, b), type(optimizers[0]).__name__
@@ -93,7 +93,7 @@ def test_learning_rate_moves_to_the_device_and_back():
     resumed eager run gets numbers back, whichever wrote the checkpoint."""
     model = build_model('wideresnet', 10, depth=10, widen_factor=1)
     sgd, adam = sgd_and_adam(model)
-    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    model(torch.randn(2, 3, 32, 32)).logits.sum().backward()
     adam.step()
     for optimizer in (sgd, adam):
         learning_rate_on_device(optimizer, True)
