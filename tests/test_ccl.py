@@ -233,6 +233,7 @@ def test_every_row_takes_the_official_config_it_is_nearest(echo_python, dataset)
         assert (a.total_steps, a.eval_step, a.threshold, a.T) == (250000, 500, 0.95, 1.0)
 
 
+@pytest.mark.slow
 def test_a_dry_run_of_every_cifar10_row_builds_its_split(cifar10_launcher_root, echo_python, capsys):
     """Row 3 (middle) and row 4 (head-tail) included: unlabeled distributions CCL's own code cannot build."""
     for index, (n, m, gl, gu, mode, _) in enumerate(ROWS['cifar10']):
@@ -244,6 +245,7 @@ def test_a_dry_run_of_every_cifar10_row_builds_its_split(cifar10_launcher_root, 
         assert summary['params'] == 1_568_484  # WRN-28-2 with CCL's heads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('aug', ['cpu', 'gpu'])
 def test_a_short_launcher_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path, aug):
     out = tmp_path / 'run'

@@ -271,6 +271,7 @@ def test_every_row_of_the_launcher(echo_python, dataset):
     assert result.returncode == 2 and 'is not a row of' in result.stderr
 
 
+@pytest.mark.slow
 def test_launcher_short_run(cifar10_launcher_root, tmp_path):
     """40 steps of the consistent CIFAR-10 row, co-learning from step 20."""
     out = tmp_path / 'run'
@@ -296,6 +297,7 @@ def test_cossl_device_steps_never_read_device_values_back(small_cifar10_root):
     assert loss.device == torch.device('meta') and run.method.classifier.host_steps == 2
 
 
+@pytest.mark.slow
 def test_two_processes_hold_the_same_cossl_state(small_cifar10_root, tmp_path):
     """Under torchrun (gloo) each process draws its own TFE batches and the classifier's gradients are
     averaged: every buffer is bit-identical on both processes after every step, across the boundary."""

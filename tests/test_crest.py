@@ -231,6 +231,7 @@ def test_resume_across_a_generation_boundary_is_exact(small_cifar10_root, tmp_pa
     assert whole_ckpt['method']['generation'] == 2 and (whole_ckpt['method']['pool_pseudo_label'] >= 0).any()
 
 
+@pytest.mark.slow
 def test_two_processes_hold_the_same_crest_state(small_cifar10_root, tmp_path):
     """Under torchrun (gloo), the pool is predicted in two shards and gathered, and the alignment ring
     holds the global batch means: every buffer is bit-identical on both processes after every step."""
@@ -298,6 +299,7 @@ def test_every_row_of_the_crest_launcher(echo_python):
     assert launched_args(echo_python, 'CReST+.sh', 'cifar10', 2, '--generations', 2).generations == 2
 
 
+@pytest.mark.slow
 def test_crest_launcher_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path):
     """40 steps of the CIFAR-10 reversed row in 2 generations: a boundary at step 20."""
     out = tmp_path / 'run'

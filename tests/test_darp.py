@@ -154,6 +154,7 @@ def test_sh_darp_smallimagenet_1_is_table_3s_64x64_row(echo_python):
         'smallimagenet', 64, 'DARP', 'adam', 0.002, 250000)
 
 
+@pytest.mark.slow
 def test_sh_darp_short_run_refines_and_writes_metrics(cifar10_launcher_root, tmp_path):
     """40 steps of the consistent CIFAR-10 row: warm-up 16 steps, then a refinement every 10."""
     out = tmp_path / 'run'

@@ -54,6 +54,7 @@ def check_row(summary, classes, n1, m1, gamma_l, gamma_u, mode, test_per_class):
     assert summary['test_per_class'] == [test_per_class] * classes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('row', range(len(CIFAR10_ROWS)))
 def test_cifar10_table_rows(capsys, cifar10_root, row):
     gamma_l, gamma_u, mode = CIFAR10_ROWS[row]
@@ -67,6 +68,7 @@ def test_cifar10_table_rows(capsys, cifar10_root, row):
     assert summary['model'] == 'wideresnet' and summary['params'] == 1_467_610
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('row', range(len(CIFAR100_ROWS)))
 def test_cifar100_table_rows(capsys, cifar100_root, row):
     gamma_l, gamma_u, mode = CIFAR100_ROWS[row]
@@ -160,6 +162,7 @@ def test_stl10(capsys, tmp_path):
     assert data.images.shape[1:] == (32, 32, 3) and (data.labels[data.unlabeled_idx] == -1).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', [32, 64])
 def test_imagenet127_reindexes_by_count(capsys, tmp_path, size):
     train_counts = [10 + (c * 37) % 50 for c in range(127)]      # ids not in count order

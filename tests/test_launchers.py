@@ -121,6 +121,7 @@ def test_bad_dataset_and_index(script):
     assert result.returncode != 0 and '1: 64x64' in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script', ['SimPro.sh', 'ACR_d.sh'])
 def test_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path, script):
     out = tmp_path / 'run'

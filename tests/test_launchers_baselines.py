@@ -59,6 +59,7 @@ def test_bad_dataset_and_index_of_the_baseline_launchers(script):
     assert result.returncode != 0 and "index '11' is not a row of cifar100" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('script,extra', [
     ('ACR.sh', ('--est-epoch', 0, '--threshold', 0.2)),  # confident enough after 20 steps to estimate
     ('DASO.sh', ('--pretrain-steps', 10, '--pl-dist-update-period', 10, '--queue-max-size', 16))])

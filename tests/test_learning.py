@@ -2,6 +2,7 @@
 import json
 import subprocess
 
+import pytest
 import torch
 
 from conftest import HANG_LIMIT, ROOT
@@ -9,6 +10,7 @@ from methods import symmetric_kl
 from tools.demo import run_environment
 
 
+@pytest.mark.slow
 def test_simpro_learns_digits_and_finds_the_reversed_prior(tmp_path):
     """Row 2 of the digits table (unlabeled distribution reversed), shortened to 800 steps, on the
     tensor augmentation path (2.4x faster here than PIL), with two threads and the CPU kernels pinned

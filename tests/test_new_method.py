@@ -48,6 +48,7 @@ def test_a_bad_value_of_its_flag_is_one_line(registered, tmp_path, capsys):
     assert capsys.readouterr().err == 'error: --da-momentum is a FixMatchDA flag; --version SimPro does not read it\n'
 
 
+@pytest.mark.slow
 def test_it_trains_checkpoints_resumes_exactly_and_its_recipe_drives_the_note(registered, cifar10_launcher_root,
                                                                              tmp_path):
     argv = ['--version', 'FixMatchDA', *ROW, *RECIPE, '--data-dir', cifar10_launcher_root, *SHORT]

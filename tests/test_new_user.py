@@ -104,6 +104,7 @@ def digits_runs(tmp_path, environments: dict) -> dict:
                    for line in (tmp_path / name / 'metrics.jsonl').read_text().splitlines()] for name in processes}
 
 
+@pytest.mark.slow
 def test_the_demo_gives_the_same_numbers_whatever_instruction_set_the_cpu_offers(tmp_path):
     """The same run under two CPUs' instruction sets (emulated with the kernels' own switches: AVX2 and
     the x86-64 baseline) is bit for bit the same in the demo's environment; outside it, it is not."""

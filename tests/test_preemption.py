@@ -108,6 +108,7 @@ def torchrun(args, env, timeout=HANG_LIMIT):
                           env=env, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_two_processes_stopped_at_the_step_of_an_evaluation_resume_exactly(small_cifar10_root, tmp_path):
     """Two processes agree on a stop every 10 steps: with --eval-step 5, a signal seen at step 10
     lands on an evaluation's step."""
@@ -326,6 +327,7 @@ def wait_for_line(path, line):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_the_split_is_read_ends_the_process_in_one_line(small_cifar10_root, tmp_path, sig):
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
@@ -340,6 +342,7 @@ def test_a_signal_while_the_split_is_read_ends_the_process_in_one_line(small_cif
     assert 'Traceback' not in err and err.strip().splitlines()[-1].startswith(f'stopped by {sig.name} outside')
 
 
+@pytest.mark.slow
 def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(small_cifar10_root, tmp_path):
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
     os.mkfifo(fifo)
@@ -355,6 +358,7 @@ def test_sigterm_during_an_evaluation_ends_the_process_and_keeps_the_checkpoint(
     assert not (out / 'run.lock').exists()
 
 
+@pytest.mark.slow
 def test_a_second_sigint_ends_a_stuck_process_at_once(small_cifar10_root, tmp_path):
     fifo, out = tmp_path / 'fifo', tmp_path / 'run'
     os.mkfifo(fifo)

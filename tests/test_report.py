@@ -106,6 +106,7 @@ def find_row(rows, method, setting, variant=''):
     return found[0]
 
 
+@pytest.mark.slow
 def test_results_csv_holds_the_numbers_computed_by_hand(synthetic):
     _, rows, _ = synthetic
     assert list(rows[0]) == list(report.CSV_COLUMNS)
@@ -207,6 +208,7 @@ def test_plots_are_real_images(synthetic):
     assert '15 runs in 7 groups, 1 unfinished' in last
 
 
+@pytest.mark.slow
 def test_a_path_without_runs_is_a_one_line_error(tmp_path):
     (tmp_path / 'empty').mkdir()
     result = subprocess.run([sys.executable, '-m', 'tools.report', str(tmp_path / 'empty'), '--out',

@@ -59,6 +59,7 @@ def final_state(out):
     return records, torch.load(out / 'checkpoint.pt', weights_only=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
     method, *path = method.split()
@@ -120,6 +121,7 @@ def test_resume_errors(small_cifar10_root, tmp_path, capsys):
     assert f'cannot read checkpoint {tmp_path / "bad.pt"}' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_under_torchrun_with_one_process(small_cifar10_root, tmp_path):
     import subprocess
     import sys

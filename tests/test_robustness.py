@@ -21,6 +21,7 @@ def train_command(data_root, out, *extra):
     return [sys.executable, 'train.py', *own_flags([*BASE, '--data-dir', data_root, '--out', out, *extra])]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('aug', ['cpu', 'gpu'])
 def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar10_root, tmp_path, aug):
     out = tmp_path / 'ddp'
@@ -40,6 +41,7 @@ def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar1
     assert 'x 2' in (out / 'log.txt').read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('version,extra,moving', [
     ('ACR', ('--est-epoch', 0), ('estimate.u', 'estimate.kl_sum', 'adjust_1')),
     ('DASO', ('--pretrain-steps', 1, '--pl-dist-update-period', 2), ('queue', 'prototypes', 'pl_dist')),
@@ -72,6 +74,7 @@ def kill_when(process, condition, timeout=HANG_LIMIT):
     process.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_steps_then_resume_auto_ends_like_an_uninterrupted_run(small_cifar10_root, tmp_path):
     extra = ['--total-steps', 16, '--eval-step', 2]
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
@@ -104,6 +107,7 @@ def test_sigkill_at_random_steps_then_resume_auto_ends_like_an_uninterrupted_run
             assert torch.equal(tensor, killed_ckpt[key][name]), name
 
 
+@pytest.mark.slow
 def test_sigterm_saves_mid_epoch_and_resume_is_exact(small_cifar10_root, tmp_path):
     extra = ['--total-steps', 12, '--eval-step', 4]
     assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0

@@ -90,6 +90,7 @@ def test_fake_data_small_writes_a_small_test_set_that_the_loaders_read(capsys, t
     assert code == 0 and '"num_test": 200' in out and '"test_per_class": [20, 20, 20' in out
 
 
+@pytest.mark.slow
 def test_a_run_off_its_recipe_says_so_first(tmp_path, small_cifar10_root):
     out = tmp_path / 'run'
     result = subprocess.run([sys.executable, 'train.py', '--data-dir', str(small_cifar10_root), '--num-max', '20',

@@ -154,6 +154,7 @@ def test_planned_batches_give_the_views_of_the_eager_ones(small_cifar10_root):
             assert torch.equal(side[1], other[1]) and torch.equal(side[2], other[2])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(map(shutil.which, ('g++', 'c++', 'clang++'))),
                     reason='torch.compile generates C++ on the CPU and needs a compiler')
 @pytest.mark.parametrize('version', ['SimPro', 'DASO'])
@@ -187,6 +188,7 @@ def test_the_compiled_step_equals_the_eager_one(small_cifar10_root, version):
     assert float(compiled.scheduler.get_last_lr()[0]) == pytest.approx(eager.scheduler.get_last_lr()[0])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(map(shutil.which, ('g++', 'c++', 'clang++'))),
                     reason='torch.compile generates C++ on the CPU and needs a compiler')
 def test_compiled_views_equal_the_eager_ones_bit_for_bit():
@@ -204,6 +206,7 @@ def test_compiled_views_equal_the_eager_ones_bit_for_bit():
             assert all(torch.equal(a, b) for a, b in zip(eager_side[0], compiled_side[0]))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(map(shutil.which, ('g++', 'c++', 'clang++'))),
                     reason='torch.compile generates C++ on the CPU and needs a compiler')
 def test_a_compiled_run_resumes_exactly_and_resumes_eagerly(small_cifar10_root, tmp_path, monkeypatch):

@@ -54,6 +54,7 @@ def test_the_runs_are_the_launchers_rows_each_in_its_own_folder(tmp_path):
     assert off.command[3:8] == ('2', '--seed', '1', *TINY[:2]) and off.command[-5:-3] == ('--out', str(off.folder))
 
 
+@pytest.mark.slow
 def test_the_local_pool_runs_k_at_a_time_then_reports_and_never_twice(tmp_path, monkeypatch, capsys):
     started, most = [], [0]
     popen = subprocess.Popen
@@ -82,6 +83,7 @@ def test_the_local_pool_runs_k_at_a_time_then_reports_and_never_twice(tmp_path, 
     assert out.count('skipped ') == 4 and 'finished (top-1' in out
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_resumed_by_the_next_sweep_and_ends_as_if_uninterrupted(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sweep.torch.cuda, 'device_count', lambda: 0)
     common = ['--methods', 'SimPro', '--dataset', 'digits', '--rows', '2', '--no-report']
@@ -116,6 +118,7 @@ def test_a_folder_in_use_is_skipped_and_named(tmp_path, capsys):
     assert not (run.folder / 'args.json').exists()
 
 
+@pytest.mark.slow
 def test_a_slurm_job_warned_of_its_end_saves_is_requeued_and_ends_as_if_uninterrupted(tmp_path):
     """Through submitit's local executor: USR2 to the job (what Slurm sends before --time or on
     preemption) stops the run with SIGTERM at a step's end; the requeued job resumes it."""

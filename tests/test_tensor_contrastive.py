@@ -48,6 +48,7 @@ def every_colour():
     return rgb.reshape(4096, 4096, 3)
 
 
+@pytest.mark.slow
 def test_hsv_conversions_equal_pillows_on_every_colour():
     colours = every_colour()
     as_tensor = torch.from_numpy(colours).permute(2, 0, 1)[None]
