@@ -238,3 +238,13 @@ def test_imagenet_pickle_not_in_the_official_format(capsys, tmp_path):
     _rewrite(path, lambda c: c.update(data=(c['data'] * 255).astype('uint8').reshape(-1, 3, 32, 32)))
     code, err = run_main(capsys, '--dataset', 'smallimagenet', '--data-dir', tmp_path)
     assert_one_line(code, err, str(path), 'shape (', ', 3, 32, 32)', 'expected uint8 rows of shape (N, 3072)')
+
+
+@pytest.mark.parametrize('argv', [['--lr', '0'], ['--help'], ['--version', 'SimPro', '--dist-temp', '2']])
+def test_a_mistake_is_refused_before_the_compiler_or_torchvision_is_imported(argv):
+    """Checking the command line imports torch and the project, not torch.compile's machinery or
+    torchvision's model zoo (seconds each): they are imported when a run needs them."""
+    probe = ('import sys, train\ntry:\n    code = train.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n'
+             'print([m for m in ("torch._dynamo", "torchvision") if m in sys.modules], code)')
+    result = subprocess.run([sys.executable, '-c', probe, *argv], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == f'[] {0 if argv == ["--help"] else 2}', result.stdout + result.stderr
