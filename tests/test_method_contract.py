@@ -111,3 +111,19 @@ def test_no_recipe_is_known_where_the_launcher_has_none(monkeypatch):
     settings = vars(parser.parse_args(['--version', 'FixMatchDA', '--dataset', 'digits', '--num-max', '20',
                                        '--num-max-u', '120', '--imb-ratio-label', '20', '--imb-ratio-unlabel', '20']))
     assert recipe(settings, parser).where == 'tests/seventh_method/FixMatchDA.sh digits 0'
+
+
+def test_every_methods_views_have_names_a_step_can_carry():
+    """A view's name is an identifier that no attribute of a step's side already has, its kind one
+    the batches can make; a view read by a name the method did not list is an error naming the views."""
+    from dataset.augment import VIEW_KINDS
+    from methods.base import Views
+    reserved = set(vars(Views(('weak',), None, 0, 1))) | {'every'}
+    for name, method in methods.METHODS.items():
+        for views in (method.labeled_views, method.unlabeled_views):
+            assert all(view.isidentifier() and view not in reserved for view in views), name
+            assert set(views.values()) <= set(VIEW_KINDS), name
+    side = Views(('weak', 'strong'), torch.arange(6), 2, 2)
+    assert side.strong.tolist() == [4, 5] and side.every.tolist() == [2, 3, 4, 5]
+    with pytest.raises(AttributeError, match="no view 'strong2'; the views are weak, strong"):
+        side.strong2
