@@ -1,4 +1,4 @@
-"""Tests for dataset/tensor_augment.py: each batched op equals PIL / dataset/augment.py pixel
+"""Tests for dataset/tensor_augment/: each batched op equals PIL / dataset/augment.py pixel
 for pixel, RandAugmentMC with given draws equals the reference fed the same draws, the draw
 statistics, determinism, and normalize against torchvision."""
 import random
