@@ -45,7 +45,12 @@ FLAGS = (  # the defaults are the official scripts' values
     Flag('--max-lam', dict(type=float, default=0.6, help='TFE mixing weight lam ~ U(max_lam, 1) of the labeled '
                                                          'feature (--max_lam of the run scripts)'),
          'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1),
-    Flag('--lr-tfe', dict(type=float, default=0.002, help="learning rate of the classifier's Adam (lr_tfe)"),
+    Flag('--lr-tfe', dict(type=float, default=0.002, help="learning rate of the classifier's Adam in its warm-up "
+                                                          "(lr_tfe)"),
+         'a finite number > 0', lambda v: finite(v) and v > 0),
+    Flag('--lr-classifier', dict(type=float, help="learning rate of the classifier's Adam in co-learning (default: "
+                                                  "--lr, as train_cifar_fix_cossl.py; the ImageNet-127 script uses "
+                                                  "lr_tfe)"),
          'a finite number > 0', lambda v: finite(v) and v > 0),
     Flag('--wd-tfe', dict(type=float, default=5e-4, help="weight decay of the classifier's weight (wd_tfe)"),
          'a finite number >= 0', lambda v: finite(v) and v >= 0),
@@ -219,7 +224,8 @@ class CoSSL(Method):
         if num_features is None:
             raise TypeError("CoSSL needs num_features, the width of the network's pooled features")
         self.threshold, self.max_lam, self.seed = args.threshold, args.max_lam, args.seed
-        self.lr, self.weight_decay, self.ema_decay = args.lr_tfe, args.wd_tfe, args.ema_decay
+        self.warmup_lr, self.weight_decay, self.ema_decay = args.lr_tfe, args.wd_tfe, args.ema_decay
+        self.colearning_lr = args.lr if args.lr_classifier is None else args.lr_classifier
         self.warmup_steps, self.batch_size, self.strong_view = args.tfe_warmup_steps, args.batch_size, \
             args.tfe_view == 'strong'
         self.offline_warmup = args.tfe_warmup == 'offline'
@@ -275,9 +281,9 @@ class CoSSL(Method):
         return x_rows, classes, u_rows, torch.rand(size, generator=generator), torch.rand(size, generator=generator)
 
     @torch.no_grad()
-    def tfe_step(self, ema_network: nn.Module, generator: torch.Generator, device) -> torch.Tensor:
+    def tfe_step(self, ema_network: nn.Module, generator: torch.Generator, device, lr: float) -> torch.Tensor:
         """One classifier step on a TFE batch (draw_tfe_batch): the EMA encoder's features of both
-        draws, the mixing, one Adam step and the EMA; returns the loss."""
+        draws, the mixing, one Adam step at `lr` and the EMA; returns the loss."""
         x_rows, classes, u_rows, coin, lam = self.draw_tfe_batch(generator, self.batch_size)
         images = self.views(np.concatenate([x_rows, u_rows]), generator, device)
         x, u = ema_network(images, with_features=True).features.float().chunk(2)
@@ -285,7 +291,7 @@ class CoSSL(Method):
         mix = send(coin, x) < self.mix_probability[labels]
         lam = self.max_lam + (1 - self.max_lam) * send(lam, x)
         features = tail_feature_enhancement(x, u, mix, lam)
-        return self.classifier.step(features, labels, self.lr, self.weight_decay, self.ema_decay)
+        return self.classifier.step(features, labels, lr, self.weight_decay, self.ema_decay)
 
     def features(self, ema_network: nn.Module, rows: np.ndarray, strong: bool, generator, device, batch=512):
         """The EMA encoder's features of one view of every image of `rows`, in order."""
@@ -311,7 +317,7 @@ class CoSSL(Method):
             if step % per_pass == 0:
                 order = torch.as_tensor(rng.permutation(len(features)), device=features.device)
             rows = order[(step % per_pass) * self.batch_size:(step % per_pass + 1) * self.batch_size]
-            self.classifier.step(features[rows], targets[rows], self.lr, self.weight_decay, self.ema_decay)
+            self.classifier.step(features[rows], targets[rows], self.warmup_lr, self.weight_decay, self.ema_decay)
 
     @torch.no_grad()
     def start_stage(self, ema_network: nn.Module, data, device) -> str:
@@ -324,7 +330,7 @@ class CoSSL(Method):
             self.warm_up_offline(ema_network, device)
         else:
             for step in range(1, self.warmup_steps + 1):
-                self.tfe_step(ema_network, self.generator(1, step), device)
+                self.tfe_step(ema_network, self.generator(1, step), device, self.warmup_lr)
         ema_network.train(was_training)
         self.classifier.restart_optimizer()
         for group in self.encoder_optimizer.param_groups if self.encoder_optimizer else ():
@@ -349,7 +355,8 @@ class CoSSL(Method):
         features = ema_network(u_weak, with_features=True).features.float()
         with float32(u_weak.device):
             self.confidence, self.pseudo_label = torch.softmax(self.classifier.logits(features), dim=1).max(dim=1)
-        self.loss_tfe = self.tfe_step(ema_network, self.generator(2, self.classifier.host_steps + 1), u_weak.device)
+        self.loss_tfe = self.tfe_step(ema_network, self.generator(2, self.classifier.host_steps + 1), u_weak.device,
+                                      self.colearning_lr)
         ema_network.train(was_training)
 
     def loss(self, views: Batch) -> StepResult:

@@ -312,3 +312,17 @@ def test_two_processes_hold_the_same_cossl_state(small_cifar10_root, tmp_path):
     ranks = [json.loads((tmp_path / f'method_rank{r}.json').read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 6 and ranks[0] == ranks[1]
     assert len({state['classifier.ema_weight'] for state in ranks[0]}) > 1  # and the classifier moved
+
+
+def test_the_classifier_learns_at_lr_tfe_in_its_warm_up_and_at_lr_in_co_learning(monkeypatch):
+    """utils/tfe_init.py warms the classifier up at lr_tfe; train_cifar_fix_cossl.py then trains it at
+    --lr (the ImageNet-127 script at lr_tfe: its launcher rows pass --lr-classifier)."""
+    for overrides, expected in (({}, 0.5), ({'lr_classifier': 0.002}, 0.002)):
+        method = cossl(num_features=3, lr=0.5, lr_tfe=0.01, tfe_warmup_steps=2, tfe_warmup='online', batch_size=2,
+                       mu=2, **overrides)
+        seen, step = [], method.classifier.step
+        monkeypatch.setattr(method.classifier, 'step', lambda *a: seen.append(a[2]) or step(*a))
+        method.start_stage(MeanEncoder(), None, torch.device('cpu'))
+        images = Batch.of(method, torch.zeros(2 + 3 * 4, 3, 8, 8), torch.tensor([0, 1]), torch.arange(4))
+        method.before_forward(images, MeanEncoder())
+        assert seen == [0.01, 0.01, expected]
