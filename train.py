@@ -36,9 +36,9 @@ from core.settings import read_settings
 from core.stopping import StopSignal
 from core.training import Training, build_training, new_model, rng_states, set_rng_states
 from dataset.batches import make_batches
-from dataset.data import DATASETS, MAIN_TEST, build_data
+from dataset.data import MAIN_TEST, build_data
 from dataset.sampler import check_fits_batch
-from methods import METHODS, Batch, Method, StepResult, symmetric_kl
+from methods import METHODS, Batch, Method, StepResult, default_arch, symmetric_kl
 from models import count_parameters
 from utils import distributed
 from utils.errors import UserError
@@ -232,7 +232,7 @@ def checked_data(args, given=()):
     read or anything written: core/arguments.py with the method's own flags and checks, the network
     on the meta device, batches that fit). `given`: the flags given on the command line."""
     check_arguments(args, given)
-    args.arch = args.arch or DATASETS[args.dataset].arch
+    args.arch = args.arch or default_arch(args.version, args.dataset)
     check_network(args)
     data = build_data(args, METHODS[args.version].labeled_in_pool)
     if not args.dry_run:

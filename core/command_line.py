@@ -54,12 +54,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     method = p.add_argument_group('method')
     method.add_argument('--version', default=DEFAULT_METHOD, choices=tuple(METHODS),
                         help='method to train (methods/; its own flags follow in their groups)')
-    method.add_argument('--arch', choices=ARCHS, help='network (default: the dataset\'s, dataset.data.DATASETS: '
-                                                      'wideresnet for CIFAR/STL-10/digits, resnet50 for ImageNet)')
+    method.add_argument('--arch', choices=ARCHS,
+                        help="network (default: the one the method's official code trains on the dataset, "
+                             "Method.networks: wideresnet_daso for FixMatch, DARP, CReST+ and DASO on CIFAR and "
+                             "STL-10, wideresnet_cossl for CoSSL there; else the dataset's, dataset.data.DATASETS: "
+                             "wideresnet for CIFAR/STL-10/digits, resnet50 for ImageNet)")
     method.add_argument('--depth', type=int, help='WideResNet/ResNeXt depth (default 28; e.g. 10 for quick runs)')
     method.add_argument('--widen-factor', type=int, help='WideResNet widen factor / ResNeXt width (default 2)')
-    method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own, "
-                                                          "0.001 for WideResNet)")
+    method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own: "
+                                                          "0.001 for wideresnet and wideresnet_usb, 0.1 for "
+                                                          "wideresnet_daso, wideresnet_cossl and resnet50)")
     add_method_flags(p, method)
 
     optim = p.add_argument_group('optimisation')

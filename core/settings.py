@@ -3,7 +3,7 @@ apart. A run reads the loop's flags, its own method's (methods/base.py: Method.f
 split settings its dataset uses (dataset.data.DATASETS); the flags of other methods and the
 unused split settings are neither stored nor compared."""
 from dataset.data import DATASETS
-from methods import foreign_settings
+from methods import default_arch, foreign_settings
 
 # Arguments that do not change what is learned: they may differ when a run is resumed. The data
 # itself is compared by its identity (core.run_folder.data_identity), so moving it to another
@@ -30,5 +30,5 @@ def resolved(settings: dict) -> dict:
     dataset = DATASETS.get(settings.get('dataset'))
     if dataset is None:
         return dict(settings)
-    return {**settings, 'arch': settings.get('arch') or dataset.arch,
+    return {**settings, 'arch': settings.get('arch') or default_arch(settings.get('version'), settings['dataset']),
             'img_size': settings.get('img_size') or dataset.image_sizes[0]}

@@ -4,6 +4,7 @@ A method is one file with one subclass of methods.base.Method (the contract: rea
 one line in METHODS below, in the order of the paper's tables. What several methods share is in
 methods/common.py and, for flags, methods/base.py.
 """
+from dataset.data import DATASETS
 from methods.acr import ACR
 from methods.acr_d import ACRd
 from methods.base import Batch, Flag, Method, StepResult, Views
@@ -28,6 +29,14 @@ METHODS = {
     'CCL': CCL,  # (after the paper's rows: Zhou et al., NeurIPS 2024)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
+
+
+def default_arch(version: str, dataset: str):
+    """The network a run of `version` on `dataset` trains without --arch: its official code's there
+    (Method.networks), else the dataset's (dataset.data.DATASETS); None for an unknown dataset."""
+    method, known = METHODS.get(version), DATASETS.get(dataset)
+    own = method.networks.get(dataset) if method else None
+    return own or (known.arch if known else None)
 
 
 def flag_readers() -> dict:
@@ -71,6 +80,6 @@ def fill_own_defaults(settings: dict) -> None:
             settings[dest] = method.defaults.get(dest, readers[dest][0].options['default'])
 
 
-__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'CCL', 'ClassPrior', 'CoSSL', 'CReSTPlus', 'DARP', 'DASO',
-           'Batch', 'FixMatch', 'Flag', 'Method', 'SimPro', 'StepResult', 'Views', 'fill_own_defaults', 'flag_readers',
-           'foreign_settings', 'logit_adjustment', 'own_defaults', 'scale_ratio', 'symmetric_kl']
+__all__ = ['DEFAULT_METHOD', 'METHODS', 'ACR', 'ACRd', 'Batch', 'CCL', 'ClassPrior', 'CoSSL', 'CReSTPlus', 'DARP',
+           'DASO', 'FixMatch', 'Flag', 'Method', 'SimPro', 'StepResult', 'Views', 'default_arch', 'fill_own_defaults',
+           'flag_readers', 'foreign_settings', 'logit_adjustment', 'own_defaults', 'scale_ratio', 'symmetric_kl']

@@ -152,6 +152,9 @@ class Method(nn.Module):
     projection_heads: bool = False
     """The network (with two_heads) also has CCL's projection heads; its training forward returns
     the projected features and class centres (NetworkOutput.projection, .centres)."""
+    networks: dict = {}
+    """Dataset name -> the network its official code trains on it (models.ARCHS), where that is not
+    the dataset's own (dataset.data.DATASETS); --arch overrides both."""
     defaults: dict = {}
     """Its own defaults of flags it shares with other methods (destination -> value), e.g. CCL's
     --tau 2.0 beside SimPro's 1.0; a run that does not pass the flag gets this one."""

@@ -1,6 +1,9 @@
-"""What several methods share: logit adjustment, the symmetric KL (SimPro, ACR) and the
-parameter groups of the weight decay."""
+"""What several methods share: logit adjustment, the symmetric KL (SimPro, ACR), the parameter
+groups of the weight decay and the networks of the MixMatch-lineage codes."""
 import torch
+
+SMALL_IMAGES = ('cifar10', 'cifar100', 'stl10')
+DASO_NETWORKS = dict.fromkeys(SMALL_IMAGES, 'wideresnet_daso')  # ytaek-oh/daso's WRN-28-2 (Method.networks)
 
 
 def logit_adjustment(prior: torch.Tensor, tau: float) -> torch.Tensor:

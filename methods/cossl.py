@@ -29,6 +29,7 @@ from torch import nn
 
 from dataset.device_batches import RowViews
 from dataset.tensor_augment import send
+from methods.common import SMALL_IMAGES
 from methods.base import ADAM_WEIGHT_DECAY, OPTIMIZER, THRESHOLD, Batch, Flag, Method, StepResult, adam, finite
 from models import NetworkOutput
 from utils import distributed
@@ -204,6 +205,7 @@ class CoSSL(Method):
     co-learning steps taken, whose number seeds each step's draws."""
     flags = FLAGS
     defaults = {'optimizer': 'adam'}  # (the official Adam; --optimizer sgd: the loop's SGD)
+    networks = dict.fromkeys(SMALL_IMAGES, 'wideresnet_cossl')  # (its models/wrn.py)
     unlabeled_views = {'weak': 'weak', 'strong': 'strong', 'strong2': 'strong'}
 
     @classmethod

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import THRESHOLD, Batch, Flag, Method, StepResult, finite
+from methods.common import DASO_NETWORKS
 from utils import distributed
 from utils.errors import UserError
 
@@ -42,6 +43,7 @@ class DASO(Method):
     alignment loss pulls the strong view's similarities towards q. Every piece of state is a buffer."""
     flags = FLAGS
     with_features = True
+    networks = DASO_NETWORKS
 
     @classmethod
     def check_arguments(cls, args) -> None:

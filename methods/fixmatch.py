@@ -5,12 +5,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from methods.base import OPTIMIZER, THRESHOLD, Batch, Method, StepResult, adam
+from methods.common import DASO_NETWORKS
 
 
 class FixMatch(Method):
     """The baseline: hard pseudo labels argmax softmax(g(u_weak)) where max >= threshold, no logit
     adjustment and no prior estimate (Sohn et al., 2020)."""
     flags = (THRESHOLD, OPTIMIZER)
+    networks = DASO_NETWORKS  # its CIFAR and STL-10 recipe is DASO's code's (sh/FixMatch.sh); so are DARP's, CReST+'s
 
     def __init__(self, args, data, num_features=None):
         super().__init__(args, data, num_features)

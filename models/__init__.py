@@ -1,6 +1,7 @@
-"""Backbones: WideResNet-28-2 (CIFAR), CIFAR ResNeXt, and ResNet-50 with a CIFAR stem (ImageNet-127
-at 32x32/64x64). Every forward returns a NetworkOutput (models/common.py); `two_heads=True` adds the
-balanced head of ACR_d (its `balanced` logits), `projection=True` CCL's projection heads.
+"""Backbones: WideResNet-28-2 (CIFAR) as each official code builds it, CIFAR ResNeXt, and ResNet-50
+with a CIFAR stem (ImageNet-127 at 32x32/64x64). Every forward returns a NetworkOutput
+(models/common.py); `two_heads=True` adds the balanced head of ACR_d (its `balanced` logits),
+`projection=True` CCL's projection heads.
 """
 from torch import nn
 
@@ -11,7 +12,21 @@ from .resnet import resnet50
 from .resnext import CifarResNeXt
 from .wideresnet import WideResNet
 
-ARCHS = ('wideresnet', 'resnext', 'resnet50')
+# The WideResNets of the official codes (models/wideresnet.py), by the code they come from
+WIDERESNETS = {
+    # kekmodel/FixMatch-pytorch models/wideresnet.py: SimPro, ACR_d, ACR, CCL
+    'wideresnet': dict(),
+    # ytaek-oh/daso lib/models/wrn.py: DASO, and FixMatch, DARP and CReST+ as DASO's code runs them;
+    # nn.BatchNorm2d's defaults (momentum 0.1)
+    'wideresnet_daso': dict(preactivate_widening=True, bn=dict(momentum=0.1)),
+    # YUE-FAN/CoSSL models/wrn.py: DASO's blocks, its BatchNorm2d(channels, 1e-3) giving eps 1e-3 and
+    # momentum 0.1; its rotation head (Linear(128, 4), unused by FixMatch and CoSSL) is left out
+    'wideresnet_cossl': dict(preactivate_widening=True, bn=dict(eps=1e-3, momentum=0.1)),
+    # microsoft/Semi-supervised-learning semilearn/nets/wrn/wrn.py (wrn_28_2): FixMatch-pytorch's blocks,
+    # a bias in the first convolution, the last BatchNorm with eps 1e-3
+    'wideresnet_usb': dict(stem_bias=True, final_bn=dict(eps=1e-3, momentum=0.001)),
+}
+ARCHS = (*WIDERESNETS, 'resnext', 'resnet50')
 
 
 class ModelConfigError(UserError, ValueError):
@@ -34,15 +49,15 @@ def _build(arch, num_classes, two_heads, depth, widen_factor, projection):
     if arch not in ARCHS:
         raise ModelConfigError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
     if projection and (arch == 'resnext' or not two_heads):
-        raise ModelConfigError("CCL's projection heads need two heads on a wideresnet or resnet50")
+        raise ModelConfigError("CCL's projection heads need two heads on a WideResNet or resnet50")
     if num_classes < 1:
         raise ModelConfigError(f'num_classes must be >= 1, got {num_classes}')
     try:
-        if arch == 'wideresnet':
+        if arch in WIDERESNETS:
             return WideResNet(num_classes,
                               depth=28 if depth is None else depth,
                               widen_factor=2 if widen_factor is None else widen_factor,
-                              two_heads=two_heads, projection=projection)
+                              two_heads=two_heads, projection=projection, **WIDERESNETS[arch])
         if arch == 'resnext':
             # FixMatch's settings: 4x4d ResNeXt-29 for CIFAR-10, 8x64d for CIFAR-100.
             cardinality, d, w = (4, 28, 4) if num_classes < 100 else (8, 29, 64)

@@ -1,9 +1,12 @@
-"""WideResNet-28-2 for 32x32 images, following FixMatch-pytorch (kekmodel, MIT):
-https://github.com/kekmodel/FixMatch-pytorch/blob/master/models/wideresnet.py
+"""WideResNet-28-2 for 32x32 images, as the official codes of the methods build it.
 
-Same layers, BN momentum (0.001), LeakyReLU(0.1) and initialisation, so parameter
-counts match (1,467,610 for 10 classes). Adds an optional second ("balanced")
-linear head on the pooled features, used by ACR_d (models/common.py: NetworkOutput).
+The default follows FixMatch-pytorch (kekmodel, MIT; models/wideresnet.py), the network of SimPro,
+ACR and CCL: same layers, BN momentum (0.001), LeakyReLU(0.1) and initialisation, so parameter
+counts match (1,467,610 for 10 classes). Its variants (models/__init__.py) are the networks of
+other official codes: the MixMatch lineage (ytaek-oh/daso lib/models/wrn.py, YUE-FAN/CoSSL
+models/wrn.py), whose widening blocks feed the activated input to their convolution, and USB's
+(microsoft/Semi-supervised-learning semilearn/nets/wrn/wrn.py). An optional second ("balanced")
+linear head on the pooled features serves ACR_d (models/common.py: NetworkOutput).
 """
 import torch
 import torch.nn as nn
@@ -16,14 +19,18 @@ LEAKY_SLOPE = 0.1
 
 
 class BasicBlock(nn.Module):
-    """Pre-activation block: bn1-relu1-conv1-bn2-relu2-conv2, plus shortcut."""
+    """Pre-activation block: bn1-relu1-conv1-bn2-relu2-conv2, plus shortcut. `preactivate_widening`:
+    a widening block without activate_before_residual feeds relu1(bn1(x)) to conv1, its shortcut the
+    raw x (the MixMatch lineage); without it, conv1 reads the raw x (FixMatch-pytorch, USB)."""
 
-    def __init__(self, in_planes, out_planes, stride, drop_rate=0.0, activate_before_residual=False):
+    def __init__(self, in_planes, out_planes, stride, drop_rate=0.0, activate_before_residual=False,
+                 preactivate_widening=False, bn=None):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM)
+        bn = bn or dict(momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(in_planes, **bn)
         self.relu1 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_planes, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(out_planes, **bn)
         self.relu2 = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.drop_rate = drop_rate
@@ -31,13 +38,14 @@ class BasicBlock(nn.Module):
         self.conv_shortcut = None if self.equal_in_out else nn.Conv2d(
             in_planes, out_planes, 1, stride=stride, padding=0, bias=False)
         self.activate_before_residual = activate_before_residual
+        self.preactivate_widening = preactivate_widening
 
     def forward(self, x):
         if not self.equal_in_out and self.activate_before_residual:
             # Shortcut and conv path both see the activated input.
             x = self.relu1(self.bn1(x))
             out = x
-        elif self.equal_in_out:
+        elif self.equal_in_out or self.preactivate_widening:
             out = self.relu1(self.bn1(x))
         else:
             # Kept from FixMatch-pytorch: a widening block without
@@ -51,28 +59,35 @@ class BasicBlock(nn.Module):
         return shortcut + out
 
 
-def _group(n, in_planes, out_planes, stride, drop_rate, activate_before_residual=False):
+def _group(n, in_planes, out_planes, stride, drop_rate, activate_before_residual=False, **block):
     """n blocks; only the first changes width/resolution."""
     return nn.Sequential(*[
         BasicBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1,
-                   drop_rate, activate_before_residual)
+                   drop_rate, activate_before_residual, **block)
         for i in range(n)])
 
 
 class WideResNet(nn.Module):
-    def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False):
+    """`preactivate_widening`: BasicBlock's; `bn`: the BatchNorm2d keyword arguments of the blocks
+    (default momentum 0.001), `final_bn` those of the last BatchNorm (default: `bn`); `stem_bias`:
+    the first convolution has a bias (USB)."""
+
+    def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False,
+                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False):
         super().__init__()
+        bn = bn or dict(momentum=BN_MOMENTUM)
+        block = dict(preactivate_widening=preactivate_widening, bn=bn)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(f'WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}')
         if widen_factor < 1:
             raise ValueError(f'WideResNet widen_factor must be >= 1, got {widen_factor}')
         n = (depth - 4) // 6
         channels = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=False)
-        self.block1 = _group(n, channels[0], channels[1], 1, drop_rate, activate_before_residual=True)
-        self.block2 = _group(n, channels[1], channels[2], 2, drop_rate)
-        self.block3 = _group(n, channels[2], channels[3], 2, drop_rate)
-        self.bn1 = nn.BatchNorm2d(channels[3], momentum=BN_MOMENTUM)
+        self.conv1 = nn.Conv2d(3, channels[0], 3, stride=1, padding=1, bias=stem_bias)
+        self.block1 = _group(n, channels[0], channels[1], 1, drop_rate, activate_before_residual=True, **block)
+        self.block2 = _group(n, channels[1], channels[2], 2, drop_rate, **block)
+        self.block3 = _group(n, channels[2], channels[3], 2, drop_rate, **block)
+        self.bn1 = nn.BatchNorm2d(channels[3], **(final_bn or bn))
         self.relu = nn.LeakyReLU(LEAKY_SLOPE, inplace=True)
         self.num_features = channels[3]
         self.fc = nn.Linear(channels[3], num_classes)

@@ -8,7 +8,7 @@ import pytest
 import train
 from dataset import readers
 from dataset.data import build_data
-from methods import METHODS
+from methods import METHODS, default_arch
 from test_splits import reference_counts
 from tools import fake_data
 from core.command_line import get_args_parser
@@ -264,3 +264,16 @@ def test_digits_without_scikit_learn(capsys, monkeypatch):
     monkeypatch.setitem(__import__('sys').modules, 'sklearn.datasets', None)
     code, _, _, err = dry_run(capsys, '--dataset', 'digits')
     assert code == 2 and err.strip() == 'error: --dataset digits needs scikit-learn: pip install scikit-learn'
+
+
+@pytest.mark.parametrize('method,arch', [('SimPro', 'wideresnet'), ('ACR', 'wideresnet'), ('CCL', 'wideresnet'),
+                                         ('FixMatch', 'wideresnet_daso'), ('DASO', 'wideresnet_daso'),
+                                         ('DARP', 'wideresnet_daso'), ('CReST+', 'wideresnet_daso'),
+                                         ('CoSSL', 'wideresnet_cossl')])
+def test_each_method_trains_its_official_codes_network_by_default(capsys, small_cifar10_root, method, arch):
+    """On CIFAR (and STL-10) each method's default network is its own code's; --arch overrides it;
+    digits keeps the dataset's."""
+    common = ['--version', method, '--data-dir', small_cifar10_root, '--num-max', 20, '--num-max-u', 30]
+    assert dry_run(capsys, *common)[1]['model'] == arch
+    assert dry_run(capsys, *common, '--arch', 'wideresnet_usb')[1]['model'] == 'wideresnet_usb'
+    assert default_arch(method, 'digits') == 'wideresnet' and default_arch(method, 'smallimagenet') == 'resnet50'

@@ -244,7 +244,7 @@ def test_imagenet_pickle_not_in_the_official_format(capsys, tmp_path):
 def test_a_mistake_is_refused_before_the_compiler_or_torchvision_is_imported(argv):
     """Checking the command line imports torch and the project, not torch.compile's machinery or
     torchvision's model zoo (seconds each): they are imported when a run needs them."""
-    probe = ('import sys, train\ntry:\n    code = train.main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n'
-             'print([m for m in ("torch._dynamo", "torchvision") if m in sys.modules], code)')
+    probe = ('import sys, train\ntry:\n    code = train.main(sys.argv[1:])\nexcept SystemExit as e:\n'
+             '    code = e.code\nprint([m for m in ("torch._dynamo", "torchvision") if m in sys.modules], code)')
     result = subprocess.run([sys.executable, '-c', probe, *argv], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.splitlines()[-1] == f'[] {0 if argv == ["--help"] else 2}', result.stdout + result.stderr

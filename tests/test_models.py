@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models import ARCHS, build_model, count_parameters
 from utils.errors import UserError
@@ -217,3 +218,69 @@ def test_unknown_arch_raises_listing_archs():
         build_model('vgg16', 10)
     assert all(a in str(info.value) for a in ARCHS)
     assert ARCHS == ('wideresnet', 'resnext', 'resnet50')
+
+
+# --- the WideResNets of the official codes ---
+
+@pytest.mark.parametrize('arch,num_classes,expected', [
+    ('wideresnet_daso', 10, 1_467_610), ('wideresnet_daso', 100, 1_479_220),   # ytaek-oh/daso lib/models/wrn.py
+    ('wideresnet_cossl', 10, 1_468_126 - 516), ('wideresnet_cossl', 100, 1_479_736 - 516),  # without its rotation head
+    ('wideresnet_usb', 10, 1_467_626), ('wideresnet_usb', 100, 1_479_236),     # USB wrn_28_2: a stem bias
+])
+def test_official_wideresnets_have_their_codes_parameter_counts(arch, num_classes, expected):
+    assert count_parameters(build_model(arch, num_classes)) == expected
+
+
+@pytest.mark.parametrize('arch,blocks,final', [
+    ('wideresnet', (1e-5, 0.001), (1e-5, 0.001)), ('wideresnet_daso', (1e-5, 0.1), (1e-5, 0.1)),
+    ('wideresnet_cossl', (1e-3, 0.1), (1e-3, 0.1)), ('wideresnet_usb', (1e-5, 0.001), (1e-3, 0.001))])
+def test_official_wideresnets_batchnorm_settings(arch, blocks, final):
+    """(eps, momentum) of every BatchNorm of the blocks, and of the last one; CoSSL's
+    BatchNorm2d(channels, 1e-3) passes 1e-3 where PyTorch takes eps."""
+    model = build_model(arch, 10, depth=10, widen_factor=1)
+    settings = {(m.eps, m.momentum) for name, m in model.named_modules()
+                if isinstance(m, nn.BatchNorm2d) and name.startswith('block')}
+    assert settings == {blocks} and (model.bn1.eps, model.bn1.momentum) == final
+
+
+def reference_forward(model, x, preactivate_widening, eps, final_eps):
+    """A WRN forward in train mode written from the official definitions: a block adds its shortcut
+    (the input, or a 1x1 convolution of it) to conv2(lrelu(bn2(conv1(a)))) with a = lrelu(bn1(input));
+    the first block of stage 1 also feeds a to its shortcut; a later widening block feeds a to conv1
+    in the MixMatch lineage (DASO, CoSSL) and its raw input in FixMatch-pytorch and USB."""
+    def activate(norm, t, e):
+        return F.leaky_relu(F.batch_norm(t, None, None, norm.weight, norm.bias, True, 0.0, e), 0.1)
+
+    out = F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=1)
+    for stage, group in enumerate((model.block1, model.block2, model.block3)):
+        for number, block in enumerate(group):
+            a = activate(block.bn1, out, eps)
+            if block.conv_shortcut is None:
+                path, shortcut = a, out
+            elif stage == 0 and number == 0:
+                path, shortcut = a, F.conv2d(a, block.conv_shortcut.weight, stride=block.conv_shortcut.stride)
+            else:
+                path = a if preactivate_widening else out
+                shortcut = F.conv2d(out, block.conv_shortcut.weight, stride=block.conv_shortcut.stride)
+            h = F.conv2d(path, block.conv1.weight, stride=block.conv1.stride, padding=1)
+            h = F.conv2d(activate(block.bn2, h, eps), block.conv2.weight, padding=1)
+            out = shortcut + h
+    features = activate(model.bn1, out, final_eps).mean(dim=(2, 3))
+    return features @ model.fc.weight.T + model.fc.bias
+
+
+@pytest.mark.parametrize('arch,preactivate,eps,final_eps', [
+    ('wideresnet', False, 1e-5, 1e-5), ('wideresnet_daso', True, 1e-5, 1e-5), ('wideresnet_cossl', True, 1e-3, 1e-3),
+    ('wideresnet_usb', False, 1e-5, 1e-3)])
+def test_official_wideresnets_compute_their_codes_forward(arch, preactivate, eps, final_eps):
+    torch.manual_seed(0)
+    model = build_model(arch, 10, depth=10, widen_factor=2).train()
+    for norm in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # (not the identity of the init)
+        nn.init.normal_(norm.weight, 1.0, 0.3)
+        nn.init.normal_(norm.bias, 0.0, 0.3)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x).logits
+        torch.testing.assert_close(logits, reference_forward(model, x, preactivate, eps, final_eps))
+        # the reference tells the two wirings apart
+        assert not torch.allclose(logits, reference_forward(model, x, not preactivate, eps, final_eps), atol=1e-3)
