@@ -166,6 +166,64 @@ def torchvision_transforms():
     return transforms
 
 
+# USB's RandAugment (microsoft/Semi-supervised-learning semilearn/datasets/augmentation/randaugment.py):
+# the same 14 ops in the same order as FIXMATCH_POOL, each with a value drawn uniformly from its
+# range and always applied, then a cutout of a random size. (name, low, high) of each op's value.
+USB_POOL = [('auto_contrast', 0, 1), ('brightness', 0.05, 0.95), ('color', 0.05, 0.95), ('contrast', 0.05, 0.95),
+            ('equalize', 0, 1), ('identity', 0, 1), ('posterize', 4, 8), ('rotate', -30, 30),
+            ('sharpness', 0.05, 0.95), ('shear_x', -0.3, 0.3), ('shear_y', -0.3, 0.3), ('solarize', 0, 256),
+            ('translate_x', -0.3, 0.3), ('translate_y', -0.3, 0.3)]
+USB_CUTOUT_FILL = (125, 123, 114)
+
+
+def usb_op(name, img, v):
+    """USB's op `name` at value v (auto_contrast, equalize and identity ignore it)."""
+    if name in ('brightness', 'color', 'contrast', 'sharpness'):
+        enhance = {'brightness': PIL.ImageEnhance.Brightness, 'color': PIL.ImageEnhance.Color,
+                   'contrast': PIL.ImageEnhance.Contrast, 'sharpness': PIL.ImageEnhance.Sharpness}[name]
+        return enhance(img).enhance(v)
+    if name in ('shear_x', 'shear_y', 'translate_x', 'translate_y'):
+        w, h = img.size
+        matrix = {'shear_x': (1, v, 0, 0, 1, 0), 'shear_y': (1, 0, 0, v, 1, 0),
+                  'translate_x': (1, 0, v * w, 0, 1, 0), 'translate_y': (1, 0, 0, 0, 1, v * h)}[name]
+        return img.transform(img.size, PIL.Image.AFFINE, matrix)
+    return {'auto_contrast': lambda: PIL.ImageOps.autocontrast(img), 'equalize': lambda: PIL.ImageOps.equalize(img),
+            'identity': lambda: img, 'posterize': lambda: PIL.ImageOps.posterize(img, max(1, int(v))),
+            'rotate': lambda: img.rotate(v), 'solarize': lambda: PIL.ImageOps.solarize(img, v)}[name]()
+
+
+def usb_cutout(img, v):
+    """USB's Cutout: a square of side v * width (v in [0, 0.5]; none for v = 0) in USB_CUTOUT_FILL,
+    its corner from numpy's uniform(w), which takes w as the low end: a centre in (1, w]; PIL
+    truncates the float far corner."""
+    if v <= 0:
+        return img
+    v = v * img.size[0]
+    w, h = img.size
+    x0, y0 = np.random.uniform(w), np.random.uniform(h)
+    x0, y0 = int(max(0, x0 - v / 2.)), int(max(0, y0 - v / 2.))
+    img = img.copy()
+    PIL.ImageDraw.Draw(img).rectangle((x0, y0, min(w, x0 + v), min(h, y0 + v)), USB_CUTOUT_FILL)
+    return img
+
+
+class RandAugmentUSB:
+    """USB's RandAugment(n, m): n ops drawn with replacement (python `random`), each always applied
+    at a value uniform in its range (m is unused, as in USB), then usb_cutout at a size uniform in
+    [0, 0.5) of the width (its corner from numpy's global RNG)."""
+
+    def __init__(self, n=3, m=5):
+        self.n, self.m = n, m
+
+    def __call__(self, img):
+        for name, low, high in random.choices(USB_POOL, k=self.n):
+            img = usb_op(name, img, low + float(high - low) * random.random())
+        return usb_cutout(img, random.random() * 0.5)
+
+    def __repr__(self):
+        return f'{type(self).__name__}(n={self.n}, m={self.m})'
+
+
 def weak(image_size, flip=True):
     """Random horizontal flip (unless flip=False), then reflect-padded random crop."""
     transforms = torchvision_transforms()

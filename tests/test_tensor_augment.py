@@ -443,3 +443,65 @@ def test_normalize_equals_torchvision():
     for i in range(len(x)):
         assert torch.equal(out[i], tv(pil(x[i])))            # bit for bit
         assert torch.equal(out[i], A.test_transform(MEAN, STD)(pil(x[i])))
+
+
+# ---------------------------------------------------------------- USB's RandAugment
+
+def reference_usb(img, op, u, cutout_u, corner):
+    """augment.RandAugmentUSB(3, 5) fed given draws through its random sources: the ops, the
+    uniforms of their values and of the cutout's side (python random), the cutout's corner (numpy)."""
+    ops = [A.USB_POOL[k] for k in op]
+    coins = [*u, cutout_u]
+    corners = list(corner)
+    with mock.patch.object(random, 'choices', lambda pool, k: ops), \
+            mock.patch.object(random, 'random', lambda: coins.pop(0)), \
+            mock.patch.object(np.random, 'uniform', lambda low: corners.pop(0)):
+        out = A.RandAugmentUSB(3, 5)(img)
+    assert not coins and (not corners or cutout_u == 0)
+    return arr(out)
+
+
+@pytest.mark.parametrize('size, count', [(32, 160), (64, 24)])
+def test_usb_randaugment_equals_usbs_pil_code(size, count):
+    """USB's ops at continuous values (every op, always applied), its random-side cutout in its
+    colour, numpy's uniform(w) corner: pixel for pixel the PIL reference fed the same draws."""
+    x = sample_images(size, count)
+    ra = T.RandAugmentUSB(3, 5)
+    g = torch.Generator().manual_seed(size)
+    draws = ra.draw(count, g)
+    g.manual_seed(size)
+    op = torch.randint(0, 14, (count, 3), generator=g)
+    u = torch.rand((count, 3), generator=g, dtype=torch.float64)
+    cutout_u = torch.rand(count, generator=g, dtype=torch.float64)
+    corner = torch.rand((count, 2), generator=g, dtype=torch.float64)
+    assert torch.equal(draws.op, op) and torch.equal(draws.cutout, cutout_u * 0.5)
+    out = ra.apply(x, draws)
+    for i in range(count):
+        pixels = [size + (1 - size) * float(c) for c in corner[i]]
+        ref = reference_usb(pil(x[i]), op[i].tolist(), u[i].tolist(), float(cutout_u[i]), pixels)
+        assert_images_equal(out[i], ref, f'sample {i}: {[A.USB_POOL[k][0] for k in op[i].tolist()]}')
+    if count >= 160:
+        assert set(op.flatten().tolist()) == set(range(14))
+
+
+def test_usb_randaugment_values_and_cutout_edges():
+    """Values at the ends of the ranges (posterize 4 bits and the int() of 7.99, solarize at 0 and at
+    a fraction, rotate by a fraction of a degree) and a cutout of side 0 (none)."""
+    x = sample_images(32, 6)
+    names = [name for name, _, _ in A.USB_POOL]
+    cases = [('posterize', 4.0), ('posterize', 7.99), ('solarize', 0.0), ('solarize', 100.5), ('rotate', -0.25),
+             ('translate_x', 0.2999)]
+    op = torch.tensor([[names.index(n)] * 3 for n, _ in cases])
+    value = torch.tensor([[v] * 3 for _, v in cases], dtype=torch.float64)
+    cutout = torch.tensor([0.0, 0.5 - 1e-9, 0.25, 0.1, 0.3, 0.0], dtype=torch.float64)
+    corner = torch.tensor([[0.0, 0.0], [0.999, 0.5], [0.3, 0.7], [0.5, 0.5], [1 - 1e-12, 0.0], [0.2, 0.2]],
+                          dtype=torch.float64)
+    out = T.RandAugmentUSB(3, 5).apply(x, T.USBDraws(op, value, cutout, corner))
+    for i, (name, v) in enumerate(cases):
+        img = pil(x[i])
+        for _ in range(3):
+            img = A.usb_op(name, img, v)
+        uniform = lambda low, c=list(corner[i].tolist()): low + (1 - low) * c.pop(0)  # noqa: E731
+        with mock.patch.object(np.random, 'uniform', uniform):
+            ref = arr(A.usb_cutout(img, float(cutout[i])))
+        assert_images_equal(out[i], ref, f'{name} {v}')

@@ -6,7 +6,8 @@ for pixel equal to Pillow's. Every random draw comes from a torch.Generator pass
 depends only on the generator's seed; the global RNGs are never touched. In four parts:
 
 - ops.py: the pixel ops, each reproducing Pillow's arithmetic, and the RandAugment pool;
-- randaugment.py: RandAugmentMC, its draws, their plan on the host and its fixed-shape pass on the device;
+- randaugment.py: RandAugmentMC (and USB's RandAugment), its draws, their plan on the host and its
+  fixed-shape pass on the device;
 - views.py: the weak view (flip and crop), the strong one, and the normalisation;
 - contrastive.py: CCL's contrastive view (resized crop, colour jitter, grey, Gaussian blur).
 """
@@ -15,7 +16,7 @@ from dataset.tensor_augment.ops import (float_parameter, int_parameter, identity
                                         affine, rotate_matrix, shear_x_matrix, shear_y_matrix, translate_x_matrix,
                                         translate_y_matrix, MATRICES, rotate, shear_x, shear_y, translate_x,
                                         translate_y, cutout, cutout_box, POOL, SIGNED, op_parameter, apply_op, send)
-from dataset.tensor_augment.randaugment import (slot_plan, run_slot, Draws, RandAugmentMC)
+from dataset.tensor_augment.randaugment import (slot_plan, run_slot, Draws, RandAugmentMC, RandAugmentUSB, USBDraws)
 from dataset.tensor_augment.views import (crop_padding, crop_source, draw_weak, flip_crop, weak, strong, normalize)
 from dataset.tensor_augment import contrastive
 
@@ -23,5 +24,6 @@ __all__ = ['float_parameter', 'int_parameter', 'identity', 'auto_contrast', 'equ
            'contrast', 'sharpness', 'posterize', 'solarize', 'fixed_point', 'affine_fixed', 'affine', 'rotate_matrix',
            'shear_x_matrix', 'shear_y_matrix', 'translate_x_matrix', 'translate_y_matrix', 'MATRICES', 'rotate',
            'shear_x', 'shear_y', 'translate_x', 'translate_y', 'cutout', 'cutout_box', 'POOL', 'SIGNED',
-           'op_parameter', 'apply_op', 'send', 'slot_plan', 'run_slot', 'Draws', 'RandAugmentMC', 'crop_padding',
+           'op_parameter', 'apply_op', 'send', 'slot_plan', 'run_slot', 'Draws', 'RandAugmentMC', 'RandAugmentUSB',
+           'USBDraws', 'crop_padding',
            'crop_source', 'draw_weak', 'flip_crop', 'weak', 'strong', 'normalize', 'contrastive']

@@ -270,9 +270,13 @@ def _cos_sin(degrees):
     return cs[:, 0], cs[:, 1]
 
 
-def rotate_matrix(degrees, height, width):
-    """Image.rotate(degrees)'s matrix: counter-clockwise about (w/2, h/2), (N, 6) float64."""
-    cos, sin = _cos_sin(degrees)
+def rotate_matrix(degrees, height, width, exact=False):
+    """Image.rotate(degrees)'s matrix: counter-clockwise about (w/2, h/2), (N, 6) float64. `exact`:
+    the cosines and sines of any angle Python's (a plan's continuous angles, on the host)."""
+    if exact:
+        cos, sin = torch.tensor([_pil_cos_sin(float(d)) for d in degrees], dtype=torch.float64).view(-1, 2).unbind(1)
+    else:
+        cos, sin = _cos_sin(degrees)
     cx, cy = width / 2, height / 2
     c = (cos * -cx + sin * -cy) + cx          # Image.rotate's transform(-centre) + centre
     f = (-sin * -cx + cos * -cy) + cy
@@ -337,13 +341,15 @@ def translate_y(x, pixels):
     return affine(x, translate_y_matrix(pixels, *x.shape[2:]))
 
 
-def cutout(x, x0, y0, x1, y1, out=None):
-    """Grey 127 over the inclusive rectangle [x0..x1] x [y0..y1] (PIL rectangle), clipped; the
-    result goes into `out` when given (RandAugmentMC writes its views in place)."""
+def cutout(x, x0, y0, x1, y1, out=None, fill=None):
+    """Grey 127 (or the RGB `fill`) over the inclusive rectangle [x0..x1] x [y0..y1] (PIL rectangle),
+    clipped; the result goes into `out` when given (RandAugmentMC writes its views in place)."""
     h, w = x.shape[2:]
     rows, cols = _grid(h, w, x.device)
     box = ((cols >= _col(x0, 3)) & (cols <= _col(x1, 3)) & (rows >= _col(y0, 3)) & (rows <= _col(y1, 3)))
-    return torch.where(box.unsqueeze(1), _table('grey', lambda: 127, torch.uint8, x.device), x, out=out)
+    colour = _table('grey', lambda: 127, torch.uint8, x.device) if fill is None else \
+        _table(('fill', tuple(fill)), lambda: torch.tensor(fill).view(1, 3, 1, 1), torch.uint8, x.device)
+    return torch.where(box.unsqueeze(1), colour, x, out=out)
 
 
 def cutout_box(cx, cy, v, height, width):

@@ -23,11 +23,12 @@ from typing import NamedTuple
 
 import torch
 
+from dataset import augment as _ref
 from dataset.augment import CUTOUT
 from dataset.tensor_augment.ops import (MATRICES, POOL, _N_OPS, _blend, _apply_lut, _channel_range, _col, _grayscale,
                                         _histogram, _smooth, _table, affine_fixed, auto_contrast_lut, cutout,
                                         cutout_box, equalize_lut, fixed_point, gray_mean, op_parameter, posterize_mask,
-                                        send)
+                                        rotate_matrix, send)
 
 _NAMES = [p[0] for p in POOL]
 IDENTITY_AFFINE = (65536, 0, 32768, 0, 65536, 32768)   # fixed_point() of the identity matrix
@@ -157,6 +158,92 @@ class RandAugmentMC:
 
     def apply(self, images, draws: Draws):
         """The augmentation with given draws; images (N, 3, H, W) uint8 on any device."""
+        return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
+
+    def __call__(self, images, generator):
+        return self.apply(images, self.draw(len(images), generator))
+
+    def __repr__(self):
+        return f'{type(self).__name__}(n={self.n}, m={self.m})'
+
+
+# ---------------------------------------------------------------- USB's RandAugment
+
+_USB_NAMES = [name for name, _, _ in _ref.USB_POOL]
+_USB_LOW = torch.tensor([low for _, low, _ in _ref.USB_POOL], dtype=torch.float64)
+_USB_SPAN = torch.tensor([float(high - low) for _, low, high in _ref.USB_POOL], dtype=torch.float64)
+
+
+class USBDraws(NamedTuple):
+    """USB's RandAugment draws for N images and n slots."""
+    op: torch.Tensor       # (N, n) int64, index into augment.USB_POOL, uniform
+    value: torch.Tensor    # (N, n) float64, uniform in the op's range
+    cutout: torch.Tensor   # (N,) float64, the cutout's side as a fraction of the width, uniform in [0, 0.5)
+    corner: torch.Tensor   # (N, 2) float64, uniform in [0, 1): numpy's uniform(w) is w + (1 - w) u
+
+
+def usb_slot_plan(op, value, height, width) -> torch.Tensor:
+    """The columns of slot_plan for USB's ops, every one applied, at continuous values."""
+    is_op = lambda *names: torch.isin(op, torch.tensor([_USB_NAMES.index(n) for n in names]))  # noqa: E731
+    affine = torch.tensor(IDENTITY_AFFINE).repeat(len(op), 1)
+    for name in MATRICES:
+        chosen = is_op(name)
+        if chosen.any():
+            if name == 'rotate':
+                matrix = rotate_matrix(value[chosen], height, width, exact=True)
+            else:
+                scale = width if name == 'translate_x' else height if name == 'translate_y' else 1
+                matrix = MATRICES[name](value[chosen] * scale, height, width)
+            affine[chosen] = fixed_point(matrix)
+    mask = torch.where(is_op('posterize'), posterize_mask(value.trunc().clamp(min=1)), 255)
+    threshold = torch.where(is_op('solarize'), value.ceil().long(), 256)
+    flags = torch.stack([is_op('contrast'), is_op('auto_contrast'), is_op('equalize'), is_op('color')], 1).long()
+    factors = torch.stack([torch.where(is_op('brightness', 'contrast'), value, 1.0),
+                           torch.where(is_op('color', 'sharpness'), value, 1.0)], 1)
+    return torch.cat([affine, mask.unsqueeze(1), threshold.unsqueeze(1), flags, factors.view(torch.int64)], 1)
+
+
+def usb_cutout_plan(draws: USBDraws, height, width) -> torch.Tensor:
+    """augment.usb_cutout's rectangle, inclusive (x0, y0, x1, y1) int64 (empty, x1 < x0, for a side of 0)."""
+    side = draws.cutout * width
+    cx, cy = width + (1 - width) * draws.corner[:, 0], height + (1 - height) * draws.corner[:, 1]
+    x0, y0 = (cx - side / 2.).clamp(min=0).trunc(), (cy - side / 2.).clamp(min=0).trunc()
+    x1, y1 = (x0 + side).clamp(max=width).trunc(), (y0 + side).clamp(max=height).trunc()
+    box = torch.stack([x0, y0, x1, y1], 1).long()
+    return torch.where((side > 0).unsqueeze(1), box, torch.tensor([1, 1, 0, 0]))
+
+
+class RandAugmentUSB:
+    """Batched augment.RandAugmentUSB: per sample and slot an op uniform over USB's pool at a value
+    uniform in its range, always applied; then a cutout of a random side in USB's colour. Its plan
+    has RandAugmentMC's slot columns, so the device runs the same three stages (run_slot)."""
+
+    def __init__(self, n=3, m=5):
+        self.n, self.m = n, m
+
+    @property
+    def plan_columns(self) -> int:
+        return self.n * SLOT_COLUMNS + CUTOUT_COLUMNS
+
+    def draw(self, n_images, generator) -> USBDraws:
+        device = generator.device
+        op = torch.randint(0, len(_USB_NAMES), (n_images, self.n), generator=generator, device=device)
+        u = torch.rand((n_images, self.n), generator=generator, device=device, dtype=torch.float64)
+        cutout = torch.rand(n_images, generator=generator, device=device, dtype=torch.float64) * 0.5
+        corner = torch.rand((n_images, 2), generator=generator, device=device, dtype=torch.float64)
+        return USBDraws(op, _USB_LOW.to(device)[op] + _USB_SPAN.to(device)[op] * u, cutout, corner)
+
+    def plan(self, draws: USBDraws, height, width) -> torch.Tensor:
+        draws = USBDraws(*(t.cpu() for t in draws))
+        return torch.cat([usb_slot_plan(draws.op[:, slot], draws.value[:, slot], height, width)
+                          for slot in range(self.n)] + [usb_cutout_plan(draws, height, width)], 1)
+
+    def run(self, images, plan, out=None):
+        for slot in range(self.n):
+            images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
+        return cutout(images, *plan[:, self.n * SLOT_COLUMNS:].unbind(1), out=out, fill=_ref.USB_CUTOUT_FILL)
+
+    def apply(self, images, draws: USBDraws):
         return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
 
     def __call__(self, images, generator):
