@@ -246,6 +246,13 @@ def strong(image_size, flip=True, cutout=CUTOUT):
     return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentMC(n=2, m=10, cutout=cutout)])
 
 
+def strong_usb(image_size, flip=True):
+    """USB's strong view (semilearn/datasets/cv_datasets/cifar.py): the weak view (USB crops, then
+    flips: the same distribution as the flip, then the crop), then RandAugmentUSB(3, 5)."""
+    transforms = torchvision_transforms()
+    return transforms.Compose(weak(image_size, flip).transforms + [RandAugmentUSB(3, 5)])
+
+
 class GaussianBlur:
     """PIL's Gaussian blur with a radius drawn uniformly from `sigma` (MoCo v2's, as CCL draws it)."""
 
@@ -277,7 +284,7 @@ def test_transform(mean, std):
 test_transform.__test__ = False  # not a pytest test despite its name
 
 
-VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')
+VIEW_KINDS = ('weak', 'strong', 'strong_usb', 'crop_flip', 'contrastive')
 
 
 class Views:
@@ -300,6 +307,7 @@ def views(kinds, image_size, mean, std, flip=True, cutout=CUTOUT):
     """Views of the given kinds (VIEW_KINDS), in order, e.g. ('weak', 'strong', 'strong') for the
     unlabeled views of SimPro (methods.base.Method.view_kinds); ValueError for an unknown kind."""
     make = {'weak': lambda: weak(image_size, flip), 'strong': lambda: strong(image_size, flip, cutout),
+            'strong_usb': lambda: strong_usb(image_size, flip),
             'crop_flip': lambda: crop_flip(image_size), 'contrastive': lambda: contrastive(image_size)}
     unknown = set(kinds) - set(make)
     if unknown:

@@ -20,12 +20,20 @@ from typing import NamedTuple, Optional
 import torch
 
 from dataset import tensor_augment
-from dataset.tensor_augment import (Draws, RandAugmentMC, contrastive, crop_padding, crop_source, draw_weak, send)
+from dataset.tensor_augment import (Draws, RandAugmentMC, RandAugmentUSB, USBDraws, contrastive, crop_padding,
+                                     crop_source, draw_weak, send)
 from dataset.tensor_augment.contrastive import ContrastiveDraws
 from dataset.tensor_augment.ops import _table
 from dataset.sampler import PassBatches
 
-TENSOR_VIEW_KINDS = ('weak', 'strong', 'crop_flip', 'contrastive')  # the view kinds drawn here: augment.VIEW_KINDS
+TENSOR_VIEW_KINDS = ('weak', 'strong', 'strong_usb', 'crop_flip', 'contrastive')  # drawn here: augment.VIEW_KINDS
+STRONG = {'strong': 'randaugment', 'strong_usb': 'randaugment_usb'}  # a strong kind -> its plan part, in order
+
+
+def strong_rank(kind: str) -> int:
+    """The order of a view kind among a step's flipped and cropped views: the plain ones first,
+    then each strong kind in STRONG's order (each runs its RandAugment on its own tail)."""
+    return list(STRONG).index(kind) + 1 if kind in STRONG else 0
 
 
 def to_device(images, device) -> torch.Tensor:
@@ -57,7 +65,7 @@ class Stream:
 class View(NamedTuple):
     side: int             # 0 labeled, 1 unlabeled
     number: int           # its place among the method's views of that side
-    kind: str             # 'weak', 'strong', 'crop_flip' or 'contrastive'
+    kind: str             # one of TENSOR_VIEW_KINDS
 
 
 def _cat(parts) -> torch.Tensor:
@@ -99,11 +107,12 @@ class DeviceBatches:
         self.sides = (Stream(labeled_rows, targets, labeled_views, batch_size, 0, 'labeled set', **common),
                       Stream(unlabeled_rows, labels[unlabeled_rows], unlabeled_views, batch_size * mu, 1,
                              'unlabeled pool', **common))
-        self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
+        self.randaugment, self.randaugment_usb = RandAugmentMC(n=2, m=10, cutout=cutout), RandAugmentUSB(3, 5)
         views = [View(side, number, kind) for side, stream in enumerate(self.sides)
                  for number, kind in enumerate(stream.views)]
-        # the flipped and cropped views, the strong ones last (RandAugmentMC runs on that tail), then the contrastive
-        self.order = sorted((v for v in views if v.kind != 'contrastive'), key=lambda v: v.kind == 'strong') + \
+        # the flipped and cropped views, the strong ones last (RandAugmentMC, then USB's RandAugment, run on that
+        # tail), then the contrastive
+        self.order = sorted((v for v in views if v.kind != 'contrastive'), key=lambda v: strong_rank(v.kind)) + \
             [v for v in views if v.kind == 'contrastive']
         self.layout = self._layout()
         self.planned = planned and 'contrastive' not in labeled_views + unlabeled_views
@@ -113,15 +122,21 @@ class DeviceBatches:
     def _layout(self) -> Layout:
         """The host plan's parts, shaped as the device uses them (broadcast over (N, 3, H, W))."""
         count = lambda kinds: sum(self.sides[v.side].batch_size for v in self.order if v.kind in kinds)  # noqa: E731
-        padded, strong, contrast = count(('weak', 'crop_flip', 'strong')), count(('strong',)), count(('contrastive',))
+        padded, contrast = count(('weak', 'crop_flip', *STRONG)), count(('contrastive',))
         h, w = self.images.shape[1:3]
         samples = sum(stream.batch_size for stream in self.sides)
         parts = {'positions': (samples,), 'labels': (samples,), 'base': (padded, 1, 1, 1), 'rows': (padded, 1, h, 1),
                  'cols': (padded, 1, 1, w)}
         if self.zero_pad:
             parts.update(rows_inside=(padded, 1, h, 1), cols_inside=(padded, 1, 1, w))
-        parts.update(randaugment=(strong, self.randaugment.plan_columns), contrastive_rows=(contrast,))
+        parts.update({part: (count((kind,)), augmenter.plan_columns) for (kind, part), augmenter in
+                      zip(STRONG.items(), self.augmenters)}, contrastive_rows=(contrast,))
         return Layout(parts)
+
+    @property
+    def augmenters(self) -> tuple:
+        """The augmenter of each strong kind, in STRONG's order."""
+        return self.randaugment, self.randaugment_usb
 
     @property
     def zero_pad(self) -> bool:
@@ -132,7 +147,7 @@ class DeviceBatches:
 
     def draw(self, keys) -> list:
         """Every view's draws, in the order the views are listed (each side: per view, the flip
-        and crop, then RandAugmentMC's draws for a strong one; a contrastive view's own draws),
+        and crop, then its RandAugment's draws for a strong one; a contrastive view's own draws),
         from generators seeded with each batch's first sample seed: {view: draws}."""
         height, drawn = self.images.shape[1], {}
         for side, (stream, batch) in enumerate(zip(self.sides, keys)):
@@ -145,7 +160,8 @@ class DeviceBatches:
                 # 'crop_flip' (zero-padded crop, then flip) is drawn as a flip, then a zero-padded crop:
                 # the same distribution (tensor_augment.flip_crop); it always flips at random
                 weak = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
-                drawn[view] = (weak, self.randaugment.draw(len(batch), stream.generator) if kind == 'strong' else None)
+                augmenter = dict(zip(STRONG, self.augmenters)).get(kind)
+                drawn[view] = (weak, augmenter.draw(len(batch), stream.generator) if augmenter else None)
         return drawn
 
     def host_plan(self):
@@ -160,13 +176,13 @@ class DeviceBatches:
         flips, top, left = (_cat(parts) for parts in zip(*(drawn[v][0] for v in padded))) if padded else [_cat([])] * 3
         zero_pad = _cat([torch.full((self.sides[v.side].batch_size,), v.kind == 'crop_flip') for v in padded])
         source = crop_source(flips, top, left, crop_padding(h), h, w, zero_pad if self.zero_pad else None)
-        strong = [drawn[v][1] for v in padded if v.kind == 'strong']
         values = {'positions': _cat(positions), 'labels': _cat([s.labels[p] for s, p in zip(self.sides, positions)]),
                   'base': _cat([rows[v.side] for v in padded]) * (h * w * 3), 'rows': source[0] * (w * 3),
                   'cols': source[1] * 3,
-                  'randaugment': self.randaugment.plan(Draws(*map(torch.cat, zip(*strong))), h, w) if strong
-                  else _cat([]),
                   'contrastive_rows': _cat([rows[v.side] for v in self.order if v.kind == 'contrastive'])}
+        for (kind, part), augmenter, draws in zip(STRONG.items(), self.augmenters, (Draws, USBDraws)):
+            strong = [drawn[v][1] for v in padded if v.kind == kind]
+            values[part] = augmenter.plan(draws(*map(torch.cat, zip(*strong))), h, w) if strong else _cat([])
         if self.zero_pad:
             values.update(rows_inside=source[2].long(), cols_inside=source[3].long())
         contrast = [drawn[v] for v in self.order if v.kind == 'contrastive']
@@ -176,7 +192,7 @@ class DeviceBatches:
         """The batch of a host plan that is on the device: a fixed sequence of operations on tensors
         of fixed shapes (the contrastive views aside)."""
         part = self.layout.unpack(plan)
-        images = render(self.images, part, self.randaugment, self.zero_pad)
+        images = render(self.images, part, self.augmenters, self.zero_pad)
         if contrastive_draws is not None:
             contrastive_images = contrastive.apply(channels_first(self.images[part['contrastive_rows']]),
                                                    contrastive_draws)
@@ -200,47 +216,52 @@ class DeviceBatches:
         return plan if self.planned else self.make_views(plan, contrastive_draws)
 
 
-def render(images: torch.Tensor, part: dict, randaugment: RandAugmentMC, zero_pad: bool = False) -> torch.Tensor:
+def render(images: torch.Tensor, part: dict, augmenters, zero_pad: bool = False) -> torch.Tensor:
     """The flipped and cropped views of a plan's parts (`part`: Layout.unpack'd, on the device of
-    `images`, the (N, H, W, 3) uint8 split), gathered in one take, the strong ones (the last
-    len(part['randaugment'])) then RandAugmentMC'd in place: uint8 (views, 3, H, W)."""
+    `images`, the (N, H, W, 3) uint8 split), gathered in one take, the strong ones (the last rows:
+    len(part[p]) for each plan part p of STRONG, in its order) then augmented in place by the
+    augmenter of their kind (`augmenters`, in STRONG's order): uint8 (views, 3, H, W)."""
     channel = _table('channel', lambda: torch.arange(3).view(1, 3, 1, 1), torch.int64, images.device)
     index = (part['base'] + channel + part['rows']) + part['cols']
     views = images.view(-1).take(index)
     if zero_pad:
         views = torch.where((part['rows_inside'] & part['cols_inside']) != 0, views, 0)
-    tail = len(views) - len(part['randaugment'])
-    if len(part['randaugment']):
-        randaugment.run(views[tail:], part['randaugment'], out=views[tail:])
+    stop = len(views)
+    for name, augmenter in reversed(list(zip(STRONG.values(), augmenters))):
+        start = stop - len(part[name])
+        if start < stop:
+            augmenter.run(views[start:stop], part[name], out=views[start:stop])
+        stop = start
     return views
 
 
 class RowViews:
-    """One view ('weak' or 'strong') of any rows of a split, its draws from a generator the caller
-    holds, made by the same plan and device pass as a training batch's (render): for a method that
-    draws images of its own (CoSSL's TFE batches). The rows' images go to the device with the plan."""
+    """One view ('weak' or a strong kind of STRONG) of any rows of a split, its draws from a generator
+    the caller holds, made by the same plan and device pass as a training batch's (render): for a
+    method that draws images of its own (CoSSL's TFE batches). The rows' images go to the device with
+    the plan."""
 
     def __init__(self, images, mean, std, flip: bool, cutout: int):
         self.images, self.mean, self.std, self.flip = images, mean, std, flip
-        self.randaugment = RandAugmentMC(n=2, m=10, cutout=cutout)
+        self.augmenters = RandAugmentMC(n=2, m=10, cutout=cutout), RandAugmentUSB(3, 5)
 
     def __call__(self, rows, kind: str, generator: torch.Generator, device) -> torch.Tensor:
         """The normalised views (len(rows), 3, H, W) on `device`, drawn as DeviceBatches.draw draws a
-        view: the flip and crop, then RandAugmentMC's draws for a strong one."""
-        if kind not in ('weak', 'strong'):
-            raise ValueError(f'RowViews makes weak or strong views, not {kind!r}')
+        view: the flip and crop, then its RandAugment's draws for a strong one."""
+        if kind != 'weak' and kind not in STRONG:
+            raise ValueError(f'RowViews makes weak or strong views ({", ".join(STRONG)}), not {kind!r}')
         n, (h, w) = len(rows), self.images.shape[1:3]
         flips, top, left = draw_weak(n, h, generator, self.flip)
-        randaugment = self.randaugment.plan(self.randaugment.draw(n, generator), h, w) if kind == 'strong' \
-            else _cat([])
+        plans = {part: augmenter.plan(augmenter.draw(n, generator), h, w) if strong == kind else _cat([])
+                 for (strong, part), augmenter in zip(STRONG.items(), self.augmenters)}
         source_rows, source_cols = crop_source(flips, top, left, crop_padding(h), h, w)
         layout = Layout({'base': (n, 1, 1, 1), 'rows': (n, 1, h, 1), 'cols': (n, 1, 1, w),
-                         'randaugment': tuple(randaugment.shape)})
+                         **{part: tuple(p.shape) for part, p in plans.items()}})
         plan = layout.pack({'base': torch.arange(n) * (h * w * 3), 'rows': source_rows * (w * 3),
-                            'cols': source_cols * 3, 'randaugment': randaugment})
+                            'cols': source_cols * 3, **plans})
         images = torch.as_tensor(self.images[rows])
         images, plan = send(images, torch.empty(0, device=device)), send(plan, torch.empty(0, device=device))
-        return tensor_augment.normalize(render(images, layout.unpack(plan), self.randaugment), self.mean, self.std)
+        return tensor_augment.normalize(render(images, layout.unpack(plan), self.augmenters), self.mean, self.std)
 
 
 class EvalBatches:

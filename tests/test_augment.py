@@ -469,3 +469,16 @@ def test_acr_d_labeled_view_on_imagenet_is_the_originals_zero_padded_crop(tmp_pa
         seen[method] = _has_black_border(views[0], data.mean, data.std).float().mean().item()
         assert instance.view_kinds()[0] == (('crop_flip',) if method == 'ACR_d' else ('weak', 'strong'))
     assert seen['ACR_d'] >= 0.8 and seen['SimPro'] == 0.0, seen
+
+
+def test_usb_strong_view_is_the_weak_view_then_usbs_randaugment():
+    """'strong_usb' (USB's strong view): the reflect-padded crop (4 pixels at 32, USB's crop_ratio
+    0.875) and flip of the weak view, then RandAugmentUSB(3, 5); the PIL path makes it as a view kind."""
+    transform = A.strong_usb(32)
+    *weak, randaugment = transform.transforms
+    assert [type(t) for t in weak] == [type(t) for t in A.weak(32).transforms]
+    assert weak[-1].padding == 4 and weak[-1].padding_mode == 'reflect'
+    assert isinstance(randaugment, A.RandAugmentUSB) and (randaugment.n, randaugment.m) == (3, 5)
+    views = A.views(('weak', 'strong_usb'), 32, MEAN, STD)
+    out = views(np.zeros((32, 32, 3), np.uint8))
+    assert len(out) == 2 and all(v.shape == (3, 32, 32) for v in out)

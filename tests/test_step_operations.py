@@ -229,17 +229,18 @@ def test_a_compiled_run_resumes_exactly_and_resumes_eagerly(small_cifar10_root, 
     assert all(type(g['lr']) is float for g in eager_state['optimizer']['param_groups'])
 
 
-def test_device_batches_views_are_the_flip_crop_and_randaugment_of_their_draws():
+@pytest.mark.parametrize('unlabeled', [('weak', 'strong'), ('strong_usb', 'weak', 'strong', 'strong_usb')])
+def test_device_batches_views_are_the_flip_crop_and_randaugment_of_their_draws(unlabeled):
     """The one gather of every view (reflect-padded, and ACR_d's zero-padded crop_flip) from the host's
-    crop sources, and RandAugmentMC written in place, equal tensor_augment's flip_crop and
-    RandAugmentMC (each tested against PIL) applied to the same draws and rows."""
+    crop sources, and RandAugmentMC (or USB's RandAugment) written in place, equal tensor_augment's
+    flip_crop and RandAugmentMC / RandAugmentUSB (each tested against PIL) applied to the same draws
+    and rows, whatever the order of the kinds."""
     from dataset import tensor_augment as T
     from dataset.device_batches import DeviceBatches
     from test_tensor_augment import MEAN, STD, sample_images
     images = sample_images(32, 24, seed=3).permute(0, 2, 3, 1).contiguous()
     batches = DeviceBatches(images, torch.arange(24) % 5, torch.arange(12), torch.arange(12, 24), ('crop_flip', 'weak'),
-                            ('weak', 'strong'), batch_size=4, mu=2, seed=0, start=0, mean=MEAN, std=STD, flip=True,
-                            cutout=16)
+                            unlabeled, batch_size=4, mu=2, seed=0, start=0, mean=MEAN, std=STD, flip=True, cutout=16)
     recorded, draw = {}, batches.draw
     batches.draw = lambda keys: recorded.update(draw(keys)) or recorded
     pairs = next(batches)
@@ -249,6 +250,7 @@ def test_device_batches_views_are_the_flip_crop_and_randaugment_of_their_draws()
         expected = T.flip_crop(source, flips, top, left, T.crop_padding(32),
                                torch.full_like(flips, view.kind == 'crop_flip'))
         if strong is not None:
-            expected = T.RandAugmentMC(2, 10, 16).apply(expected, strong)
+            augmenter = T.RandAugmentMC(2, 10, 16) if view.kind == 'strong' else T.RandAugmentUSB(3, 5)
+            expected = augmenter.apply(expected, strong)
         assert torch.equal(pairs[view.side][0][view.number], T.normalize(expected, MEAN, STD)), view
-    assert {view.kind for view in recorded} == {'crop_flip', 'weak', 'strong'}
+    assert {view.kind for view in recorded} == {'crop_flip', 'weak', *unlabeled}
