@@ -61,6 +61,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "wideresnet for CIFAR/STL-10/digits, resnet50 for ImageNet)")
     method.add_argument('--depth', type=int, help='WideResNet/ResNeXt depth (default 28; e.g. 10 for quick runs)')
     method.add_argument('--widen-factor', type=int, help='WideResNet widen factor / ResNeXt width (default 2)')
+    method.add_argument('--randaugment', choices=('fixmatch', 'usb'), default='fixmatch',
+                        help="the RandAugment of the strong views: FixMatch's RandAugmentMC(2, 10) with a 16-pixel "
+                             "cutout (kekmodel/FixMatch-pytorch, as SimPro's and ACR's code) or USB's "
+                             "RandAugment(3, 5) with its random cutout (the USB protocol rows of the launchers)")
     method.add_argument('--bn-momentum', type=float, help="BatchNorm momentum (default: the network's own: "
                                                           "0.001 for wideresnet and wideresnet_usb, 0.1 for "
                                                           "wideresnet_daso, wideresnet_cossl and resnet50)")

@@ -9,6 +9,12 @@ from utils import distributed
 from utils.errors import UserError
 
 
+def strong_kind(args) -> str:
+    """The view kind of a method's strong views: FixMatch's RandAugmentMC (--randaugment fixmatch) or
+    USB's RandAugment (usb)."""
+    return 'strong_usb' if args.randaugment == 'usb' else 'strong'
+
+
 def make_batches(args, data, views, step: int, device):
     """Endless batches positioned at `step`, and test_batches(rows): this process's share of those rows
     of the test images, in order. The views of a batch are made on the device (--aug gpu) or per
@@ -16,8 +22,10 @@ def make_batches(args, data, views, step: int, device):
     unlabeled batch) pair: the batch itself, or with --compile and views of fixed shapes, the views
     made on the device from the batch's plan (in the compiled step). `data`: the split to train on
     (a generation's own, for a self-training method); `views`: the kinds of the views of each
-    labeled and each unlabeled image, in order (dataset.augment.VIEW_KINDS)."""
-    labeled_views, unlabeled_views = views
+    labeled and each unlabeled image, in order (dataset.augment.VIEW_KINDS; a 'strong' one is
+    strong_kind(args): USB's with --randaugment usb)."""
+    labeled_views, unlabeled_views = ([strong_kind(args) if kind == 'strong' else kind for kind in side]
+                                      for side in views)
     common = dict(seed=args.seed, start=step, rank=distributed.rank(), world_size=distributed.world_size())
     share = slice(distributed.rank(), None, distributed.world_size())  # of the test rows, to evaluate
     if args.aug == 'gpu':

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dataset.batches import strong_kind
 from dataset.device_batches import RowViews
 from dataset.tensor_augment import send
 from methods.common import SMALL_IMAGES
@@ -230,6 +231,7 @@ class CoSSL(Method):
         self.colearning_lr = args.lr if args.lr_classifier is None else args.lr_classifier
         self.warmup_steps, self.batch_size, self.strong_view = args.tfe_warmup_steps, args.batch_size, \
             args.tfe_view == 'strong'
+        self.strong_kind = strong_kind(args)  # (the loop's strong views: RandAugmentMC, or USB's RandAugment)
         self.offline_warmup = args.tfe_warmup == 'offline'
         self.unlabeled_rows = np.asarray(data.unlabeled_idx)
         self.stage_starts = (args.cossl_start,)
@@ -269,7 +271,7 @@ class CoSSL(Method):
     def views(self, rows: np.ndarray, generator: torch.Generator, device, strong=None) -> torch.Tensor:
         """A view (default: --tfe-view) of the training images `rows`, normalised, on `device`."""
         strong = self.strong_view if strong is None else strong
-        return self.row_views(rows, 'strong' if strong else 'weak', generator, device)
+        return self.row_views(rows, self.strong_kind if strong else 'weak', generator, device)
 
     def draw_tfe_batch(self, generator: torch.Generator, size: int):
         """A TFE batch's draws: `size` class-balanced labeled rows (a class uniformly, then one of its

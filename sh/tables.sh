@@ -6,7 +6,10 @@ MODES=(consistent reversed shuffled middle head-tail)   # --flag-reverse-LT 0..4
 
 # One row per line, its index is its place in the list (0, 1, ...):
 #   row gamma_l gamma_u mode [image size]    (gamma_u 1 is the uniform setting, whatever the mode)
-# To add a setting, append a line to its dataset and run it by its new index.
+#   usb_row gamma_l gamma_u mode N1 M1       (a row of USB's long-tailed protocol, with its own N1 and M1:
+#                                             microsoft/Semi-supervised-learning config/classic_cv_imb/)
+# To add a setting, append a line to its dataset and run it by its new index. `table_row` sets
+# PROTOCOL to paper (the SimPro paper's tables) or usb, which selects a launcher's recipe.
 DATASETS=(cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits)
 
 # dataset_rows DATASET: ROWS (one "gamma_l gamma_u mode [size]" per row), N and M; status 1 for an
@@ -37,6 +40,12 @@ dataset_rows() {
       row 150 30  1   # 17: reversed, gamma_u 30
       row 150 150 2   # 18: shuffled, gamma 150
       row 100 100 2   # 19: shuffled, gamma 100
+      usb_row 100 100 0 1500 3000   # 20: USB, consistent, gamma 100
+      usb_row 100 100 1 1500 3000   # 21: USB, reversed (its gamma_u -100)
+      usb_row 150 150 0 1500 3000   # 22: USB, consistent, gamma 150
+      usb_row 100 100 0 500 4000    # 23: USB, consistent, gamma 100
+      usb_row 100 100 1 500 4000    # 24: USB, reversed
+      usb_row 150 150 0 500 4000    # 25: USB, consistent, gamma 150
       ;;
     cifar100)  # N1=50, M1=400
       n=50; m=400
@@ -51,11 +60,16 @@ dataset_rows() {
       row 10 10 3   # 8: middle
       row 10 10 4   # 9: head-tail
       row 20 20 2   # 10: shuffled, gamma 20
+      usb_row 10 10 0 150 300   # 11: USB, consistent, gamma 10
+      usb_row 10 10 1 150 300   # 12: USB, reversed (its gamma_u -10)
+      usb_row 15 15 0 150 300   # 13: USB, consistent, gamma 15
       ;;
     stl10)  # N1=450; the unlabeled set is all of unlabeled_X.bin (gamma_u and mode unused)
       n=450; m=100000
       row 10 1 0   # 0: gamma_l 10
       row 20 1 0   # 1: gamma_l 20
+      usb_row 10 1 0 150 100000   # 2: USB, N1 150, gamma_l 10
+      usb_row 20 1 0 150 100000   # 3: USB, N1 150, gamma_l 20
       ;;
     smallimagenet)  # ImageNet-127: 10% of each class labeled (N1, M1 and the ratios unused)
       n=28000; m=250000
@@ -117,21 +131,34 @@ table_row() {
     exit 2
   fi
   index=$((10#$index))
-  local gl gu md size
-  read -r gl gu md size <<< "${ROWS[$index]}"
+  local gl gu md size n m
+  read -r gl gu md size n m <<< "${ROWS[$index]}"
+  PROTOCOL=paper
+  if [[ -n $n ]]; then
+    PROTOCOL=usb; N=$n; M=$m
+  fi
   ROW=(--dataset "$DATASET" --num-max "$N" --num-max-u "$M" --imb-ratio-label "$gl" --imb-ratio-unlabel "$gu"
        --flag-reverse-LT "$md")
-  if [[ -n $size ]]; then
+  if [[ -n $size && $size != - ]]; then
     ROW+=(--img-size "$size")
   fi
 }
 
 row() { ROWS+=("$*"); }
+usb_row() { ROWS+=("$1 $2 $3 - $4 $5"); }
 
 # A row in words, with the paper's setting names: "gamma_l=150 gamma_u=1 uniform", "64x64", ...
 describe_row() {
-  local gl=$1 gu=$2 md=$3 size=${4:-}
-  if [[ -n $size ]]; then
+  local gl=$1 gu=$2 md=$3 size=${4:-} n=${5:-} m=${6:-}
+  if [[ -n $n ]]; then
+    local words
+    words=$(describe_row "$gl" "$gu" "$md")
+    if [[ $DATASET == stl10 ]]; then
+      echo "USB protocol: N1=$n, $words"
+    else
+      echo "USB protocol: N1=$n M1=$m, $words"
+    fi
+  elif [[ -n $size ]]; then
     echo "${size}x${size}"
   elif [[ $DATASET == stl10 ]]; then
     echo "gamma_l=$gl"
