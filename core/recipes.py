@@ -51,17 +51,18 @@ class Recipe(NamedTuple):
 
 def recipe(settings: dict, parser) -> Optional[Recipe]:
     """The recipe of a run (train.py's arguments as a dict), read from its method's launcher and
-    parsed by train.py's `parser`; None when the launcher has no recipe for the dataset."""
+    parsed by train.py's `parser`: its row's (of the rows with its split, the one it follows, else the
+    first); None when the launcher has no recipe for the dataset."""
     dataset, path = settings.get('dataset'), launcher(settings.get('version'))
     rows = [resolved(vars(parser.parse_args(list(argv)))) for argv in launcher_rows(str(path), dataset)]
     if not rows:
         return None
     name = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     run = learned_settings(resolved(settings))
-    for index, row in enumerate(rows):
-        split = {k: v for k, v in learned_settings(row).items() if k in ROW_KEYS}  # (the split settings it uses)
-        if all(run.get(k) == v for k, v in split.items()):
-            return Recipe(recipe_settings(row), f'{name} {dataset} {index}', index)
+    matching = [Recipe(recipe_settings(row), f'{name} {dataset} {index}', index) for index, row in enumerate(rows)
+                if all(run.get(k) == v for k, v in learned_settings(row).items() if k in ROW_KEYS)]
+    if matching:  # (rows of two protocols may share a split, USB's and the paper's: the one the run follows)
+        return next((r for r in matching if off_recipe(settings, r) == []), matching[0])
     rows = [recipe_settings(row) for row in rows]
     shared = {k: v for k, v in rows[0].items() if all(row.get(k) == v for row in rows)}
     return Recipe(shared, str(name), None)

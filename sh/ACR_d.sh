@@ -6,9 +6,12 @@ source "$(dirname "$0")/tables.sh"
 table_row "${1:-}" "${2:-}"
 shift 2
 # the same hyper-parameters for every dataset (sh/ACR.sh runs them too, with ACR_VERSION=ACR)
-HP=(--lr 0.03 --total-steps 250000 --batch-size 64 --mu 1 --tau1 2 --tau12 2 --tau2 2 --threshold 0.95
-    --ema-u 0.99 --est-epoch 5)
+HP=(--lr 0.03 --total-steps 250000 --batch-size 64 --mu 1)
+OWN=(--tau1 2 --tau12 2 --tau2 2 --threshold 0.95 --ema-u 0.99 --est-epoch 5)
 if [[ $DATASET == digits ]]; then
   HP+=("${DIGITS_RECIPE[@]}")
 fi
-run_train --version "${ACR_VERSION:-ACR_d}" "${ROW[@]}" "${HP[@]}" --seed 0 "$@"
+if [[ $PROTOCOL == usb ]]; then  # no USB config: USB's protocol with ACR's settings
+  HP=("${USB_RECIPE[@]}")
+fi
+run_train --version "${ACR_VERSION:-ACR_d}" "${ROW[@]}" "${HP[@]}" "${OWN[@]}" --seed 0 "$@"

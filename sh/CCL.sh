@@ -29,4 +29,7 @@ case $DATASET in
         --upbatch 40) ;;
   *) no_recipe ;;
 esac
+if [[ $PROTOCOL == usb ]]; then  # no USB config: USB's protocol with CCL's settings of the dataset's rows
+  HP+=("${USB_RECIPE[@]}")  # (the protocol's budget overrides the official one)
+fi
 run_train --version CCL "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -24,4 +24,7 @@ esac
 if [[ $DATASET == digits ]]; then
   HP+=("${DIGITS_RECIPE[@]}")
 fi
+if [[ $PROTOCOL == usb ]]; then  # USB's FixMatch (config/classic_cv_imb/fixmatch/, removed after 6dc0083)
+  HP=("${USB_RECIPE[@]}")
+fi
 run_train --version FixMatch "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -169,6 +169,13 @@ describe_row() {
   fi
 }
 
+# USB's long-tailed protocol (microsoft/Semi-supervised-learning config/classic_cv_imb/), for its rows: 2^18
+# steps of batch 64 with mu 2, evaluated every 1024 (an epoch), SGD (momentum 0.9, Nesterov) at lr 0.03 with
+# weight decay 5e-4 (not on biases and BatchNorm) and its FixMatch's cosine schedule, a weight EMA of 0.999,
+# its WRN-28-2 and its RandAugment(3, 5). A method adds its own settings (its USB config's, where it has one).
+USB_RECIPE=(--arch wideresnet_usb --randaugment usb --total-steps 262144 --eval-step 1024 --batch-size 64 --mu 2
+            --lr 0.03 --wdecay 5e-4 --ema-decay 0.999 --threshold 0.95)
+
 # The recipe of the digits rows, the same for every method: a WRN-10-1 at 16x16, 30 epochs of
 # 40 steps. BatchNorm momentum 0.1 instead of 0.001: with 0.001 the EMA model's running statistics
 # stay near their initial values for hundreds of steps, longer than such a short run. Batch 8 with
