@@ -16,7 +16,7 @@ from PIL import Image
 import train
 from conftest import HANG_LIMIT, ROOT
 from dataset.splits import long_tail_counts, order_unlabeled
-from methods import symmetric_kl
+from methods import default_arch, symmetric_kl
 from tools import report
 from core.command_line import get_args_parser
 
@@ -44,7 +44,7 @@ def run_args(method, setting, extra, seed, out):
     if seed == 1:
         argv += ['--device', 'cpu', '--num-workers', '0']  # run-only: must not split the group
     args = vars(get_args_parser().parse_args(argv))
-    args.update(arch='wideresnet', img_size=32, aug='cpu', channels_last=False, amp=False)
+    args.update(arch=default_arch(method, 'cifar10'), img_size=32, aug='cpu', channels_last=False, amp=False)
     return args
 
 
@@ -176,7 +176,8 @@ def test_markdown_has_the_paper_columns_and_cells(synthetic):
     header = ('| method | consistent (gamma_l=150, gamma_u=150) | uniform (gamma_l=150, gamma_u=1) '
               '| reversed (gamma_l=150, gamma_u=150) |')
     assert text.count(header) == 3  # mean of the last 20 (against the paper), best, final
-    assert text.index('### mean top-1 of the last 20 evaluations, against the paper') < text.index('### best top-1') \
+    assert text.index("### mean top-1 of the last 20 evaluations (the SimPro paper's convention), against the paper") \
+        < text.index('### best top-1') \
         < text.index('### final top-1')
     # last-20 means: consistent 67.75, 66.75, 66.15; uniform 85; reversed 77.25, 74.75 (seed 2 unfinished)
     assert ('| SimPro (lr=0.17) | 66.9 ± 0.81 (n=3) [paper 74.2, -7.3] | 85.0 (n=1) [paper 93.6, -8.6] '
@@ -326,3 +327,31 @@ def test_imagenet127_has_a_column_per_test_set_beside_table_3(tmp_path):
     text = (tmp_path / 'out' / 'results.md').read_text()
     header = next(line for line in text.splitlines() if line.startswith('| method |'))
     assert header == '| method | natural (img_size=32, test: every val image, gamma_t~286) | natural (img_size=32) |'
+
+
+def test_usb_protocol_runs_are_compared_with_usbs_table_by_their_best(tmp_path):
+    """A run of FixMatch's USB protocol row (CIFAR-10 N1 1500, gamma 100, reversed: USB's gamma_u -100)
+    stands beside USB's published 69.95 in the best-over-training table and beside nothing in the
+    SimPro paper's; one of the same split trained otherwise is [off-recipe] there; results.csv holds
+    both conventions."""
+    from core.recipes import launcher, launcher_rows
+    row = launcher_rows(str(launcher('FixMatch')), 'cifar10')[21]
+    assert '--randaugment' in row and 'usb' in row  # (the row of USB's protocol)
+    best = 73.45
+    for name, extra in (('usb', ()), ('other', ('--lr', '0.05'))):
+        directory = tmp_path / 'runs' / name
+        args = vars(get_args_parser().parse_args([*row, '--seed', '0', '--out', str(directory), *extra]))
+        args.update(img_size=32, aug='cpu', channels_last=False, amp=False)
+        write_run(directory, args, [50.0, best, 70.0, 71.0])
+    code, _, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
+    assert code == 0, err
+    text = (tmp_path / 'out' / 'results.md').read_text()
+    best_table = text[text.index("### best top-1 over training (USB's convention)"):text.index('### final top-1')]
+    assert f'{best:.1f} (n=1) [USB 70.0, {report._signed(best - 69.95)}]' in best_table
+    assert best_table.count('[off-recipe]') == 1 and '[USB 70' not in text[:text.index('### best top-1')]
+    with open(tmp_path / 'out' / 'results.csv', newline='') as f:
+        rows = {r['variant']: r for r in csv.DictReader(f)}
+    usb = next(r for r in rows.values() if r['usb_recipe'] == 'True')
+    assert (float(usb['usb_top1']), float(usb['usb_top1_std'])) == (69.95, 1.18)
+    assert float(usb['best_diff_vs_usb']) == pytest.approx(best - 69.95, abs=1e-4) and usb['paper_top1'] == ''
+    assert float(usb['mean20_top1_mean']) == pytest.approx(np.mean([50.0, best, 70.0, 71.0]), abs=1e-4)

@@ -61,7 +61,7 @@ from core.recipes import off_recipe, recipe  # noqa: E402
 from core.settings import learned_settings  # noqa: E402
 from dataset.data import DATASETS  # noqa: E402
 from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled, setting_name  # noqa: E402
-from tools.paper_results import PAPER_TOP1  # noqa: E402
+from tools.paper_results import PAPER_TOP1, USB_TOP1  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 
 DATASET_ORDER = tuple(DATASETS)        # the paper's table order
@@ -78,7 +78,8 @@ FIGURE_SIZE, DPI = (8.0, 4.8), 100  # (the legend beside the axes)
 PLOT_FILES = ('top1_vs_step_*.png', 'kl_vs_step_*.png', 'per_class_*.png', 'prior_*.png')  # what write_plots names
 CSV_COLUMNS = ('dataset', 'method', 'variant', 'setting', 'gamma_l', 'gamma_u', 'img_size', 'test_set', 'n_finished',
                'n_unfinished', 'mean20_top1_mean', 'mean20_top1_std', 'best_top1_mean', 'best_top1_std',
-               'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper')
+               'final_top1_mean', 'final_top1_std', 'paper_recipe', 'paper_top1', 'paper_top1_std', 'diff_vs_paper',
+               'usb_recipe', 'usb_top1', 'usb_top1_std', 'best_diff_vs_usb')
 
 # ------------------------------------------------------------------ the paper's numbers (top-1 %)
 
@@ -105,7 +106,37 @@ def paper_top1(args: dict, method: str, setting: 'Setting') -> Optional[tuple]:
     if key is None or key not in PAPER_TOP1.get(method, {}):
         return None
     expected = recipe({**args, 'version': method}, train_parser())
-    return PAPER_TOP1[method][key] if expected is not None and expected.row is not None else None
+    paper_row = expected is not None and expected.row is not None and not usb_protocol(expected)
+    return PAPER_TOP1[method][key] if paper_row else None
+
+
+def usb_protocol(expected) -> bool:
+    """A launcher row of USB's protocol (sh/tables.sh: usb_row), known by its USB augmentation."""
+    return expected.settings.get('randaugment') == 'usb'
+
+
+def usb_key(args: dict) -> Optional[tuple]:
+    """The key of tools.paper_results.USB_TOP1 for a run's split: (dataset, N1, gamma_l, M1, gamma_u),
+    gamma_u negative for the reversed order and M1 None for STL-10, as USB's table writes them."""
+    dataset = args.get('dataset')
+    if dataset == 'stl10':
+        return dataset, args.get('num_max'), args.get('imb_ratio_label'), None, 1.0
+    if dataset not in ('cifar10', 'cifar100') or args.get('flag_reverse_LT') not in (0, 1):
+        return None
+    gamma_u = args.get('imb_ratio_unlabel') * (-1 if args.get('flag_reverse_LT') == 1 else 1)
+    return dataset, args.get('num_max'), args.get('imb_ratio_label'), args.get('num_max_u'), gamma_u
+
+
+def usb_top1(args: dict, method: str):
+    """((mean, std) of USB's table for the run's split and method, or None; whether the run follows
+    its launcher's USB protocol row: True, False, or None when USB reports nothing for it)."""
+    reported = USB_TOP1.get(method, {}).get(usb_key(args))
+    if reported is None:
+        return None, None
+    expected = recipe({**args, 'version': method}, train_parser())
+    follows = (expected is not None and expected.row is not None and usb_protocol(expected)
+               and off_recipe(args, expected) == [])
+    return reported, follows
 
 
 def not_reported(row: dict) -> bool:
@@ -352,6 +383,12 @@ def summarize(group: Group, setting: Optional[Setting] = None) -> dict:
     row['paper_top1'], row['paper_top1_std'] = paper if paper and row['paper_recipe'] else (None, None)
     row['diff_vs_paper'] = (row['mean20_top1_mean'] - row['paper_top1']
                             if row['paper_top1'] is not None and row['mean20_top1_mean'] is not None else None)
+    # USB's table reports the best evaluation over training: compared with our best, beside a run of
+    # USB's protocol row (its main test set only)
+    usb, row['usb_recipe'] = usb_top1(group.args, group.method) if setting.test is None else (None, None)
+    row['usb_top1'], row['usb_top1_std'] = usb if usb and row['usb_recipe'] else (None, None)
+    row['best_diff_vs_usb'] = (row['best_top1_mean'] - row['usb_top1']
+                               if row['usb_top1'] is not None and row['best_top1_mean'] is not None else None)
     return row
 
 
@@ -396,12 +433,17 @@ def _signed(value: float) -> str:
     return f'{round(value, 1) + 0.0:+.1f}'  # + 0.0: no "-0.0"
 
 
-def cell(row: dict, metric: str, with_paper: bool) -> str:
-    """'83.5 ± 0.95 (n=3) [paper 83.5, +0.0]', '[off-recipe]' where the paper has a number but the
-    run's recipe is not the paper's, and '; incomplete: 2 of 3 seeds finished' when runs are
-    unfinished. One finished run: no ±."""
+def cell(row: dict, metric: str, with_paper: bool, with_usb: bool = False) -> str:
+    """'83.5 ± 0.95 (n=3) [paper 83.5, +0.0]' (or with_usb: '[USB 85.3, -1.2]'), '[off-recipe]' where
+    the paper (USB) has a number but the run's recipe is not the paper's (USB's protocol row), and
+    '; incomplete: 2 of 3 seeds finished' when runs are unfinished. One finished run: no ±."""
     mean, std, n, unfinished = row[f'{metric}_mean'], row[f'{metric}_std'], row['n_finished'], row['n_unfinished']
     text = 'no finished run' if mean is None else f'{mean:.1f}{f" ± {std:.2f}" if std is not None else ""} (n={n})'
+    if with_usb and row['usb_top1'] is not None:
+        diff = f', {_signed(row["best_diff_vs_usb"])}' if row['best_diff_vs_usb'] is not None else ''
+        text += f' [USB {row["usb_top1"]:.1f}{diff}]'
+    elif with_usb and row['usb_recipe'] is False:
+        text += ' [off-recipe]'
     if with_paper and row['paper_top1'] is not None:
         diff = f', {_signed(row["diff_vs_paper"])}' if row['diff_vs_paper'] is not None else ''
         text += f' [paper {row["paper_top1"]:.1f}{diff}]'
@@ -426,23 +468,27 @@ def write_markdown(groups, entries, path: Path) -> None:
              'seeds, their number in brackets (no ± with a single seed). The paper\'s tables report the mean '
              'of the last 20 evaluations; [paper X, +d]: the paper\'s mean and ours minus it, shown for runs '
              'of the paper\'s recipe only ([off-recipe]: the paper has a number for this split and method, '
-             'but the run was trained otherwise). "final" is the last evaluation. Unfinished runs are not '
-             'averaged; a cell with some says "incomplete: k of n seeds finished".', '']
+             'but the run was trained otherwise). USB\'s table (microsoft/Semi-supervised-learning '
+             'results/classic_cv_imb.csv) reports the best evaluation over training: [USB X, +d] beside our best '
+             'top-1, for runs of a launcher\'s USB protocol row. "final" is the last evaluation. Unfinished runs '
+             'are not averaged; a cell with some says "incomplete: k of n seeds finished".', '']
     tables = {}  # (`entries`: (group, setting, row) for each column of each group)
     for group, setting, row in entries:
         tables.setdefault((group.dataset, setting.gamma_l), []).append((group, setting, row))
-    sections = (('mean top-1 of the last 20 evaluations, against the paper', 'mean20_top1', True),
-                ('best top-1', 'best_top1', False), ('final top-1', 'final_top1', False))
+    sections = (("mean top-1 of the last 20 evaluations (the SimPro paper's convention), against the paper",
+                 'mean20_top1', True, False),
+                ("best top-1 over training (USB's convention), against USB's table", 'best_top1', False, True),
+                ('final top-1', 'final_top1', False, False))
     for (dataset, gamma_l), members in tables.items():
         columns = sorted({s for _, s, _ in members}, key=Setting.order)
         methods = list(dict.fromkeys(g.row for g, _, _ in members))
         cells = {(g.row, s): r for g, s, r in members}
         lines += [f'## {_table_title(dataset, gamma_l)}', '']
-        for title, metric, with_paper in sections:
+        for title, metric, with_paper, with_usb in sections:
             lines += [f'### {title}', '', '| method | ' + ' | '.join(s.label for s in columns) + ' |',
                       '|---' * (len(columns) + 1) + '|']
             for method in methods:
-                values = [cell(cells[method, s], metric, with_paper) if (method, s) in cells else ''
+                values = [cell(cells[method, s], metric, with_paper, with_usb) if (method, s) in cells else ''
                           for s in columns]
                 lines.append(f'| {method} | ' + ' | '.join(values) + ' |')
             lines.append('')
