@@ -20,4 +20,9 @@ else
   HP=("${METHOD[@]}" --lr 0.03 --total-steps 250000 --batch-size 64 --mu 2 --lr-schedule constant --wdecay-all
       --ema-warmup --bn-momentum 0.1)
 fi
+if [[ $PROTOCOL == usb ]]; then
+  # USB's fixmatch_crest+ configs: 6 generations of 65,536 steps each, alpha 3, alignment temperature
+  # from 1 down to 0.5
+  HP=("${USB_IMB_RECIPE[@]}" --total-steps 393216 --generations 6 --crest-alpha 3 --dist-align --da-t-min 0.5)
+fi
 run_train --version CReST+ "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -29,4 +29,13 @@ else
   HP=("${METHOD[@]}" --optimizer adam --lr 0.002 --lr-schedule constant --total-steps 250000
       --batch-size 64 --mu 1 --cossl-start 200000 --tfe-warmup-steps 5000)
 fi
+if [[ $PROTOCOL == usb ]]; then
+  # USB's fixmatch_cossl configs: the network's SGD at the protocol's constant lr 0.03; co-learning
+  # from epoch 200 of 256 (of 1024 steps), lam ~ U(0.6, 1); a classifier warm-up of 10 epochs on a TFE
+  # set made once (USB's Adam at 1e-3); in co-learning the classifier keeps the official code's Adam
+  # at 0.002 (USB trains its own at SGD 0.02 and 0.03: FIDELITY.md, "USB's protocol")
+  HP=("${USB_IMB_RECIPE[@]}" --optimizer sgd --threshold 0.95 --max-lam 0.6 --cossl-start 204800
+      --tfe-warmup offline --tfe-warmup-steps 10240 --tfe-view strong --lr-tfe 0.001 --wd-tfe 5e-4
+      --lr-classifier 0.002)
+fi
 run_train --version CoSSL "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -35,4 +35,11 @@ case $DATASET in
   *)
     no_recipe ;;
 esac
+if [[ $PROTOCOL == usb ]]; then
+  # USB's fixmatch_darp configs: the refinement after epoch 200 of 256 (of 1024 steps; its test is
+  # epoch > 200, from step 205,825: 201/256 of the steps), every 10 steps, 10 solver iterations, alpha
+  # 2, tolerance 0.1, aligned to the labeled distribution scaled to the pool on every row
+  HP=("${USB_IMB_RECIPE[@]}" --darp-warmup-ratio 0.78515625 --darp-period 10 --darp-iters 10 --darp-alpha 2
+      --darp-tol 0.1 --darp-target labeled)
+fi
 run_train --version DARP "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

@@ -30,4 +30,10 @@ else
   HP=("${METHOD[@]}" --lr 0.03 --total-steps 250000 --batch-size 64 --mu 2 --lr-schedule constant --wdecay-all
       --ema-warmup --bn-momentum 0.1 --pretrain-steps 5000 --pl-dist-update-period 100)
 fi
+if [[ $PROTOCOL == usb ]]; then
+  # USB's fixmatch_daso configs: T_dist 1.5 on every CIFAR-10 row, 0.3 elsewhere; 5,120 pretraining steps
+  [[ $DATASET == cifar10 ]] && T_DIST=1.5 || T_DIST=0.3
+  HP=("${USB_IMB_RECIPE[@]}" --dist-temp "$T_DIST" --proto-temp 0.05 --psa-loss-weight 1 --queue-max-size 256
+      --pretrain-steps 5120 --pl-dist-update-period 100)
+fi
 run_train --version DASO "${ROW[@]}" "${HP[@]}" --seed 0 "$@"

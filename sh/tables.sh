@@ -175,6 +175,9 @@ describe_row() {
 # its WRN-28-2 and its RandAugment(3, 5). A method adds its own settings (its USB config's, where it has one).
 USB_RECIPE=(--arch wideresnet_usb --randaugment usb --total-steps 262144 --eval-step 1024 --batch-size 64 --mu 2
             --lr 0.03 --wdecay 5e-4 --ema-decay 0.999 --threshold 0.95)
+# USB's long-tailed algorithms (semilearn/imb_algorithms/) keep the learning rate constant
+# (ImbAlgorithmBase.set_optimizer: no scheduler)
+USB_IMB_RECIPE=("${USB_RECIPE[@]}" --lr-schedule constant)
 
 # The recipe of the digits rows, the same for every method: a WRN-10-1 at 16x16, 30 epochs of
 # 40 steps. BatchNorm momentum 0.1 instead of 0.001: with 0.001 the EMA model's running statistics
