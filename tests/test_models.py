@@ -284,3 +284,18 @@ def test_official_wideresnets_compute_their_codes_forward(arch, preactivate, eps
         torch.testing.assert_close(logits, reference_forward(model, x, preactivate, eps, final_eps))
         # the reference tells the two wirings apart
         assert not torch.allclose(logits, reference_forward(model, x, not preactivate, eps, final_eps), atol=1e-3)
+
+
+@pytest.mark.parametrize('arch', ['wideresnet', 'wideresnet_daso', 'wideresnet_cossl', 'wideresnet_usb'])
+def test_every_method_trains_on_every_wideresnet(arch):
+    """Every method's heads on every WideResNet: the training forward gives the fields its loss reads
+    (the balanced logits, the features, CCL's projections), on a WRN-10-1."""
+    from methods import METHODS
+    for name, method in METHODS.items():
+        model = build_model(arch, 10, two_heads=method.two_heads, depth=10, widen_factor=1,
+                            projection=method.projection_heads).train()
+        output = model(torch.randn(4, 3, 32, 32), with_features=method.with_features)
+        assert output.logits.shape == (4, 10), name
+        assert (output.balanced is not None) == method.two_heads, name
+        assert (output.features is not None) == method.with_features, name
+        assert (output.projection is not None) == (output.centres is not None) == method.projection_heads, name
