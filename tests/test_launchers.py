@@ -114,9 +114,10 @@ def test_extra_arguments_override_the_table(echo_python):
 def test_bad_dataset_and_index(script):
     result = launch(script, 'mnist', 0)
     assert result.returncode != 0 and "unknown dataset 'mnist'" in result.stderr and 'cifar100' in result.stderr
-    result = launch(script, 'cifar100', 11)
-    assert result.returncode != 0 and "index '11' is not a row of cifar100" in result.stderr
+    result = launch(script, 'cifar100', 14)
+    assert result.returncode != 0 and "index '14' is not a row of cifar100" in result.stderr
     assert '10: gamma_l=20 gamma_u=20 shuffled' in result.stderr
+    assert '13: USB protocol: N1=150 M1=300, gamma_l=15 gamma_u=15 consistent' in result.stderr
     result = launch(script, 'smallimagenet')
     assert result.returncode != 0 and '1: 64x64' in result.stderr
 
@@ -164,13 +165,13 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
     shutil.copytree(ROOT / 'sh', tmp_path / 'sh')
     tables = tmp_path / 'sh' / 'tables.sh'
     text = tables.read_text()
-    anchor = '      row 100 100 2   # 19: shuffled, gamma 100\n'
+    anchor = '      usb_row 150 150 0 500 4000    # 25: USB, consistent, gamma 150\n'
     assert anchor in text
-    tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 20: reversed, gamma_l 200, gamma_u 50\n'))
-    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '20'], capture_output=True,
+    tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 26: reversed, gamma_l 200, gamma_u 50\n'))
+    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '26'], capture_output=True,
                             text=True, env={'PYTHON': str(echo_python), 'PATH': '/usr/bin:/bin'})
     args = get_args_parser().parse_args(result.stdout.splitlines()[2:])
     assert (args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT, args.lr) == (200, 50, 1, 0.17)
-    listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '21'], capture_output=True,
+    listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '27'], capture_output=True,
                              text=True).stderr
-    assert '20: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing
+    assert '26: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing
