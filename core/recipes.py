@@ -5,7 +5,8 @@ with PRINT_ARGS=1 it prints those arguments instead (sh/tables.sh, run_train). A
 recipe when every setting that changes what is learned equals the launcher's for the run's row:
 only such runs are compared with the paper's numbers (tools.report), and a run off its recipe
 says so when it starts. A setting the launcher sets per row (DASO's T_dist) is compared on a
-table row only; a split that is no row of the table is compared on what all the dataset's rows share.
+table row only; a split that is no row of the table is compared on what the dataset's rows of its
+protocol share (the paper's, or USB's for a run with USB's augmentation).
 """
 import functools
 import subprocess
@@ -63,7 +64,8 @@ def recipe(settings: dict, parser) -> Optional[Recipe]:
                 if all(run.get(k) == v for k, v in learned_settings(row).items() if k in ROW_KEYS)]
     if matching:  # (rows of two protocols may share a split, USB's and the paper's: the one the run follows)
         return next((r for r in matching if off_recipe(settings, r) == []), matching[0])
-    rows = [recipe_settings(row) for row in rows]
+    rows = [recipe_settings(row) for row in rows]  # no row has the split: what the rows of its protocol share
+    rows = [row for row in rows if row.get('randaugment') == run.get('randaugment')] or rows
     shared = {k: v for k, v in rows[0].items() if all(row.get(k) == v for row in rows)}
     return Recipe(shared, str(name), None)
 

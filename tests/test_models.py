@@ -217,7 +217,7 @@ def test_unknown_arch_raises_listing_archs():
     with pytest.raises(ValueError) as info:
         build_model('vgg16', 10)
     assert all(a in str(info.value) for a in ARCHS)
-    assert ARCHS == ('wideresnet', 'resnext', 'resnet50')
+    assert ARCHS == ('wideresnet', 'wideresnet_daso', 'wideresnet_cossl', 'wideresnet_usb', 'resnext', 'resnet50')
 
 
 # --- the WideResNets of the official codes ---
