@@ -2,6 +2,7 @@
 is written: a bad value is one line naming the flag, the value and what is allowed. The loop's
 flags are checked here (RULES), a method's flags by their own Flag and the method's
 check_arguments (methods/base.py)."""
+import math
 import os
 from pathlib import Path
 
@@ -39,11 +40,15 @@ DEVICE_TYPES = ('cpu', 'cuda')
 
 def check_arguments(args, given=()) -> None:
     """Raise UserError for a flag of another method among the flags `given` on the command line
-    (destinations), the first argument outside its allowed range (RULES, the method's Flags), a
+    (destinations), a number flag that is not finite (inf, nan: every one, here), the first
+    argument outside its allowed range (RULES, the method's Flags), a
     device that is neither a CPU nor a CUDA GPU, or what the method's check_arguments refuses.
     (The image size is checked by dataset.data.build_data and the network by building it on the
     meta device, both before any data is read.)"""
     check_method_flags(args.version, given)
+    for name, value in vars(args).items():  # (every number flag, whatever its own check says)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f'--{name.replace("_", "-")} {value} is not allowed; use a finite number')
     method = METHODS[args.version]
     rules = {**RULES, **{f.dest: (f.allowed, f.valid) for f in method.flags if f.valid is not None}}
     for name, (allowed, valid) in rules.items():

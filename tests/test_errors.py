@@ -248,3 +248,21 @@ def test_a_mistake_is_refused_before_the_compiler_or_torchvision_is_imported(arg
              '    code = e.code\nprint([m for m in ("torch._dynamo", "torchvision") if m in sys.modules], code)')
     result = subprocess.run([sys.executable, '-c', probe, *argv], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.splitlines()[-1] == f'[] {0 if argv == ["--help"] else 2}', result.stdout + result.stderr
+
+
+def number_flags():
+    """(flag, a --version that reads it) for every float flag of train.py, the methods' included."""
+    from core.command_line import get_args_parser
+    readers = methods.flag_readers()
+    for action in get_args_parser()._actions:
+        if action.type is float:
+            yield action.option_strings[0], readers[action.dest][1][0] if action.dest in readers else 'SimPro'
+
+
+@pytest.mark.parametrize('flag,version', list(number_flags()))
+def test_no_number_flag_takes_an_infinite_or_undefined_value(capsys, flag, version):
+    """inf, -inf and nan are refused for every float flag in one place (CReST+'s --crest-alpha inf
+    used to train)."""
+    for value in ('inf', '-inf', 'nan'):
+        code, err = run_main(capsys, '--version', version, f'{flag}={value}')
+        assert_one_line(code, err, f'{flag} {float(value)} is not allowed', 'finite')
