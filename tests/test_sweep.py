@@ -186,3 +186,13 @@ def test_a_run_still_queued_on_slurm_is_not_submitted_again(tmp_path, monkeypatc
                        '--out-root', str(tmp_path), '--no-report', '--', *TINY]) == 0
     assert asked == [(sweep.slurm_folder(run), '4242')]
     assert 'skipped SimPro digits row 0 seed 0: queued as Slurm job 4242 (PENDING)' in capsys.readouterr().out
+
+
+def test_a_report_folder_and_no_report_together_are_refused_in_one_line(tmp_path, capsys):
+    """--report r --no-report contradict each other: one line, exit 2, nothing run or written."""
+    with pytest.raises(SystemExit) as exit_:
+        sweep.main(['--methods', 'SimPro', '--dataset', 'digits', '--rows', '0', '--out-root', str(tmp_path / 'runs'),
+                    '--report', str(tmp_path / 'r'), '--no-report'])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count('\n') == 1 and 'not allowed with argument --report' in err
+    assert not (tmp_path / 'runs').exists() and not (tmp_path / 'r').exists()

@@ -302,9 +302,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="slurm: submitit's executor; local and debug try the Slurm path on this machine")
     p.add_argument('--wait', action='store_true', help='slurm: wait for the jobs, then report')
     p.add_argument('--dry-run', action='store_true', help='print every run\'s command and folder; run nothing')
-    p.add_argument('--report', type=Path, nargs='?', const=Path('report'), default=Path('report'),
-                   help='the report\'s folder (tools.report), written when the sweep ends')
-    p.add_argument('--no-report', action='store_true', help='write no report')
+    reporting = p.add_mutually_exclusive_group()  # (--report r --no-report is a contradiction: refused)
+    reporting.add_argument('--report', type=Path, nargs='?', const=Path('report'), default=Path('report'),
+                           help='the report\'s folder (tools.report), written when the sweep ends')
+    reporting.add_argument('--no-report', action='store_true', help='write no report')
     return p
 
 
