@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset.readers import IMAGENET_TRAIN_FILES, IMAGENET_VAL_FILE, imagenet_folder
+from utils.cli import OneLineParser
 from utils.errors import UserError
 
 MAPPING_DIR = Path(__file__).resolve().parent / 'imagenet127'
@@ -229,7 +230,7 @@ def summary(manifest: dict, data_dir: Path, image_size: int) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m dataset.prepare_imagenet127', description=__doc__.split('\n')[0])
+    p = OneLineParser(prog='python -m dataset.prepare_imagenet127', description=__doc__.split('\n')[0])
     p.add_argument('--data-dir', default='./data',
                    help='holds small_imagenet_1k_<size>/ (read) and small_imagenet_127_<size>/ (written); '
                         'default: ./data')

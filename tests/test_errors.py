@@ -266,3 +266,20 @@ def test_no_number_flag_takes_an_infinite_or_undefined_value(capsys, flag, versi
     for value in ('inf', '-inf', 'nan'):
         code, err = run_main(capsys, '--version', version, f'{flag}={value}')
         assert_one_line(code, err, f'{flag} {float(value)} is not allowed', 'finite')
+
+
+def test_every_entry_point_parses_with_the_one_line_parser():
+    """No command builds a plain argparse parser (whose mistakes print a usage block): each uses
+    utils.cli.OneLineParser, read from the source of every module."""
+    plain = [f'{path.relative_to(ROOT)}:{number}' for path in sorted(ROOT.rglob('*.py'))
+             if 'tests' not in path.parts and path.name != 'cli.py'
+             for number, line in enumerate(path.read_text().splitlines(), 1) if 'argparse.ArgumentParser(' in line]
+    assert plain == []
+
+
+@pytest.mark.parametrize('command', [['tools.report'], ['dataset.prepare_imagenet127'],
+                                     ['dataset.prepare_imagenet127', '--img-size', '48']])
+def test_a_command_without_its_arguments_answers_in_one_line(command):
+    result = subprocess.run([sys.executable, '-m', *command], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == '' and result.stderr.count('\n') == 1, result.stderr
+    assert result.stderr.startswith(f'python -m {command[0]}: error: ')

@@ -63,6 +63,7 @@ from dataset.data import DATASETS  # noqa: E402
 from dataset.splits import UNLABELED_MODES, long_tail_counts, order_unlabeled, setting_name  # noqa: E402
 from tools.paper_results import PAPER_TOP1, USB_TOP1  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.cli import OneLineParser  # noqa: E402
 
 DATASET_ORDER = tuple(DATASETS)        # the paper's table order
 METHOD_ORDER = tuple(methods.METHODS)  # the paper's row order, then newer methods
@@ -686,7 +687,7 @@ def write_plots(groups, out: Path) -> tuple:
 # ------------------------------------------------------------------ command line
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__.split('\n')[0])
+    p = OneLineParser(prog='python -m tools.report', description=__doc__.split('\n')[0])
     p.add_argument('paths', nargs='+', help='run directories or folders holding them (searched recursively)')
     p.add_argument('--out', default='report', help='folder to write results.csv, results.md and the plots into '
                                                    '(created if missing; default: ./report)')
