@@ -4,6 +4,7 @@ flags are checked here (RULES), a method's flags by their own Flag and the metho
 check_arguments (methods/base.py)."""
 import math
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -38,13 +39,33 @@ RULES = {
 DEVICE_TYPES = ('cpu', 'cuda')
 
 
-def check_arguments(args, given=()) -> None:
+def check_arguments(args, given=None) -> None:
     """Raise UserError for a flag of another method among the flags `given` on the command line
     (destinations), a number flag that is not finite (inf, nan: every one, here), the first
     argument outside its allowed range (RULES, the method's Flags), a
     device that is neither a CPU nor a CUDA GPU, or what the method's check_arguments refuses.
     (The image size is checked by dataset.data.build_data and the network by building it on the
-    meta device, both before any data is read.)"""
+    meta device, both before any data is read.) A refused value the command line did not give (a
+    flag left at its default, when `given` is known) is named as the default."""
+    try:
+        check_values(args, given or ())
+    except UserError as e:
+        raise UserError(named_default(str(e), given)) from None
+    check_run_paths(args)
+
+
+def named_default(message: str, given) -> str:
+    """'--flag value is not allowed; ...' with ' (its default; pass --flag to change it)' after the
+    value when `given` (the destinations of the flags given) does not hold the flag."""
+    match = re.match(r'(--[\w-]+) (\S+) ', message)
+    if given is None or not match or match.group(1)[2:].replace('-', '_') in given:
+        return message
+    flag, value = match.groups()
+    return f'{flag} {value} (its default; pass {flag} to change it) {message[match.end():]}'
+
+
+def check_values(args, given) -> None:
+    """check_arguments' checks of the values, in its order."""
     check_method_flags(args.version, given)
     for name, value in vars(args).items():  # (every number flag, whatever its own check says)
         if isinstance(value, float) and not math.isfinite(value):
@@ -64,7 +85,6 @@ def check_arguments(args, given=()) -> None:
         if kind not in DEVICE_TYPES:
             raise UserError(f'--device {args.device} is not a device to train on; use cpu, cuda or cuda:<index>')
     method.check_arguments(args)
-    check_run_paths(args)
 
 
 def check_run_paths(args) -> None:

@@ -283,3 +283,13 @@ def test_a_command_without_its_arguments_answers_in_one_line(command):
     result = subprocess.run([sys.executable, '-m', *command], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and result.stdout == '' and result.stderr.count('\n') == 1, result.stderr
     assert result.stderr.startswith(f'python -m {command[0]}: error: ')
+
+
+def test_a_refused_value_left_at_its_default_is_named_as_the_default(capsys):
+    """CReST+'s 5 generations do not fit a 2-step run: the line says that 5 is the default and which
+    flag changes it; given on the command line, the value is the user's own."""
+    code, err = run_main(capsys, '--version', 'CReST+', '--total-steps', '2')
+    assert_one_line(code, err, '--generations 5 (its default; pass --generations to change it) is not allowed')
+    code, err = run_main(capsys, '--version', 'CReST+', '--total-steps', '2', '--generations', '5')
+    assert_one_line(code, err, '--generations 5 is not allowed')
+    assert 'default' not in err
