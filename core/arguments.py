@@ -67,9 +67,6 @@ def named_default(message: str, given) -> str:
 def check_values(args, given) -> None:
     """check_arguments' checks of the values, in its order."""
     check_method_flags(args.version, given)
-    for name, value in vars(args).items():  # (every number flag, whatever its own check says)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f'--{name.replace("_", "-")} {value} is not allowed; use a finite number')
     method = METHODS[args.version]
     rules = {**RULES, **{f.dest: (f.allowed, f.valid) for f in method.flags if f.valid is not None}}
     for name, (allowed, valid) in rules.items():
@@ -77,6 +74,9 @@ def check_values(args, given) -> None:
         if value is not None and not valid(value):
             shown = value if isinstance(value, (int, str)) else f'{value:g}'  # (as typed: 4294967296, not 4.29e+09)
             raise UserError(f'--{name.replace("_", "-")} {shown} is not allowed; use {allowed}')
+    for name, value in vars(args).items():  # (every number flag, those without a rule of their own too)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f'--{name.replace("_", "-")} {value} is not allowed; use a finite number')
     if args.device is not None:
         try:
             kind = torch.device(args.device).type
