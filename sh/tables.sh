@@ -214,6 +214,10 @@ run_train() {
     exit 2
   fi
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  if ! command -v "${PYTHON:-python}" > /dev/null; then
+    echo "error: no '${PYTHON:-python}' to run train.py with; set PYTHON to your interpreter, e.g. PYTHON=python3 bash $0 ..." >&2
+    exit 2
+  fi
   local command=("${PYTHON:-python}")
   if (( 10#${NPROC:-1} > 1 || 10#${NNODES:-1} > 1 )); then
     command+=(-m torch.distributed.run --nproc_per_node "$((10#${NPROC:-1}))" --nnodes "$((10#${NNODES:-1}))"

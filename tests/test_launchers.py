@@ -175,3 +175,12 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
     listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '27'], capture_output=True,
                              text=True).stderr
     assert '26: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing
+
+
+def test_a_machine_without_python_is_told_to_set_python():
+    """On a machine with only python3 the launchers said 'exec: python: not found': now one line
+    that names PYTHON, exit 2."""
+    result = subprocess.run(['bash', 'sh/SimPro.sh', 'digits', '0'], cwd=ROOT, capture_output=True, text=True,
+                            env={'PATH': '/nonexistent', 'PYTHON': 'no-such-python'})
+    assert result.returncode == 2 and result.stderr.count('\n') == 1 and result.stdout == ''
+    assert "no 'no-such-python' to run train.py with; set PYTHON" in result.stderr
