@@ -180,7 +180,8 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
 def test_a_machine_without_python_is_told_to_set_python():
     """On a machine with only python3 the launchers said 'exec: python: not found': now one line
     that names PYTHON, exit 2."""
-    result = subprocess.run(['bash', 'sh/SimPro.sh', 'digits', '0'], cwd=ROOT, capture_output=True, text=True,
-                            env={'PATH': '/nonexistent', 'PYTHON': 'no-such-python'})
+    import shutil
+    result = subprocess.run([shutil.which('bash'), 'sh/SimPro.sh', 'digits', '0'], cwd=ROOT, capture_output=True,
+                            text=True, env={'PATH': '/nonexistent', 'PYTHON': 'no-such-python'})
     assert result.returncode == 2 and result.stderr.count('\n') == 1 and result.stdout == ''
     assert "no 'no-such-python' to run train.py with; set PYTHON" in result.stderr
