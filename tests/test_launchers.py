@@ -182,6 +182,6 @@ def test_a_machine_without_python_is_told_to_set_python():
     that names PYTHON, exit 2."""
     import shutil
     result = subprocess.run([shutil.which('bash'), 'sh/SimPro.sh', 'digits', '0'], cwd=ROOT, capture_output=True,
-                            text=True, env={'PATH': '/nonexistent', 'PYTHON': 'no-such-python'})
+                            text=True, env={'PATH': '/usr/bin:/bin', 'PYTHON': 'no-such-python'})
     assert result.returncode == 2 and result.stderr.count('\n') == 1 and result.stdout == ''
     assert "no 'no-such-python' to run train.py with; set PYTHON" in result.stderr
