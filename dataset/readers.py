@@ -38,6 +38,9 @@ def imagenet_folder(num_classes: int, image_size: int) -> Path:
 
 def _require(paths, what: str, hint: str) -> None:
     for path in paths:
+        if path.exists() and not path.is_file():  # (a folder, a FIFO, a device: there, but not a file)
+            raise UserError(f'{path} is not a regular file (a {"folder" if path.is_dir() else "special file"}); '
+                            f'put the {what} file there')
         if not path.is_file():
             raise UserError(f'{what} not found: expected {path}; {hint}')
 

@@ -293,3 +293,16 @@ def test_a_refused_value_left_at_its_default_is_named_as_the_default(capsys):
     code, err = run_main(capsys, '--version', 'CReST+', '--total-steps', '2', '--generations', '5')
     assert_one_line(code, err, '--generations 5 is not allowed')
     assert 'default' not in err
+
+
+@pytest.mark.parametrize('kind', ['fifo', 'folder'])
+def test_a_batch_file_that_is_no_regular_file_is_named_so(capsys, cifar_copy, kind):
+    """A FIFO (or a folder) where a CIFAR batch file belongs exists: it is reported as no regular
+    file, not as missing, and left as it is (a FIFO is never opened: reading it would hang)."""
+    import os
+    path = cifar_copy / 'cifar-10' / 'cifar-10-batches-py' / 'data_batch_2'
+    path.unlink()
+    os.mkfifo(path) if kind == 'fifo' else path.mkdir()
+    code, err = run_main(capsys, '--data-dir', cifar_copy, '--num-max', 20, '--num-max-u', 30)
+    assert_one_line(code, err, f'{path} is not a regular file', 'put the CIFAR-10')
+    assert 'not found' not in err and path.exists()
