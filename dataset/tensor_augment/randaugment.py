@@ -116,7 +116,36 @@ class Draws(NamedTuple):
     centre: torch.Tensor    # (N, 2) float64, cutout centre (x, y) as a fraction of (W, H)
 
 
-class RandAugmentMC:
+class SlotAugment:
+    """What RandAugmentMC and USB's RandAugment share: n slots of the three device stages (run_slot)
+    from a plan of SLOT_COLUMNS per slot, then a cutout (in `fill`; None: grey 127). A subclass
+    draws (`draw`) and plans (`plan`)."""
+    fill = None
+
+    @property
+    def plan_columns(self) -> int:
+        return self.n * SLOT_COLUMNS + CUTOUT_COLUMNS
+
+    def run(self, images, plan, out=None):
+        """The augmentation of `plan` (on the images' device) on images (N, 3, H, W) uint8: the same
+        operations, on tensors of the same shapes, whatever the draws; the result goes into `out`
+        when given."""
+        for slot in range(self.n):
+            images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
+        return cutout(images, *plan[:, self.n * SLOT_COLUMNS:].unbind(1), out=out, fill=self.fill)
+
+    def apply(self, images, draws):
+        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device."""
+        return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
+
+    def __call__(self, images, generator):
+        return self.apply(images, self.draw(len(images), generator))
+
+    def __repr__(self):
+        return f'{type(self).__name__}(n={self.n}, m={self.m})'
+
+
+class RandAugmentMC(SlotAugment):
     """Batched augment.RandAugmentMC: per sample and slot, an op uniform over the pool, a
     magnitude in 1..m-1, applied with probability 1/2 (signed ops negated with probability
     1/2); slots in order; then the cutout, always."""
@@ -126,10 +155,6 @@ class RandAugmentMC:
         self.n = n
         self.m = m
         self.cutout = cutout
-
-    @property
-    def plan_columns(self) -> int:
-        return self.n * SLOT_COLUMNS + CUTOUT_COLUMNS
 
     def draw(self, n_images, generator) -> Draws:
         device = generator.device
@@ -147,24 +172,6 @@ class RandAugmentMC:
         draws = Draws(*(t.cpu() for t in draws))
         return torch.cat([slot_plan(draws, slot, height, width) for slot in range(self.n)]
                          + [cutout_plan(draws, self.cutout, height, width)], 1)
-
-    def run(self, images, plan, out=None):
-        """The augmentation of `plan` (on the images' device) on images (N, 3, H, W) uint8: the same
-        operations, on tensors of the same shapes, whatever the draws; the result goes into `out`
-        when given."""
-        for slot in range(self.n):
-            images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
-        return cutout(images, *plan[:, self.n * SLOT_COLUMNS:].unbind(1), out=out)
-
-    def apply(self, images, draws: Draws):
-        """The augmentation with given draws; images (N, 3, H, W) uint8 on any device."""
-        return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
-
-    def __call__(self, images, generator):
-        return self.apply(images, self.draw(len(images), generator))
-
-    def __repr__(self):
-        return f'{type(self).__name__}(n={self.n}, m={self.m})'
 
 
 # ---------------------------------------------------------------- USB's RandAugment
@@ -213,17 +220,15 @@ def usb_cutout_plan(draws: USBDraws, height, width) -> torch.Tensor:
     return torch.where((side > 0).unsqueeze(1), box, torch.tensor([1, 1, 0, 0]))
 
 
-class RandAugmentUSB:
+class RandAugmentUSB(SlotAugment):
     """Batched augment.RandAugmentUSB: per sample and slot an op uniform over USB's pool at a value
     uniform in its range, always applied; then a cutout of a random side in USB's colour. Its plan
     has RandAugmentMC's slot columns, so the device runs the same three stages (run_slot)."""
 
+    fill = _ref.USB_CUTOUT_FILL
+
     def __init__(self, n=3, m=5):
         self.n, self.m = n, m
-
-    @property
-    def plan_columns(self) -> int:
-        return self.n * SLOT_COLUMNS + CUTOUT_COLUMNS
 
     def draw(self, n_images, generator) -> USBDraws:
         device = generator.device
@@ -237,17 +242,3 @@ class RandAugmentUSB:
         draws = USBDraws(*(t.cpu() for t in draws))
         return torch.cat([usb_slot_plan(draws.op[:, slot], draws.value[:, slot], height, width)
                           for slot in range(self.n)] + [usb_cutout_plan(draws, height, width)], 1)
-
-    def run(self, images, plan, out=None):
-        for slot in range(self.n):
-            images = run_slot(images, plan[:, slot * SLOT_COLUMNS:(slot + 1) * SLOT_COLUMNS])
-        return cutout(images, *plan[:, self.n * SLOT_COLUMNS:].unbind(1), out=out, fill=_ref.USB_CUTOUT_FILL)
-
-    def apply(self, images, draws: USBDraws):
-        return self.run(images, send(self.plan(draws, *images.shape[2:]), images))
-
-    def __call__(self, images, generator):
-        return self.apply(images, self.draw(len(images), generator))
-
-    def __repr__(self):
-        return f'{type(self).__name__}(n={self.n}, m={self.m})'
