@@ -20,14 +20,19 @@ from typing import NamedTuple, Optional
 import torch
 
 from dataset import tensor_augment
-from dataset.tensor_augment import (Draws, RandAugmentMC, RandAugmentUSB, USBDraws, contrastive, crop_padding,
-                                     crop_source, draw_weak, send)
+from dataset.tensor_augment import (RandAugmentMC, RandAugmentUSB, contrastive, crop_padding, crop_source, draw_weak,
+                                     send)
 from dataset.tensor_augment.contrastive import ContrastiveDraws
 from dataset.tensor_augment.ops import _table
 from dataset.sampler import PassBatches
 
 TENSOR_VIEW_KINDS = ('weak', 'strong', 'strong_usb', 'crop_flip', 'contrastive')  # drawn here: augment.VIEW_KINDS
 STRONG = {'strong': 'randaugment', 'strong_usb': 'randaugment_usb'}  # a strong kind -> its plan part, in order
+
+
+def strong_augmenters(cutout: int) -> dict:
+    """The RandAugment of each strong kind, in STRONG's order."""
+    return {'strong': RandAugmentMC(n=2, m=10, cutout=cutout), 'strong_usb': RandAugmentUSB(3, 5)}
 
 
 def strong_rank(kind: str) -> int:
@@ -107,7 +112,7 @@ class DeviceBatches:
         self.sides = (Stream(labeled_rows, targets, labeled_views, batch_size, 0, 'labeled set', **common),
                       Stream(unlabeled_rows, labels[unlabeled_rows], unlabeled_views, batch_size * mu, 1,
                              'unlabeled pool', **common))
-        self.randaugment, self.randaugment_usb = RandAugmentMC(n=2, m=10, cutout=cutout), RandAugmentUSB(3, 5)
+        self.augmenters = strong_augmenters(cutout)
         views = [View(side, number, kind) for side, stream in enumerate(self.sides)
                  for number, kind in enumerate(stream.views)]
         # the flipped and cropped views, the strong ones last (RandAugmentMC, then USB's RandAugment, run on that
@@ -129,14 +134,9 @@ class DeviceBatches:
                  'cols': (padded, 1, 1, w)}
         if self.zero_pad:
             parts.update(rows_inside=(padded, 1, h, 1), cols_inside=(padded, 1, 1, w))
-        parts.update({part: (count((kind,)), augmenter.plan_columns) for (kind, part), augmenter in
-                      zip(STRONG.items(), self.augmenters)}, contrastive_rows=(contrast,))
+        parts.update({STRONG[kind]: (count((kind,)), augmenter.plan_columns) for kind, augmenter in
+                      self.augmenters.items()}, contrastive_rows=(contrast,))
         return Layout(parts)
-
-    @property
-    def augmenters(self) -> tuple:
-        """The augmenter of each strong kind, in STRONG's order."""
-        return self.randaugment, self.randaugment_usb
 
     @property
     def zero_pad(self) -> bool:
@@ -160,7 +160,7 @@ class DeviceBatches:
                 # 'crop_flip' (zero-padded crop, then flip) is drawn as a flip, then a zero-padded crop:
                 # the same distribution (tensor_augment.flip_crop); it always flips at random
                 weak = draw_weak(len(batch), height, stream.generator, self.flip or kind == 'crop_flip')
-                augmenter = dict(zip(STRONG, self.augmenters)).get(kind)
+                augmenter = self.augmenters.get(kind)
                 drawn[view] = (weak, augmenter.draw(len(batch), stream.generator) if augmenter else None)
         return drawn
 
@@ -180,9 +180,10 @@ class DeviceBatches:
                   'base': _cat([rows[v.side] for v in padded]) * (h * w * 3), 'rows': source[0] * (w * 3),
                   'cols': source[1] * 3,
                   'contrastive_rows': _cat([rows[v.side] for v in self.order if v.kind == 'contrastive'])}
-        for (kind, part), augmenter, draws in zip(STRONG.items(), self.augmenters, (Draws, USBDraws)):
-            strong = [drawn[v][1] for v in padded if v.kind == kind]
-            values[part] = augmenter.plan(draws(*map(torch.cat, zip(*strong))), h, w) if strong else _cat([])
+        for kind, augmenter in self.augmenters.items():
+            strong = [drawn[v][1] for v in padded if v.kind == kind]  # (each a NamedTuple of the augmenter's draws)
+            values[STRONG[kind]] = augmenter.plan(type(strong[0])(*map(torch.cat, zip(*strong))), h, w) if strong \
+                else _cat([])
         if self.zero_pad:
             values.update(rows_inside=source[2].long(), cols_inside=source[3].long())
         contrast = [drawn[v] for v in self.order if v.kind == 'contrastive']
@@ -220,14 +221,15 @@ def render(images: torch.Tensor, part: dict, augmenters, zero_pad: bool = False)
     """The flipped and cropped views of a plan's parts (`part`: Layout.unpack'd, on the device of
     `images`, the (N, H, W, 3) uint8 split), gathered in one take, the strong ones (the last rows:
     len(part[p]) for each plan part p of STRONG, in its order) then augmented in place by the
-    augmenter of their kind (`augmenters`, in STRONG's order): uint8 (views, 3, H, W)."""
+    augmenter of their kind (`augmenters`: strong_augmenters): uint8 (views, 3, H, W)."""
     channel = _table('channel', lambda: torch.arange(3).view(1, 3, 1, 1), torch.int64, images.device)
     index = (part['base'] + channel + part['rows']) + part['cols']
     views = images.view(-1).take(index)
     if zero_pad:
         views = torch.where((part['rows_inside'] & part['cols_inside']) != 0, views, 0)
     stop = len(views)
-    for name, augmenter in reversed(list(zip(STRONG.values(), augmenters))):
+    for kind, augmenter in reversed(augmenters.items()):
+        name = STRONG[kind]
         start = stop - len(part[name])
         if start < stop:
             augmenter.run(views[start:stop], part[name], out=views[start:stop])
@@ -243,7 +245,7 @@ class RowViews:
 
     def __init__(self, images, mean, std, flip: bool, cutout: int):
         self.images, self.mean, self.std, self.flip = images, mean, std, flip
-        self.augmenters = RandAugmentMC(n=2, m=10, cutout=cutout), RandAugmentUSB(3, 5)
+        self.augmenters = strong_augmenters(cutout)
 
     def __call__(self, rows, kind: str, generator: torch.Generator, device) -> torch.Tensor:
         """The normalised views (len(rows), 3, H, W) on `device`, drawn as DeviceBatches.draw draws a
@@ -252,8 +254,8 @@ class RowViews:
             raise ValueError(f'RowViews makes weak or strong views ({", ".join(STRONG)}), not {kind!r}')
         n, (h, w) = len(rows), self.images.shape[1:3]
         flips, top, left = draw_weak(n, h, generator, self.flip)
-        plans = {part: augmenter.plan(augmenter.draw(n, generator), h, w) if strong == kind else _cat([])
-                 for (strong, part), augmenter in zip(STRONG.items(), self.augmenters)}
+        plans = {STRONG[strong]: augmenter.plan(augmenter.draw(n, generator), h, w) if strong == kind else _cat([])
+                 for strong, augmenter in self.augmenters.items()}
         source_rows, source_cols = crop_source(flips, top, left, crop_padding(h), h, w)
         layout = Layout({'base': (n, 1, 1, 1), 'rows': (n, 1, h, 1), 'cols': (n, 1, 1, w),
                          **{part: tuple(p.shape) for part, p in plans.items()}})
