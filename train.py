@@ -32,7 +32,7 @@ from core.recipes import launcher, off_recipe, recipe
 from core.run_folder import data_identity, default_out_dir, resolve_resume, write_args
 from core.run_lock import RunLock
 from core.run_log import Progress, RunLog, print_split
-from core.settings import read_settings
+from core.settings import TRAINING_ONLY, read_settings
 from core.stopping import StopSignal
 from core.training import Training, build_training, new_model, rng_states, set_rng_states
 from dataset.batches import make_batches
@@ -94,7 +94,7 @@ def train_step(run: Training, batches, device, args) -> Tuple[StepResult, torch.
 
 def train(args, data, stop: StopSignal) -> None:
     device = resolve_device(args.device)
-    resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
+    device_notes = resolve_speed_options(args, device, data.images.nbytes + data.test_images.nbytes)
     main_process, identity = distributed.is_main(), data_identity(data)
     parser = get_args_parser()
     expected = recipe(vars(args), parser)  # the method's launcher's, for the run's row
@@ -114,11 +114,14 @@ def train(args, data, stop: StopSignal) -> None:
                             main_process)
         log = RunLog(out, echo=progress.write, enabled=main_process, tensorboard=args.tensorboard)
         log.forget_metrics_after(step, last=record)
-        for note in start_notes(args, expected, off, progress.last_step, run.method) + notes:
+        for note in start_notes(args, expected, off, progress.last_step, run.method) + device_notes + notes:
             log.line(f'note: {note}')
         log.line(f'{"resuming at step " + str(step) if checkpoint else "starting"}: {args.version} on '
                  f'{args.dataset}, {args.arch} ({count_parameters(run.model):,} parameters), {device} x '
                  f'{distributed.world_size()}, {args.aug} augmentation{", bf16" if args.amp else ""}, output {out}')
+        if args.compile:
+            log.line('compiling the step (torch.compile): the first step waits for it, a minute or more (README, '
+                     '"Speed"); a method whose step branches compiles each branch at its first step')
         first_step, started = step, time.time()
         while step < progress.last_step:
             if step in run.method.generation_starts:
@@ -246,11 +249,14 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         with StopSignal() as stop:  # SIGTERM/SIGINT from the first data read on (core/stopping.py)
-            data = checked_data(args, given_flags(argv))
+            given = given_flags(argv)
+            data = checked_data(args, given)
             if args.dry_run:
                 model = new_model(args, data.num_classes)
+                unread = ', '.join(f'--{k.replace("_", "-")}' for k in vars(args) if k in given & TRAINING_ONLY)
                 print_split({**data.summary(args.version), 'model': args.arch, 'params': count_parameters(model),
-                             'config': read_settings(vars(args))}, data.notes)
+                             'config': read_settings(vars(args))},
+                            [*data.notes, *([f'--dry-run trains nothing: {unread} not read'] if unread else [])])
             else:
                 train(args, data, stop)
         return 0

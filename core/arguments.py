@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from core.settings import unread_settings
 from core.training import new_model
 from dataset.data import DATASETS
 from methods import METHODS, flag_readers
@@ -57,7 +58,7 @@ def check_arguments(args, given=None) -> None:
 def named_default(message: str, given) -> str:
     """'--flag value is not allowed; ...' with ' (its default; pass --flag to change it)' after the
     value when `given` (the destinations of the flags given) does not hold the flag."""
-    match = re.match(r'(--[\w-]+) (\S+) ', message)
+    match = re.match(r'(--[\w-]+) (?!is )(\S+) ', message)  # (a flag and its value; '--flag is ...' names no value)
     if given is None or not match or match.group(1)[2:].replace('-', '_') in given:
         return message
     flag, value = match.groups()
@@ -67,6 +68,7 @@ def named_default(message: str, given) -> str:
 def check_values(args, given) -> None:
     """check_arguments' checks of the values, in its order."""
     check_method_flags(args.version, given)
+    check_unread(vars(args), given)
     method = METHODS[args.version]
     rules = {**RULES, **{f.dest: (f.allowed, f.valid) for f in method.flags if f.valid is not None}}
     for name, (allowed, valid) in rules.items():
@@ -119,6 +121,16 @@ def check_method_flags(version: str, given) -> None:
             flag, names = readers[dest]
             owner = f'a {names[0]} flag' if len(names) == 1 else f'a flag of {", ".join(names[:-1])} and {names[-1]}'
             raise UserError(f'{flag.name} is {owner}; --version {version} does not read it')
+
+
+def check_unread(settings: dict, given) -> None:
+    """A setting given on the command line that the run never reads (core.settings.unread_settings:
+    its dataset does not use it, or its method's configuration leaves it unread) is refused: it
+    would change nothing, silently."""
+    unread = unread_settings(settings)
+    for dest in sorted(set(given) & set(unread), key=list(settings).index):
+        flag = f'--{"no-" if settings[dest] is False else ""}{dest.replace("_", "-")}'
+        raise UserError(f'{flag} is not read: {unread[dest]}; drop it')
 
 
 def check_network(args) -> None:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from core.settings import RUN_ONLY, learned_settings, resolved
+from core.settings import RUN_ONLY, learned_settings, resolved, unread_settings
 from methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,8 +78,8 @@ def recipe_settings(settings: dict) -> dict:
 
 def off_recipe(settings: dict, expected: Recipe) -> list:
     """The settings of a run that differ from its recipe, as '--flag value (recipe: value)'; []
-    when it follows it."""
-    run = recipe_settings(settings)
+    when it follows it. A setting the run never reads (core.settings.unread_settings) is not one."""
+    run, unread = recipe_settings(settings), unread_settings(settings)  # (a setting the run never reads: not off)
     shown = lambda value: 'default' if value is None else value  # noqa: E731 (None: the network's own)
     return [f'--{k.replace("_", "-")} {shown(run.get(k))} (recipe: {shown(v)})' for k, v in expected.settings.items()
-            if run.get(k) != v]
+            if run.get(k) != v and k not in unread]

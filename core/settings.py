@@ -3,13 +3,16 @@ apart. A run reads the loop's flags, its own method's (methods/base.py: Method.f
 split settings its dataset uses (dataset.data.DATASETS); the flags of other methods and the
 unused split settings are neither stored nor compared."""
 from dataset.data import DATASETS
-from methods import default_arch, foreign_settings
+from methods import METHODS, default_arch, foreign_settings
 
 # Arguments that do not change what is learned: they may differ when a run is resumed. The data
 # itself is compared by its identity (core.run_folder.data_identity), so moving it to another
 # --data-dir is fine.
 RUN_ONLY = {'data_dir', 'download', 'dry_run', 'resume', 'out', 'num_workers', 'device', 'no_progress',
             'channels_last', 'compile', 'tensorboard'}
+# The arguments only training reads (a --dry-run reads none of them).
+TRAINING_ONLY = {'resume', 'out', 'device', 'no_progress', 'channels_last', 'compile', 'tensorboard', 'amp', 'aug',
+                 'num_workers'}
 
 
 def read_settings(settings: dict) -> dict:
@@ -18,6 +21,17 @@ def read_settings(settings: dict) -> dict:
     dataset = DATASETS.get(settings.get('dataset'))
     dropped = foreign_settings(settings.get('version')) | set(dataset.unused if dataset else ())
     return {k: v for k, v in settings.items() if k not in dropped}
+
+
+def unread_settings(settings: dict) -> dict:
+    """The settings a run of `settings` never reads, though its method and dataset have them ->
+    why, in a phrase: the split settings its dataset does not use, and what its method's
+    configuration leaves unread (Method.unread_settings: e.g. the SGD settings under Adam). Given
+    on the command line, they are refused (core/arguments.py); off a recipe, they are not listed."""
+    dataset, method = DATASETS.get(settings.get('dataset')), METHODS.get(settings.get('version'))
+    unread = {k: f'--dataset {settings["dataset"]} does not use it ({dataset.why_unused})'
+              for k in (dataset.unused if dataset else ())}
+    return {**unread, **(method.unread_settings(settings) if method else {})}
 
 
 def learned_settings(settings: dict) -> dict:

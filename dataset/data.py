@@ -302,16 +302,21 @@ class DatasetInfo:
     build: Callable              # (args, labeled_in_pool) -> SemiSupervisedData
     prior_from_arguments: bool   # its unlabeled class distribution follows from the split's arguments alone
     unused: tuple = ()           # split settings (argparse names) its builder does not read
+    why_unused: str = ''         # why, in a phrase
 
 
 _NO_UNLABELED_SPLIT = ('num_max_u', 'imb_ratio_unlabel', 'flag_reverse_LT')
 DATASETS = {  # in the order of the paper's tables
     'cifar10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_cifar10, True),
     'cifar100': DatasetInfo(100, (32,), CIFAR100_MEAN, CIFAR100_STD, 'wideresnet', build_cifar100, True),
-    'stl10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_stl10, False, _NO_UNLABELED_SPLIT),
+    'stl10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_stl10, False, _NO_UNLABELED_SPLIT,
+                         'its unlabeled set is all of unlabeled_X.bin'),
     'smallimagenet': DatasetInfo(127, (32, 64), IMAGENET_MEAN, IMAGENET_STD, 'resnet50', build_imagenet127, False,
-                                 ('num_max', 'imb_ratio_label', *_NO_UNLABELED_SPLIT)),
+                                 ('num_max', 'imb_ratio_label', *_NO_UNLABELED_SPLIT),
+                                 'its split is fixed: 10% of each class labeled, the rest unlabeled'),
     'smallimagenet_1k': DatasetInfo(1000, (32, 64), IMAGENET_MEAN, IMAGENET_STD, 'resnet50', build_imagenet1k,
-                                    False, ('imb_ratio_unlabel', 'flag_reverse_LT')),
+                                    False, ('imb_ratio_unlabel', 'flag_reverse_LT'),
+                                    "each class's unlabeled images are the rest of its long-tailed count (they follow "
+                                    'the labeled distribution)'),
     'digits': DatasetInfo(10, (16, 8, 32), DIGITS_MEAN, DIGITS_STD, 'wideresnet', build_digits, True),
 }

@@ -179,6 +179,20 @@ class Method(nn.Module):
         checked by their Flag. Called before any data is read."""
 
     @classmethod
+    def unread_settings(cls, settings: dict) -> dict:
+        """The settings a run of `settings` (train.py's arguments as a dict) never reads -> why (one
+        phrase). Given on the command line, such a setting is refused; off a recipe, it is not listed.
+        By default what make_optimizer and the weight EMA leave unread."""
+        unread = {}
+        if settings.get('optimizer') == 'adam':
+            unread.update(dict.fromkeys(('wdecay', 'nesterov', 'wdecay_all'), (
+                f'--optimizer adam has its own weight decay ({ADAM_WEIGHT_DECAY} on every parameter, decoupled) and no '
+                f'Nesterov momentum')))
+        if settings.get('use_ema') is False:
+            unread.update(dict.fromkeys(('ema_decay', 'ema_warmup'), '--no-use-ema trains no weight EMA'))
+        return unread
+
+    @classmethod
     def idle_parts(cls, args, steps: int) -> list:
         """What of the method never happens in a run of `steps` steps (in epochs of --eval-step), and
         why: one phrase each, for the run's first log line."""

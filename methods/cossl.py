@@ -216,6 +216,12 @@ class CoSSL(Method):
                             f'from 0 to --total-steps ({args.total_steps})')
 
     @classmethod
+    def unread_settings(cls, settings: dict) -> dict:
+        unread = super().unread_settings(settings)
+        unread.pop('ema_decay', None)  # (the classifier's own weight EMA reads it, with or without the network's)
+        return unread
+
+    @classmethod
     def idle_parts(cls, args, steps: int) -> list:
         if args.cossl_start >= steps:
             return [f'co-learning never starts (--cossl-start {args.cossl_start} >= the run\'s {steps} steps): '

@@ -113,6 +113,17 @@ class CReSTPlus(FixMatch):
                 raise UserError(f'{flag} {value} is not allowed with --version CReST+; use {what}')
 
     @classmethod
+    def unread_settings(cls, settings: dict) -> dict:
+        unread = super().unread_settings(settings)
+        if settings.get('generations') == 1:
+            unread['crest_alpha'] = '--generations 1 never samples pseudo-labelled images into the labeled set'
+        if settings.get('dist_align') is False:
+            unread['da_t_min'] = '--no-dist-align aligns no pseudo labels'
+        elif settings.get('generations') == 1:
+            unread['da_t_min'] = 'with --generations 1 the alignment target\'s temperature stays 1'
+        return unread
+
+    @classmethod
     def idle_parts(cls, args, steps: int) -> list:
         length = args.total_steps // args.generations
         if args.generations == 1 or length >= args.eval_step:

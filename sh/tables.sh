@@ -14,9 +14,11 @@ DATASETS=(cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits)
 
 # dataset_rows DATASET: ROWS (one "gamma_l gamma_u mode [size]" per row), N and M; status 1 for an
 # unknown dataset.
+# READS: the split flags the dataset reads (train.py refuses the others: dataset.data.DATASETS, unused).
 dataset_rows() {
   local n m
   ROWS=()
+  READS=(--num-max --num-max-u --imb-ratio-label --imb-ratio-unlabel --flag-reverse-LT)
   case $1 in
     cifar10)  # N1=500, M1=4000
       n=500; m=4000
@@ -65,19 +67,19 @@ dataset_rows() {
       usb_row 15 15 0 150 300   # 13: USB, consistent, gamma 15
       ;;
     stl10)  # N1=450; the unlabeled set is all of unlabeled_X.bin (gamma_u and mode unused)
-      n=450; m=100000
+      n=450; m=100000; READS=(--num-max --imb-ratio-label)
       row 10 1 0   # 0: gamma_l 10
       row 20 1 0   # 1: gamma_l 20
       usb_row 10 1 0 150 100000   # 2: USB, N1 150, gamma_l 10
       usb_row 20 1 0 150 100000   # 3: USB, N1 150, gamma_l 20
       ;;
     smallimagenet)  # ImageNet-127: 10% of each class labeled (N1, M1 and the ratios unused)
-      n=28000; m=250000
+      n=28000; m=250000; READS=()
       row 286 286 0 32   # 0: 32x32
       row 286 286 0 64   # 1: 64x64
       ;;
     smallimagenet_1k)  # s_i long-tailed from N1 + M1 = 1280 with gamma 256, 20% of each labeled
-      n=256; m=1024
+      n=256; m=1024; READS=(--num-max --num-max-u --imb-ratio-label)
       row 256 256 0 32   # 0: 32x32
       row 256 256 0 64   # 1: 64x64
       ;;
@@ -131,14 +133,18 @@ table_row() {
     exit 2
   fi
   index=$((10#$index))
-  local gl gu md size n m
+  local gl gu md size n m flag
   read -r gl gu md size n m <<< "${ROWS[$index]}"
   PROTOCOL=paper
   if [[ -n $n ]]; then
     PROTOCOL=usb; N=$n; M=$m
   fi
-  ROW=(--dataset "$DATASET" --num-max "$N" --num-max-u "$M" --imb-ratio-label "$gl" --imb-ratio-unlabel "$gu"
-       --flag-reverse-LT "$md")
+  local -A split=([--num-max]=$N [--num-max-u]=$M [--imb-ratio-label]=$gl [--imb-ratio-unlabel]=$gu
+                  [--flag-reverse-LT]=$md)
+  ROW=(--dataset "$DATASET")
+  for flag in "${READS[@]}"; do
+    ROW+=("$flag" "${split[$flag]}")
+  done
   if [[ -n $size && $size != - ]]; then
     ROW+=(--img-size "$size")
   fi

@@ -20,7 +20,7 @@ from methods import METHODS
 from methods.crest import CReSTPlus, align, select
 import test_launchers
 import test_speed
-from test_launchers import ROWS, launch, launched_args
+from test_launchers import ROWS, assert_row, launch, launched_args
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags
 from core.command_line import get_args_parser
 from core.stopping import StopSignal
@@ -285,9 +285,7 @@ def test_every_row_of_the_crest_launcher(echo_python):
     for dataset, rows in ROWS.items():
         for index, (n, m, gl, gu, mode, size) in enumerate(rows):
             args = launched_args(echo_python, 'CReST+.sh', dataset, index)
-            assert (args.version, args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label,
-                    args.imb_ratio_unlabel, args.flag_reverse_LT, args.img_size, args.seed) == \
-                ('CReST+', dataset, n, m, gl, gu, mode, size, 0)
+            assert_row(args, 'CReST+.sh', dataset, n, m, gl, gu, mode, size)
             method = (args.threshold, args.crest_alpha, args.da_t_min, args.dist_align)
             assert method == (0.95, 3, 0.5, dataset != 'stl10')  # DASO's STL-10 config: no alignment
             recipe = (args.lr, args.total_steps, args.batch_size, args.mu, args.generations, args.lr_schedule,

@@ -145,7 +145,7 @@ def test_views_per_method(small_cifar10_root):
 def test_stl10(capsys, tmp_path):
     fake_data.write_stl10(tmp_path, train_per_class=50, test_per_class=8, unlabeled=300)
     code, summary, out, _ = dry_run(capsys, '--dataset', 'stl10', '--data-dir', tmp_path, '--num-max', 45,
-                                    '--num-max-u', 100000, '--imb-ratio-label', 10)
+                                    '--imb-ratio-label', 10)
     assert code == 0
     assert summary['labeled_per_class'] == reference_counts(45, 10, 10)
     assert summary['unlabeled_per_class'] is None and summary['unlabeled_pool_per_class'] is None

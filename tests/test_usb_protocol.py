@@ -5,7 +5,7 @@ import pytest
 
 from methods import METHODS
 from test_dry_run import dry_run
-from test_launchers import echo_python, launch, launched_args  # noqa: F401 (echo_python: a fixture)
+from test_launchers import SPLIT, echo_python, launch, launched_args, row_split  # noqa: F401 (echo_python: a fixture)
 from tools import fake_data
 
 # dataset -> [(index, N1, M1, gamma_l, gamma_u, reversed)]: USB's configs, 'ulb_imb_ratio -100' as reversed
@@ -27,9 +27,8 @@ def test_every_launcher_runs_usbs_protocol_on_its_rows(echo_python, method):  # 
     for dataset, rows in USB_ROWS.items():
         for index, n, m, gamma_l, gamma_u, reversed_ in rows:
             args = launched_args(echo_python, f'{method}.sh', dataset, index)
-            assert (args.version, args.dataset, args.num_max, args.num_max_u, args.imb_ratio_label,
-                    args.imb_ratio_unlabel, args.flag_reverse_LT) == (method, dataset, n, m, gamma_l, gamma_u,
-                                                                       reversed_), (method, dataset, index)
+            assert (args.version, args.dataset, *(getattr(args, k) for k in SPLIT)) == \
+                (method, dataset, *row_split(dataset, n, m, gamma_l, gamma_u, reversed_)), (method, dataset, index)
             assert (args.arch, args.randaugment, args.eval_step, args.batch_size, args.mu, args.ema_decay,
                     args.wdecay) == ('wideresnet_usb', 'usb', 1024, 64, 2, 0.999, 5e-4), (method, dataset, index)
             assert args.bn_momentum is None and not args.ema_warmup, (method, dataset, index)  # USB's network's own

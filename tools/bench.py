@@ -45,11 +45,12 @@ from core.command_line import get_args_parser
 from core.device import resolve_speed_options
 from core.training import build_training
 from dataset.batches import LoaderBatches, make_batches
-from utils.cli import OneLineParser
+from utils.cli import OneLineParser, phase
 from dataset.data import CIFAR10_MEAN, CIFAR10_STD, SemiSupervisedData
 from methods import METHODS
 
 BATCH, MU, FULL_RUN_STEPS = 64, 8, 43000
+PROG = 'python -m tools.bench'
 IMAGES_PER_STEP = BATCH * 2 + BATCH * MU * 3
 
 
@@ -193,7 +194,7 @@ def synchronize(device):
 
 
 def main(argv=None):
-    parser = OneLineParser(prog='python -m tools.bench', description=__doc__.split('\n')[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='cpu or cuda[:i]')
     parser.add_argument('--steps', type=int, help='timed training steps, >= 1 (default: 20 on CUDA, 1 on the CPU)')
     parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1),
@@ -213,11 +214,13 @@ def main(argv=None):
                                                                                else ' (no CUDA GPU is visible)'))
     cuda = device.type == 'cuda'
     steps = args.steps or (20 if cuda else 1)
+    phase(PROG, 'making a CIFAR-10-sized split of random images')
     data = random_split()
     result = {'device': torch.cuda.get_device_name(device) if cuda else 'cpu', 'cpu_threads': torch.get_num_threads()}
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # augmentation throughput per core
+    phase(PROG, 'timing the augmentation: PIL, then tensors on one CPU thread' + (', then on CUDA' if cuda else ''))
     result['aug_pil_img_per_s'] = round(pil_images_per_s(data, 2), 1)
     result['aug_tensor_cpu_img_per_s'] = round(tensor_images_per_s(data, torch.device('cpu'), 3), 1)
     torch.set_num_threads(threads)
@@ -225,18 +228,26 @@ def main(argv=None):
     print(f"augmentation, images/s: PIL {result['aug_pil_img_per_s']}, tensor on one CPU thread "
           f"{result['aug_tensor_cpu_img_per_s']}, tensor on CUDA {result['aug_tensor_cuda_img_per_s']}", flush=True)
 
+    phase(PROG, 'counting the device operations of a step (on the meta device)')
     result['device_ops_per_step'] = device_ops_per_step(data)
     print(f"device operations per step: {result['device_ops_per_step']}", flush=True)
+    phase(PROG, f'timing {steps} baseline training step(s) after a warm-up (PIL in {args.workers} loader workers, '
+                f'fp32{"" if cuda else "; about 20 s a step on 2 CPU cores"})')
     result['step_per_s_baseline'] = round(steps_per_s(data, device, 'cpu', False, steps, args.workers), 4)
     print(f"baseline (PIL workers, fp32): {result['step_per_s_baseline']} steps/s", flush=True)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
+    phase(PROG, f'timing {steps} fast training step(s) after a warm-up (tensor augmentation on the device)')
     result['step_per_s_fast'] = round(steps_per_s(data, device, 'gpu', cuda, steps, 0), 4)
     result['peak_gpu_memory_gib'] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if cuda else None
     result['projected_full_run_min'] = round(FULL_RUN_STEPS / result['step_per_s_fast'] / 60, 1)
     result['speedup'] = round(result['step_per_s_fast'] / result['step_per_s_baseline'], 2)
+    if cuda:
+        phase(PROG, 'comparing the views made on CUDA and on the CPU, then counting synchronisations')
     result['cuda_views_equal_cpu'] = views_equal_across_devices(data, device) if cuda else None
     result['cuda_syncs_per_step'] = syncs_per_step(data, device) if cuda else None
+    if args.compile:
+        phase(PROG, f'compiling the step (torch.compile: a minute or more), then timing {steps} compiled step(s)')
     result['step_per_s_compiled'] = (round(steps_per_s(data, device, 'gpu', cuda, steps, 0, compile=True), 4)
                                      if args.compile else None)
     result['cuda_syncs_per_compiled_step'] = (syncs_per_step(data, device, compile=True) if cuda and args.compile

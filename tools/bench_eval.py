@@ -18,9 +18,10 @@ import time
 import torch
 
 from models import build_model
-from utils.cli import OneLineParser
+from utils.cli import OneLineParser, phase
 
 STEP_IMAGES, EPOCH_STEPS, EVAL_BATCH = 160, 500, 512
+PROG = 'python -m tools.bench_eval'
 TEST_SETS = {'balanced_test': 127 * 50, 'imbalanced_test': 50000}
 
 
@@ -38,10 +39,12 @@ def timed(work, device, repeats: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser(prog='python -m tools.bench_eval', description=__doc__.split('\n')[0])
+    parser = OneLineParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--img-size', type=int, default=64, choices=(32, 64))
-    parser.add_argument('--repeats', type=int, default=3, help='timed calls of each (after one warm-up call)')
+    parser.add_argument('--repeats', type=int, default=3, help='timed calls of each (after one warm-up call), >= 1')
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f'--repeats {args.repeats} is not allowed; use an integer >= 1')
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     model = build_model('resnet50', 127).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
 
     def step():
         model.train()
-        loss = model(train_images).logsumexp(1).mean()
+        loss = model(train_images).logits.logsumexp(1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -60,7 +63,10 @@ def main(argv=None) -> int:
         model.eval()
         model(test_images)
 
+    phase(PROG, f'timing {1 + args.repeats} training steps of ResNet-50 at {args.img_size}x{args.img_size} on {device} '
+                f'(the first warms up)')
     step_s = timed(step, device, args.repeats)
+    phase(PROG, f'timing {1 + args.repeats} evaluation batches of {EVAL_BATCH} images')
     image_s = timed(evaluate, device, args.repeats) / EVAL_BATCH
     epoch_s = step_s * EPOCH_STEPS
     result = {'device': str(device), 'img_size': args.img_size, 'step_s': round(step_s, 4),

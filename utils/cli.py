@@ -1,5 +1,6 @@
 """The command lines' shared parser: a bad argument is one line."""
 import argparse
+import sys
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -16,3 +17,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or 'default' in (action.help or ''):
             return action.help
         return super()._get_help_string(action)
+
+
+def phase(prog: str, text: str) -> None:
+    """Say on stderr what a long command starts doing now ('<prog>: <text> ...'), so that slow can be
+    told from stuck; stdout keeps the command's results."""
+    print(f'{prog}: {text} ...', file=sys.stderr, flush=True)
