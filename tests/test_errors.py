@@ -306,3 +306,83 @@ def test_a_batch_file_that_is_no_regular_file_is_named_so(capsys, cifar_copy, ki
     code, err = run_main(capsys, '--data-dir', cifar_copy, '--num-max', 20, '--num-max-u', 30)
     assert_one_line(code, err, f'{path} is not a regular file', 'put the CIFAR-10')
     assert 'not found' not in err and path.exists()
+
+
+def unread_cases():
+    """(configuration flags, a flag the configuration leaves unread) for every setting that
+    core.settings.unread_settings names in each kind of configuration: each dataset's unused split
+    settings, Adam for every method that has --optimizer, no weight EMA for every method, CReST+'s
+    single generation and its alignment turned off."""
+    from core.command_line import get_args_parser
+    from core.settings import unread_settings
+    from dataset.data import DATASETS
+    configurations = [['--dataset', name] for name in DATASETS]
+    configurations += [['--version', name, '--optimizer', 'adam'] for name, method in methods.METHODS.items()
+                       if any(flag.name == '--optimizer' for flag in method.flags)]
+    configurations += [['--version', name, '--no-use-ema'] for name in methods.METHODS]
+    configurations += [['--version', 'CReST+', '--generations', '1'], ['--version', 'CReST+', '--no-dist-align']]
+    for configuration in configurations:
+        args = get_args_parser().parse_args(configuration)
+        for dest in unread_settings(vars(args)):
+            yield configuration, dest
+
+
+UNREAD_VALUES = {'num_max': '20', 'num_max_u': '30', 'imb_ratio_label': '2', 'imb_ratio_unlabel': '2',
+                 'flag_reverse_LT': '1', 'wdecay': '0.001', 'ema_decay': '0.99', 'crest_alpha': '2',
+                 'da_t_min': '0.3'}
+BOOLEAN_UNREAD = {'nesterov': '--no-nesterov', 'wdecay_all': '--wdecay-all', 'ema_warmup': '--ema-warmup'}
+
+
+@pytest.mark.parametrize('configuration,dest', list(unread_cases()))
+def test_a_setting_the_run_never_reads_is_refused(capsys, tmp_path, configuration, dest):
+    """Given on the command line, a setting that the run's dataset or configuration never reads is
+    one line naming it and why, before any data is read (it used to change nothing, silently)."""
+    flag = BOOLEAN_UNREAD.get(dest) or f'--{dest.replace("_", "-")}'
+    value = [] if dest in BOOLEAN_UNREAD else [UNREAD_VALUES[dest]]
+    code, err = run_main(capsys, *configuration, flag, *value, '--data-dir', tmp_path / 'none')
+    assert_one_line(code, err, f'error: {flag} is not read: ', '; drop it')
+
+
+def test_the_kinds_of_unread_settings():
+    """What each kind of configuration leaves unread, and what it reads: CoSSL's classifier keeps its
+    own weight EMA at --ema-decay without the network's; --ema-warmup, --nesterov are read by default."""
+    from core.command_line import get_args_parser
+    from core.settings import unread_settings
+    unread = lambda *argv: set(unread_settings(vars(get_args_parser().parse_args(list(argv)))))  # noqa: E731
+    assert unread('--dataset', 'cifar10') == set()
+    assert unread('--dataset', 'stl10') == {'num_max_u', 'imb_ratio_unlabel', 'flag_reverse_LT'}
+    assert unread('--dataset', 'smallimagenet') == {'num_max', 'num_max_u', 'imb_ratio_label', 'imb_ratio_unlabel',
+                                                    'flag_reverse_LT'}
+    assert unread('--version', 'FixMatch', '--optimizer', 'adam') == {'wdecay', 'nesterov', 'wdecay_all'}
+    assert unread('--version', 'FixMatch', '--optimizer', 'sgd') == set()
+    assert unread('--version', 'SimPro', '--no-use-ema') == {'ema_decay', 'ema_warmup'}
+    assert unread('--version', 'CoSSL', '--optimizer', 'sgd', '--no-use-ema') == {'ema_warmup'}
+    assert unread('--version', 'CoSSL') == {'wdecay', 'nesterov', 'wdecay_all'}  # (its Adam by default)
+    assert unread('--version', 'CReST+', '--generations', '1') == {'crest_alpha', 'da_t_min'}
+    assert unread('--version', 'CReST+', '--no-dist-align') == {'da_t_min'}
+
+
+def test_a_setting_the_run_never_reads_is_not_off_its_recipe():
+    """FixMatch's CIFAR-10 recipe (SGD, weight decay on every parameter) run with Adam: the run is
+    off its recipe by --optimizer only, not by --wdecay-all, which Adam never reads."""
+    from core.command_line import get_args_parser
+    from core.recipes import off_recipe, recipe
+    parser = get_args_parser()
+    argv = ['--version', 'FixMatch', '--dataset', 'cifar10', '--imb-ratio-label', '150', '--imb-ratio-unlabel', '150',
+            '--lr', '0.03', '--total-steps', '250000', '--batch-size', '64', '--mu', '2', '--lr-schedule', 'constant',
+            '--ema-warmup', '--bn-momentum', '0.1', '--threshold', '0.95']
+    sgd = vars(parser.parse_args(argv))
+    assert off_recipe(sgd, recipe(sgd, parser)) == ['--wdecay-all False (recipe: True)']
+    adam = vars(parser.parse_args(argv + ['--optimizer', 'adam']))
+    assert off_recipe(adam, recipe(adam, parser)) == ['--optimizer adam (recipe: sgd)']
+
+
+def test_a_dry_run_names_the_training_flags_it_does_not_read(capsys, small_cifar10_root, tmp_path):
+    code = train.main(['--data-dir', str(small_cifar10_root), '--num-max', '20', '--num-max-u', '30', '--dry-run',
+                       '--compile', '--out', str(tmp_path / 'out'), '--num-workers', '0'])
+    out = capsys.readouterr().out
+    assert code == 0 and '  note: --dry-run trains nothing: --num-workers, --out, --compile not read\n' in out
+    assert not (tmp_path / 'out').exists()
+    assert train.main(['--data-dir', str(small_cifar10_root), '--num-max', '20', '--num-max-u', '30',
+                       '--dry-run']) == 0
+    assert 'trains nothing' not in capsys.readouterr().out

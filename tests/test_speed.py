@@ -141,8 +141,10 @@ def test_aug_default_keeps_the_images_on_the_gpu_only_when_they_fit(monkeypatch)
         assert (args.aug, args.channels_last) == (expected, True), (given, image_bytes)
     assert torch.backends.cudnn.benchmark
     args = get_args_parser().parse_args(['--amp'])
-    resolve_speed_options(args, torch.device('cpu'), 1)
+    notes = resolve_speed_options(args, torch.device('cpu'), 1)  # (what the run's first lines say of it)
     assert (args.aug, args.channels_last, args.amp, torch.backends.cudnn.benchmark) == ('cpu', False, False, False)
+    assert notes == ['--amp is not read on cpu: bf16 autocast is for CUDA; the run trains in float32']
+    assert resolve_speed_options(get_args_parser().parse_args([]), torch.device('cpu'), 1) == []
 
 
 def test_images_that_do_not_fit_on_the_device_are_one_line_and_write_nothing(small_cifar10_root, tmp_path,
@@ -155,3 +157,28 @@ def test_images_that_do_not_fit_on_the_device_are_one_line_and_write_nothing(sma
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and 'do not fit on cpu' in lines[0] and 'use --aug cpu' in lines[0]
     assert not (tmp_path / 'run').exists()
+
+
+def test_bench_eval_says_each_phase_and_prints_its_json(monkeypatch, capsys):
+    """tools.bench_eval (its network swapped for a small one, its batches made small): each phase is
+    announced on stderr before it starts, the JSON line is the last of stdout, and --repeats 0 is one
+    line. (It had stopped running when the network's output became a NetworkOutput.)"""
+    import json
+    from models import build_model
+    from tools import bench_eval
+    monkeypatch.setattr(bench_eval, 'build_model', lambda arch, classes: build_model('wideresnet', classes, depth=10,
+                                                                                     widen_factor=1))
+    monkeypatch.setattr(bench_eval, 'STEP_IMAGES', 4)
+    monkeypatch.setattr(bench_eval, 'EVAL_BATCH', 8)
+    assert bench_eval.main(['--img-size', '32', '--repeats', '1']) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out.splitlines()[-1])
+    assert result['img_size'] == 32 and result['step_s'] > 0 and result['eval_image_ms'] > 0
+    assert result['imbalanced_test_s'] == pytest.approx(50000 * result['eval_image_ms'] / 1000, abs=0.2)
+    assert err.splitlines() == [
+        'python -m tools.bench_eval: timing 2 training steps of ResNet-50 at 32x32 on cpu (the first warms up) ...',
+        'python -m tools.bench_eval: timing 2 evaluation batches of 8 images ...']
+    with pytest.raises(SystemExit) as stop:
+        bench_eval.main(['--repeats', '0'])
+    assert stop.value.code == 2 and capsys.readouterr().err == \
+        'python -m tools.bench_eval: error: --repeats 0 is not allowed; use an integer >= 1 (see --help)\n'

@@ -214,6 +214,8 @@ def test_a_compiled_run_resumes_exactly_and_resumes_eagerly(small_cifar10_root, 
     one go; the same checkpoint resumed without --compile trains on (its learning rates numbers again)."""
     compiled = ['--aug', 'gpu', '--compile']
     assert run(small_cifar10_root, tmp_path / 'whole', *compiled) == 0
+    log = (tmp_path / 'whole' / 'log.txt').read_text()  # (the wait for the compiler is announced before it)
+    assert log.index('compiling the step (torch.compile): the first step waits for it') < log.index('step 2:')
     crash_after_checkpoint(monkeypatch, step=2)
     with pytest.raises(Interrupted):
         run(small_cifar10_root, tmp_path / 'split', *compiled)
