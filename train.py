@@ -137,9 +137,11 @@ def train(args, data, stop: StopSignal) -> None:
                 step += 1
                 meter.add(step, *result, unlabeled_labels)
                 stopping = stop.requested(step, device)
-                if step % progress.every == 0 or step % args.eval_step == 0 or stopping:
+                checked = step % progress.every == 0 or step % args.eval_step == 0 or stopping
+                if checked:
                     meter.check_finite(last_good=str(out / CHECKPOINT) if (out / CHECKPOINT).exists()
                                        else 'none yet')
+                if checked or progress.overdue():
                     progress.update(step, result.loss)
             if step % args.eval_step == 0:  # the epoch's end, also when stopping: a resumed run starts after it
                 run.method.end_epoch()  # (e.g. a prior's closed-form M-step)

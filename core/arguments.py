@@ -15,6 +15,7 @@ from dataset.data import DATASETS
 from methods import METHODS, flag_readers
 from models import ModelConfigError
 from methods.base import finite
+from utils import distributed
 from utils.errors import UserError
 
 
@@ -44,10 +45,12 @@ def check_arguments(args, given=None) -> None:
     """Raise UserError for a flag of another method among the flags `given` on the command line
     (destinations), a number flag that is not finite (inf, nan: every one, here), the first
     argument outside its allowed range (RULES, the method's Flags), a
-    device that is neither a CPU nor a CUDA GPU, or what the method's check_arguments refuses.
+    device that is neither a CPU nor a CUDA GPU, what the method's check_arguments refuses, or
+    torchrun's variables that cannot form a process group (utils.distributed.check_environment).
     (The image size is checked by dataset.data.build_data and the network by building it on the
     meta device, both before any data is read.) A refused value the command line did not give (a
     flag left at its default, when `given` is known) is named as the default."""
+    distributed.check_environment()  # (torchrun's variables, where set: before they are read)
     try:
         check_values(args, given or ())
     except UserError as e:

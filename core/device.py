@@ -11,7 +11,8 @@ def resolve_device(name):
         device = distributed.setup(name)
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError, ValueError) as e:
-        raise UserError(f'--device {name} is not usable here ({str(e).splitlines()[0]})')
+        what = f'--device {name}' if name else 'the default device'
+        raise UserError(f'{what} is not usable here ({str(e).splitlines()[0]})')
     return device
 
 

@@ -107,19 +107,27 @@ class RunLog:
 
 
 class Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every few steps (logs stay readable)."""
+    """A tqdm bar on a terminal; otherwise a plain line every few steps (logs stay readable), and
+    at least every SECONDS on a slow machine."""
+    SECONDS = 10
 
     def __init__(self, args, step, last_step, enabled=True):
         self.bar, self.enabled = None, enabled
         self.every = max(1, min(100, args.eval_step // 5))
         self.last_step, self.started, self.first = last_step, time.time(), step
+        self.shown = self.started
         if sys.stdout.isatty() and not args.no_progress and enabled:
             from tqdm import tqdm
             self.bar = tqdm(total=last_step, initial=step, unit='step', dynamic_ncols=True)
 
+    def overdue(self) -> bool:
+        """Whether the last update is SECONDS old (each step between them cost nothing to show)."""
+        return self.enabled and time.time() - self.shown >= self.SECONDS
+
     def update(self, step, loss):
         if not self.enabled:
             return
+        self.shown = time.time()
         if self.bar:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f'{loss.item():.4f}')

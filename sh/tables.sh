@@ -203,9 +203,33 @@ no_recipe() {
 # MASTER_PORT as torchrun's flags); --batch-size stays per process. With PRINT_ARGS=1 it prints
 # train.py's arguments, one per line, and runs nothing (how train.py and tools.report read a
 # launcher's recipe, which is written only here).
+# ARGS: the arguments "$@" with each flag once, where it was given last (with its values): the
+# command line's extra arguments override the table's, and the command shown is what train.py reads.
+# --flag, --no-flag and --flag=value are one flag.
+last_given() {
+  local -A last=()
+  local -a given=("$@")
+  local i name drop=0
+  for i in "${!given[@]}"; do
+    if [[ ${given[$i]} == --* ]]; then
+      name=${given[$i]%%=*}; name=${name#--}; last[${name#no-}]=$i
+    fi
+  done
+  ARGS=()
+  for i in "${!given[@]}"; do
+    if [[ ${given[$i]} == --* ]]; then
+      name=${given[$i]%%=*}; name=${name#--}; drop=$(( ${last[${name#no-}]} != i ))
+    fi
+    if (( ! drop )); then
+      ARGS+=("${given[$i]}")
+    fi
+  done
+}
+
 run_train() {
+  last_given "$@"
   if [[ -n ${PRINT_ARGS:-} ]]; then
-    printf '%s\n' "$@"
+    printf '%s\n' "${ARGS[@]}"
     exit 0
   fi
   local variable
@@ -215,8 +239,12 @@ run_train() {
       exit 2
     fi
   done
-  if [[ -n ${NODE_RANK:-} ]] && ! [[ $NODE_RANK =~ ^[0-9]+$ ]]; then
-    echo "error: NODE_RANK=${NODE_RANK} is not allowed; use a whole number >= 0" >&2
+  if [[ -n ${NODE_RANK:-} ]] && ! { [[ $NODE_RANK =~ ^[0-9]+$ ]] && (( 10#$NODE_RANK < 10#${NNODES:-1} )); }; then
+    echo "error: NODE_RANK=${NODE_RANK} is not allowed; use a whole number from 0 to NNODES - 1 = $((10#${NNODES:-1} - 1))" >&2
+    exit 2
+  fi
+  if [[ -n ${MASTER_PORT:-} ]] && ! { [[ $MASTER_PORT =~ ^[0-9]{1,5}$ ]] && (( 10#$MASTER_PORT >= 1 && 10#$MASTER_PORT <= 65535 )); }; then
+    echo "error: MASTER_PORT=${MASTER_PORT} is not allowed; use a port from 1 to 65535" >&2
     exit 2
   fi
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -230,6 +258,6 @@ run_train() {
               --node_rank "${NODE_RANK:-0}" --master_addr "${MASTER_ADDR:-127.0.0.1}"
               --master_port "${MASTER_PORT:-29500}")
   fi
-  echo "+ ${command[*]} train.py $*"
-  exec "${command[@]}" train.py "$@"
+  echo "+ ${command[*]} train.py ${ARGS[*]}"
+  exec "${command[@]}" train.py "${ARGS[@]}"
 }

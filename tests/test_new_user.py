@@ -341,3 +341,95 @@ def test_a_fall_back_to_the_previous_checkpoint_says_only_that(tmp_path):
     assert latest_good_checkpoint(tmp_path, warn=warnings.append) == dict.fromkeys(KEYS)
     assert warnings == [f'warning: cannot read checkpoint {tmp_path / "checkpoint.pt"} (UnpicklingError); '
                         f'falling back to {tmp_path / "checkpoint.prev.pt"}']
+
+
+def test_the_demo_shows_progress_as_soon_as_there_is_any(tmp_path, monkeypatch):
+    """A run that has logged step 3 of 40 shows as 3/40 with the time left, on the demo's first line
+    of progress (it used to show 0/4800 until its 15-second tick); the runs end, the demo returns."""
+    import io
+    import threading
+    import time
+    from tools import demo
+    release = tmp_path / 'release'
+
+    def fake_run(job, out):  # a run that logs step 3, then waits to be released and finishes
+        output = demo.run_dir(out, *job).with_suffix('.out')
+        output.parent.mkdir(parents=True, exist_ok=True)
+        script = (f'import pathlib, time\np = pathlib.Path({str(output)!r})\np.write_text("+ train.py\\nstep 3/40 '
+                  f'loss 1.0 0.10 steps/s\\n")\nwhile not pathlib.Path({str(release)!r}).exists(): time.sleep(0.05)\n')
+        log = open(output.with_suffix('.err'), 'w')
+        return subprocess.Popen([sys.executable, '-c', script], stdout=log, stderr=log), log
+
+    monkeypatch.setattr(demo, 'launch', fake_run)
+    monkeypatch.setattr(demo, 'launcher_steps', lambda method, setting: 40)
+    shown = io.StringIO()
+    monkeypatch.setattr(sys, 'stdout', shown)
+    worker = threading.Thread(target=demo.run_all, args=([(0, 'consistent', 'SimPro')], tmp_path, 1))
+    worker.start()
+    deadline = time.time() + 600  # (waits for the line, not for a guessed time)
+    while 'steps' not in shown.getvalue() and worker.is_alive() and time.time() < deadline:
+        time.sleep(0.05)
+    release.touch()
+    worker.join()
+    first = shown.getvalue().splitlines()[0]
+    assert first.startswith('3/40 steps, about ') and first.endswith(' left')
+
+
+def test_a_launchers_extra_argument_replaces_the_tables_own(tmp_path):
+    """`bash sh/SimPro.sh digits 0 --seed 3 --lr=0.5 --no-use-ema`: each flag once in the command
+    shown and run, where it was given last (the demo's and the sweep's --seed used to follow the
+    launcher's --seed 0)."""
+    argv = launcher('digits', '0', '--seed', '3', '--lr=0.5', '--no-use-ema', '--use-ema').stdout.splitlines()
+    names = [a.split('=')[0].removeprefix('--').removeprefix('no-') for a in argv if a.startswith('--')]
+    assert len(names) == len(set(names)) and argv[-4:] == ['--seed', '3', '--lr=0.5', '--use-ema']
+    echo = tmp_path / 'echo'
+    echo.write_text('#!/bin/sh\necho "$@"\n')
+    echo.chmod(0o755)
+    shown = subprocess.run(['bash', 'sh/SimPro.sh', 'digits', '0', '--seed', '3'], cwd=ROOT, capture_output=True,
+                           text=True, env={'PATH': os.environ['PATH'], 'PYTHON': str(echo)}).stdout.splitlines()
+    assert shown[0].startswith(f'+ {echo} train.py ') and shown[1] == shown[0][len(f'+ {echo} '):]  # (shown = run)
+    assert shown[0].count('--seed') == 1 and shown[0].endswith('--seed 3')
+
+
+@pytest.mark.parametrize('environment,message', [
+    ({'NODE_RANK': '1'}, 'NODE_RANK=1 is not allowed; use a whole number from 0 to NNODES - 1 = 0'),
+    ({'NODE_RANK': '2', 'NNODES': '2'}, 'NODE_RANK=2 is not allowed; use a whole number from 0 to NNODES - 1 = 1'),
+    ({'MASTER_PORT': '0'}, 'MASTER_PORT=0 is not allowed; use a port from 1 to 65535'),
+    ({'MASTER_PORT': '65536'}, 'MASTER_PORT=65536 is not allowed; use a port from 1 to 65535'),
+    ({'MASTER_PORT': 'http'}, 'MASTER_PORT=http is not allowed; use a port from 1 to 65535')])
+def test_a_launchers_rank_or_port_that_cannot_work_is_one_line(environment, message):
+    result = launcher('digits', '0', PRINT_ARGS='', **environment)
+    assert (result.returncode, result.stdout, result.stderr) == (2, '', f'error: {message}\n')
+
+
+@pytest.mark.parametrize('environment,message', [
+    ({'WORLD_SIZE': 'two'}, 'WORLD_SIZE=two is not a whole number; unset it, or start the processes with torchrun'),
+    ({'LOCAL_RANK': '-1'}, 'LOCAL_RANK=-1 is not a whole number'),
+    ({'WORLD_SIZE': '0'}, 'WORLD_SIZE=0 is not allowed; it must be at least 1 (torchrun sets it)'),
+    ({'WORLD_SIZE': '2', 'RANK': '2', 'MASTER_ADDR': 'localhost', 'MASTER_PORT': '29500'},
+     'RANK=2 is not allowed; it must be below WORLD_SIZE=2'),
+    ({'WORLD_SIZE': '2', 'LOCAL_WORLD_SIZE': '2', 'LOCAL_RANK': '3', 'RANK': '1', 'MASTER_ADDR': 'localhost',
+      'MASTER_PORT': '29500'}, 'LOCAL_RANK=3 is not allowed; it must be below LOCAL_WORLD_SIZE=2'),
+    ({'MASTER_PORT': '70000'}, 'MASTER_PORT=70000 is not allowed; it must be a port from 1 to 65535'),
+    ({'WORLD_SIZE': '2'}, 'WORLD_SIZE=2 without RANK, MASTER_ADDR, MASTER_PORT: this process cannot find the others')])
+def test_torchruns_variables_that_cannot_form_a_group_are_one_line(capsys, monkeypatch, tmp_path, environment,
+                                                                  message):
+    """Before any data is read (there is none here), not as a wait for processes that never come."""
+    for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert train.main(['--data-dir', str(tmp_path), '--dry-run']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {message}') and err.count('\n') == 1
+
+
+def test_a_slow_run_shows_a_step_at_least_every_few_seconds(small_cifar10_root, tmp_path, monkeypatch, capsys):
+    """Without a terminal a line is due every eval_step // 5 steps, and also once Progress.SECONDS have
+    passed since the last (here 0: every step), so a slow machine is never silent for long."""
+    from core.run_log import Progress
+    from test_resume import run as tiny_run
+    monkeypatch.setattr(Progress, 'SECONDS', 0)
+    assert tiny_run(small_cifar10_root, tmp_path / 'run', '--no-progress') == 0
+    steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith('step ')]
+    assert steps == [f'{step}/6' for step in range(1, 7)]

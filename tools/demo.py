@@ -75,7 +75,7 @@ def run_all(jobs, out: Path, parallel: int) -> None:
     pending, running, done = list(jobs), {}, 0
     bar = tqdm(total=sum(total_steps.values()), unit='step', desc='training', file=sys.stdout,
                disable=not sys.stdout.isatty(), dynamic_ncols=True)
-    last_print = 0.0
+    started, before, shown, shown_at = time.time(), 0, 0, 0.0  # (before: the steps of runs finished earlier)
     while pending or running:
         while pending and len(running) < parallel:
             job = pending.pop(0)
@@ -94,12 +94,20 @@ def run_all(jobs, out: Path, parallel: int) -> None:
                 sys.exit(f'error: the {job[2]} run on {job[1]} (seed {job[0]}) failed; see {output}:\n{tail}')
             del running[job]
             done += total_steps[job]
+            before += 0 if steps_done(output) else total_steps[job]  # (finished before: it trained nothing now)
             progress += total_steps[job]
         bar.update(progress - bar.n)
-        if not sys.stdout.isatty() and time.time() - last_print > 15:
-            print(f'{progress}/{bar.total} steps', flush=True)
-            last_print = time.time()
+        if not sys.stdout.isatty() and progress > max(shown, before) and time.time() - shown_at > 15:
+            print(f'{progress}/{bar.total} steps, {time_left(progress - before, bar.total - progress, started)}',
+                  flush=True)
+            shown, shown_at = progress, time.time()
     bar.close()
+
+
+def time_left(trained: int, steps_left: int, since: float) -> str:
+    """'about 3 min left' at the rate of the steps `trained` since `since`."""
+    seconds = steps_left * (time.time() - since) / trained
+    return f'about {seconds / 60:.0f} min left' if seconds >= 90 else f'about {seconds:.0f} s left'
 
 
 def final_record(out: Path, seed: int, setting: str, method: str) -> dict:

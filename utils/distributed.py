@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from utils.errors import UserError
+
 
 def setup(device_name=None):
     """Join the process group when torchrun started several processes; return the device."""
@@ -24,6 +26,36 @@ def setup(device_name=None):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     return device
+
+
+def check_environment(environment=None) -> None:
+    """torchrun's variables (WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_PORT), where set,
+    must describe a process group that can form: raise UserError naming the first that cannot (a
+    process started by hand with WORLD_SIZE > 1 and no rendezvous address would otherwise wait or
+    fail far from the cause). `environment`: default os.environ."""
+    env = os.environ if environment is None else environment
+    numbers = {}
+    for name in ('WORLD_SIZE', 'RANK', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_PORT'):
+        if name in env:
+            value = env[name].strip()
+            if not value.isdigit():
+                raise UserError(f'{name}={env[name]} is not a whole number; unset it, or start the processes with '
+                                f'torchrun (or NPROC=<n> with the launchers), which sets it')
+            numbers[name] = int(value)
+    world = numbers.get('WORLD_SIZE', 1)
+    local_world = numbers.get('LOCAL_WORLD_SIZE', world)
+    rules = (('WORLD_SIZE', world >= 1, 'at least 1'),
+             ('RANK', numbers.get('RANK', 0) < world, f'below WORLD_SIZE={world}'),
+             ('LOCAL_RANK', numbers.get('LOCAL_RANK', 0) < local_world, f'below LOCAL_WORLD_SIZE={local_world}'),
+             ('MASTER_PORT', 1 <= numbers.get('MASTER_PORT', 1) <= 65535, 'a port from 1 to 65535'))
+    for name, valid, allowed in rules:
+        if not valid:
+            raise UserError(f'{name}={env[name]} is not allowed; it must be {allowed} (torchrun sets it)')
+    if world > 1:
+        missing = [name for name in ('RANK', 'MASTER_ADDR', 'MASTER_PORT') if not env.get(name)]
+        if missing:
+            raise UserError(f'WORLD_SIZE={world} without {", ".join(missing)}: this process cannot find the others; '
+                            f'start the processes with torchrun (or NPROC=<n> with the launchers)')
 
 
 def launched_processes() -> int:
