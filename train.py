@@ -22,7 +22,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from core.arguments import check_arguments, check_network
+from core.arguments import check_before_data
 from core.checkpoint import BEST, CHECKPOINT, save_checkpoint
 from core.command_line import get_args_parser, given_flags
 from core.device import resolve_device, resolve_speed_options
@@ -38,7 +38,7 @@ from core.training import Training, build_training, new_model, rng_states, set_r
 from dataset.batches import make_batches
 from dataset.data import MAIN_TEST, build_data
 from dataset.sampler import check_fits_batch
-from methods import METHODS, Batch, Method, StepResult, default_arch, symmetric_kl
+from methods import METHODS, Batch, Method, StepResult, symmetric_kl
 from models import count_parameters
 from utils import distributed
 from utils.errors import UserError
@@ -236,9 +236,7 @@ def checked_data(args, given=()):
     """The split of the arguments, after checking every argument (one line each, before any data is
     read or anything written: core/arguments.py with the method's own flags and checks, the network
     on the meta device, batches that fit). `given`: the flags given on the command line."""
-    check_arguments(args, given)
-    args.arch = args.arch or default_arch(args.version, args.dataset)
-    check_network(args)
+    check_before_data(args, given)
     data = build_data(args, METHODS[args.version].labeled_in_pool)
     if not args.dry_run:
         for what, size, batch in (('labeled set', len(data.labeled_idx), args.batch_size),

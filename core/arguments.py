@@ -3,7 +3,6 @@ is written: a bad value is one line naming the flag, the value and what is allow
 flags are checked here (RULES), a method's flags by their own Flag and the method's
 check_arguments (methods/base.py)."""
 import math
-import os
 import re
 from pathlib import Path
 
@@ -12,10 +11,11 @@ import torch
 from core.settings import unread_settings
 from core.training import new_model
 from dataset.data import DATASETS
-from methods import METHODS, flag_readers
+from methods import METHODS, default_arch, flag_readers
 from models import ModelConfigError
 from methods.base import finite
 from utils import distributed
+from utils.cli import unwritable
 from utils.errors import UserError
 
 
@@ -105,14 +105,8 @@ def check_run_paths(args) -> None:
         path = Path(args.resume)
         if not (path.is_file() or (path / 'checkpoint.pt').is_file()):
             raise UserError(f'--resume {args.resume}: no checkpoint there')
-    if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UserError(f'--out {args.out} is a file; choose a folder')
-        existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f'cannot write to --out {args.out} ({existing} is not writable); choose a writable '
-                            f'directory')
+    if args.out is not None and unwritable('--out', args.out):
+        raise UserError(unwritable('--out', args.out))
 
 
 def check_method_flags(version: str, given) -> None:
@@ -134,6 +128,14 @@ def check_unread(settings: dict, given) -> None:
     for dest in sorted(set(given) & set(unread), key=list(settings).index):
         flag = f'--{"no-" if settings[dest] is False else ""}{dest.replace("_", "-")}'
         raise UserError(f'{flag} is not read: {unread[dest]}; drop it')
+
+
+def check_before_data(args, given=None) -> None:
+    """Every check of train.py's arguments that reads no data, in order: check_arguments, then the
+    network (its default for the method and dataset filled in as args.arch) built on the meta device."""
+    check_arguments(args, given)
+    args.arch = args.arch or default_arch(args.version, args.dataset)
+    check_network(args)
 
 
 def check_network(args) -> None:

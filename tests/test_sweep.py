@@ -150,8 +150,20 @@ def test_a_slurm_job_warned_of_its_end_saves_is_requeued_and_ends_as_if_uninterr
     (['--per-gpu', '0'], 'error: --per-gpu 0 is not allowed; use a whole number >= 1'),
     (['--partition', 'gpu'], 'error: --partition only apply to --executor slurm'),
     (['--', '--no-such-flag'], 'error: the arguments after -- are not train.py arguments: --no-such-flag'),
+    # train.py's own checks of each run's full arguments, before the first run starts
+    (['--', '--lr', '-1'], 'error: SimPro digits row 0 seed 0: --lr -1 is not allowed; use a finite number > 0'),
+    (['--dataset', 'stl10', '--', '--num-max-u', '5'],
+     'error: SimPro stl10 row 0 seed 0: --num-max-u is not read: --dataset stl10 does not use it'),
+    (['--methods', 'SimPro', 'CReST+', '--', '--total-steps', '2'],
+     'error: CReST+ digits row 0 seed 0: --generations 3 is not allowed with --version CReST+'),
+    (['--', '--depth', '11'], 'error: SimPro digits row 0 seed 0: --arch wideresnet --depth 11 --widen-factor 1: '
+                              'WideResNet depth must be 6n+4'),
+    (['--report', 'README.md'], 'error: --report README.md is a file; choose a folder'),
+    (['--out-root', 'README.md'], 'error: --out-root README.md is a file; choose a folder'),
 ])
-def test_bad_input_is_one_line(argv, message, capsys):
+def test_bad_input_is_one_line(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, 'run_local', lambda *a: pytest.fail('a run started'))
+    monkeypatch.chdir(ROOT)
     base = {'--methods': ['SimPro'], '--dataset': ['digits'], '--rows': ['0']}
     own = argv[:argv.index('--')] if '--' in argv else argv
     for flag in [a for a in own if a in base]:
@@ -196,3 +208,18 @@ def test_a_report_folder_and_no_report_together_are_refused_in_one_line(tmp_path
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count('\n') == 1 and 'not allowed with argument --report' in err
     assert not (tmp_path / 'runs').exists() and not (tmp_path / 'r').exists()
+
+
+def test_fingerprint_checks_where_it_saves_before_the_runs(tmp_path, monkeypatch, capsys):
+    """--save into a folder or under a file is one line before the 20 runs (it used to fail after them,
+    with a traceback)."""
+    from tools import fingerprint
+    monkeypatch.setattr(fingerprint, 'fingerprints', lambda: pytest.fail('the runs started'))
+    for target, message in ((tmp_path, f'--save {tmp_path} is a folder; choose a file'),
+                            (ROOT / 'README.md' / 'x.json', f'cannot write to --save {ROOT / "README.md" / "x.json"} ('
+                                                            f'{ROOT / "README.md"} is not writable)')):
+        with pytest.raises(SystemExit) as stop:
+            fingerprint.main(['--save', str(target)])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and err.startswith(f'python -m tools.fingerprint: error: {message}'), err
+        assert err.count('\n') == 1

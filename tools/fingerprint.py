@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from utils.cli import OneLineParser
+from utils.cli import OneLineParser, unwritable
 
 BASE = ['--num-max', '20', '--num-max-u', '30', '--imb-ratio-label', '10', '--imb-ratio-unlabel', '10',
         '--flag-reverse-LT', '1', '--total-steps', '6', '--eval-step', '2', '--batch-size', '4', '--mu', '2',
@@ -106,9 +106,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.compare and not Path(args.compare).is_file():
         parser.error(f'--compare {args.compare}: no such file; make one with --save on the code to compare with')
+    if args.save and unwritable('--save', args.save, folder=False):  # (before the runs, not after)
+        parser.error(unwritable('--save', args.save, folder=False))
     now = fingerprints()
     if args.save:
-        Path(args.save).write_text(json.dumps(now, indent=1) + '\n')
+        try:
+            Path(args.save).write_text(json.dumps(now, indent=1) + '\n')
+        except OSError as e:
+            parser.error(f'cannot write --save {args.save} ({e.strerror}); free space or choose another file')
         print(f'{len(now)} runs written to {args.save}')
         return 0
     before, differ = json.loads(Path(args.compare).read_text()), 0

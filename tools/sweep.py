@@ -39,12 +39,13 @@ from typing import NamedTuple, Optional
 import torch
 from tqdm import tqdm
 
-from core.command_line import get_args_parser as train_parser
+from core.arguments import check_before_data
+from core.command_line import get_args_parser as train_parser, given_flags
 from core.recipes import ROOT, launcher, launcher_rows, off_recipe, recipe
 from core.run_folder import default_out_dir
 from core.run_lock import RunLock
 from methods import METHODS
-from utils.cli import HelpFormatter, OneLineParser
+from utils.cli import HelpFormatter, OneLineParser, unwritable
 from utils.errors import UserError
 
 STOPPED = 128 + signal.SIGTERM   # train.py's exit status when SIGTERM stopped it (its checkpoint saved)
@@ -113,6 +114,11 @@ def expand(methods, dataset: str, rows, seeds, extra=(), out_root: Optional[Path
                 command = ('bash', str(script.relative_to(ROOT)), dataset, str(row), '--seed', str(seed), *extra,
                            '--out', str(folder), '--resume', 'auto', '--no-progress')
                 runs.append(Run(method, dataset, row, seed, command, folder))
+                full = [*argv, *command[len(command) - 5:]]  # (train.py's arguments of the run, every one)
+                try:  # (train.py's own checks of them, before the first run starts, not as each starts)
+                    check_before_data(parser.parse_args(full), given_flags(full))
+                except UserError as e:
+                    raise UserError(f'{runs[-1].name}: {e}') from None
     folders = [run.folder.resolve() for run in runs]
     if len(set(folders)) != len(folders):
         raise UserError('two runs of the sweep would share a folder; give each method, row and seed once')
@@ -319,6 +325,9 @@ def check(args) -> None:
     for name in ('per_gpu', 'gpus_per_node', 'nodes', 'time'):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} {getattr(args, name)} is not allowed; use a whole number >= 1')
+    for flag, folder in (('--out-root', args.out_root), ('--report', None if args.no_report else args.report)):
+        if folder is not None and unwritable(flag, folder):  # (before the first run, not after the last)
+            raise UserError(unwritable(flag, folder))
     slurm_only = [f'--{n.replace("_", "-")}' for n in ('partition', 'wait') if getattr(args, n)]
     if args.executor == 'local' and slurm_only:
         raise UserError(f'{", ".join(slurm_only)} only apply to --executor slurm')
