@@ -355,3 +355,22 @@ def test_usb_protocol_runs_are_compared_with_usbs_table_by_their_best(tmp_path):
     assert (float(usb['usb_top1']), float(usb['usb_top1_std'])) == (69.95, 1.18)
     assert float(usb['best_diff_vs_usb']) == pytest.approx(best - 69.95, abs=1e-4) and usb['paper_top1'] == ''
     assert float(usb['mean20_top1_mean']) == pytest.approx(np.mean([50.0, best, 70.0, 71.0]), abs=1e-4)
+
+
+def test_an_unwritable_home_gives_no_matplotlib_warning(tmp_path):
+    """With HOME where nothing can be written (here a file), drawing a plot through tools.report prints
+    nothing on stderr (matplotlib used to warn in two lines that it made a temporary cache)."""
+    import os
+    import subprocess
+    import sys
+    from conftest import ROOT
+    home = tmp_path / 'home'
+    home.write_text('')
+    env = {k: v for k, v in os.environ.items() if k not in ('MPLCONFIGDIR', 'XDG_CONFIG_HOME', 'XDG_CACHE_HOME')}
+    code = f'import tools.report as r; r.plt.plot([0, 1]); r.plt.savefig({str(tmp_path / "p.png")!r})'
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
+                            env={**env, 'HOME': str(home)})
+    assert (result.returncode, result.stderr) == (0, '') and (tmp_path / 'p.png').exists()
+    control = subprocess.run([sys.executable, '-c', 'import matplotlib.pyplot'], capture_output=True, text=True,
+                             env={**env, 'HOME': str(home)})
+    assert 'matplotlib' in control.stderr.lower()  # (what the test guards against, without tools.report)

@@ -48,7 +48,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-import matplotlib
+from utils.cli import writable_config_dir
+
+writable_config_dir('MPLCONFIGDIR', 'matplotlib')  # (else, with an unwritable HOME, matplotlib warns in 2 lines)
+import matplotlib  # noqa: E402
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402

@@ -2,6 +2,7 @@
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -40,3 +41,24 @@ def unwritable(flag: str, path, folder: bool = True):
         return (f'cannot write to {flag} {given} ({existing} is not writable); choose a writable '
                 f'{"directory" if folder else "place"}')
     return None
+
+
+def writable_config_dir(variable: str, name: str) -> None:
+    """Where a library keeps its configuration and cache (`variable`, e.g. MPLCONFIGDIR) when it is
+    not set and the default, $XDG_CONFIG_HOME/<name> or ~/.config/<name>, cannot be written (a
+    read-only or missing HOME): a folder of this user's in the temporary directory, so the library
+    neither warns nor rebuilds its cache in a new place every time. (Its cache, $XDG_CACHE_HOME/<name>
+    or ~/.cache/<name>, is checked too.)"""
+    if os.environ.get(variable):
+        return
+    home = Path(os.environ.get('HOME') or '/nonexistent')
+    defaults = (Path(os.environ.get('XDG_CONFIG_HOME') or home / '.config', name),
+                Path(os.environ.get('XDG_CACHE_HOME') or home / '.cache', name))
+    if all(unwritable(variable, default) is None for default in defaults):
+        return
+    folder = Path(tempfile.gettempdir(), f'{name}-{os.getuid() if hasattr(os, "getuid") else "user"}')
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return  # (the library says what it does)
+    os.environ[variable] = str(folder)
