@@ -12,7 +12,7 @@ differs; its recipes are its launcher in sh/.
 Runs on one CUDA GPU when present, else on the CPU (`--device` overrides), or under torchrun on
 several GPUs and machines (`torchrun --nproc_per_node 4 train.py ...`, or NPROC=4 with the launchers).
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import math
 import sys
 import time

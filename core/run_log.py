@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from utils.errors import UserError
+from utils.errors import OutputError, UserError
 
 
 # TensorBoard's section of a metric: the test set's numbers under test/, the estimate's under prior/,
@@ -133,13 +133,22 @@ class Progress:
             self.bar.set_postfix(loss=f'{loss.item():.4f}')
         else:
             rate = (step - self.first) / max(1e-9, time.time() - self.started)
-            print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s', flush=True)
+            self._print(f'step {step}/{self.last_step} loss {loss.item():.4f} {rate:.2f} steps/s')
 
     def write(self, text):
         if self.bar:
             self.bar.write(text)
         else:
+            self._print(text)
+
+    def _print(self, text):
+        """Show a line on stdout; when stdout cannot be written (a full disk, a closed pipe), say so
+        once on stderr and go on: the run's lines are in its log.txt (utils/startup.py)."""
+        try:
             print(text, flush=True)
+        except OutputError as e:
+            print(f'warning: {e}; the run goes on, its lines are in log.txt in its folder', file=sys.stderr,
+                  flush=True)
 
     def close(self):
         if self.bar:

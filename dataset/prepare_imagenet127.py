@@ -14,7 +14,7 @@ only when all of them are complete, so an interrupted run never leaves files the
 take for ImageNet-127. A manifest.json beside them records the inputs' and outputs' sizes and
 SHA-256, the mapping's SHA-256 and the command.
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import argparse
 import hashlib
 import json

@@ -28,7 +28,7 @@ not depend on their content). The last line of stdout is one JSON object:
 - cuda_syncs_per_compiled_step: the same count as cuda_syncs_per_step for the compiled step (only with
   --compile on CUDA).
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
 import os
 import time

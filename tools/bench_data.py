@@ -6,7 +6,7 @@ Writes the fake into a temporary folder, builds the split in a fresh process and
 as the last line, one JSON object: the bytes kept, the size of one batch file, and the peak
 resident-memory increase while reading (the original held about three full copies).
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
 import subprocess
 import sys

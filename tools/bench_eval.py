@@ -11,7 +11,7 @@ The last line of stdout is one JSON object: step_s, eval_image_ms, epoch_s, and 
 its projected seconds and its share of an epoch's time (train.py evaluates every val image every
 10 epochs and in each of the last 20: core/evaluate.due_test_sets).
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
 import time
 

@@ -16,7 +16,7 @@ convolutions, MKL's matrix products, ATen's vector code), and with it the order 
 floating-point sums, so that the same run gives other numbers on an AVX-512 machine. The demo pins
 all three to AVX2 (PINNED_CPU), which costs nothing measurable on an AVX-512 machine (README, "Quick start").
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import json
 import os
 import re

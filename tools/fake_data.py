@@ -3,7 +3,7 @@ pipeline without downloading anything. They are read by the same readers as the 
 
     python -m tools.fake_data ./fake-data cifar10      # then: python train.py --data-dir ./fake-data ...
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import pickle
 import sys
 from pathlib import Path

@@ -11,7 +11,7 @@ depend on the machine's core count. A run's parts: `metrics` (metrics.jsonl with
 times), `model`, `ema`, `optimizer` (its state and hyper-parameters, not how it computes them: foreach,
 fused, ...), `method` (the tensors of the last checkpoint) and `rng`.
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import hashlib
 import io
 import json

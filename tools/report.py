@@ -34,7 +34,7 @@ Writes into --out (default ./report):
 
 The last line of stdout says what was written. A path without runs is a one-line error (exit 2).
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import argparse
 import csv
 import hashlib

@@ -21,7 +21,7 @@ those another process is writing (its run.lock), and continues the others from t
 
 The exit status is the number of failed runs (at most 100); 2 for bad input.
 """
-import utils.interrupt  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
+import utils.startup  # noqa: F401 (first: a Ctrl-C while the rest imports is one line)
 import argparse
 import contextlib
 import io

@@ -7,3 +7,7 @@ traceback, then exits with status 2. Messages say what is wrong and what to do.
 
 class UserError(Exception):
     """Bad arguments, missing or corrupt files, impossible splits."""
+
+
+class OutputError(UserError):
+    """stdout cannot be written (a full disk, a closed pipe): utils/startup.py raises it once."""
