@@ -31,6 +31,9 @@ def unread_settings(settings: dict) -> dict:
     dataset, method = DATASETS.get(settings.get('dataset')), METHODS.get(settings.get('version'))
     unread = {k: f'--dataset {settings["dataset"]} does not use it ({dataset.why_unused})'
               for k in (dataset.unused if dataset else ())}
+    if dataset and not dataset.downloads:
+        unread['download'] = (f'--dataset {settings["dataset"]} is not downloaded (README, "Data", says where its '
+                              f'files come from)')
     return {**unread, **(method.unread_settings(settings) if method else {})}
 
 

@@ -303,14 +303,16 @@ class DatasetInfo:
     prior_from_arguments: bool   # its unlabeled class distribution follows from the split's arguments alone
     unused: tuple = ()           # split settings (argparse names) its builder does not read
     why_unused: str = ''         # why, in a phrase
+    downloads: bool = False      # --download fetches it (the others: README, "Data")
 
 
 _NO_UNLABELED_SPLIT = ('num_max_u', 'imb_ratio_unlabel', 'flag_reverse_LT')
 DATASETS = {  # in the order of the paper's tables
-    'cifar10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_cifar10, True),
-    'cifar100': DatasetInfo(100, (32,), CIFAR100_MEAN, CIFAR100_STD, 'wideresnet', build_cifar100, True),
+    'cifar10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_cifar10, True, downloads=True),
+    'cifar100': DatasetInfo(100, (32,), CIFAR100_MEAN, CIFAR100_STD, 'wideresnet', build_cifar100, True,
+                            downloads=True),
     'stl10': DatasetInfo(10, (32,), CIFAR10_MEAN, CIFAR10_STD, 'wideresnet', build_stl10, False, _NO_UNLABELED_SPLIT,
-                         'its unlabeled set is all of unlabeled_X.bin'),
+                         'its unlabeled set is all of unlabeled_X.bin', downloads=True),
     'smallimagenet': DatasetInfo(127, (32, 64), IMAGENET_MEAN, IMAGENET_STD, 'resnet50', build_imagenet127, False,
                                  ('num_max', 'imb_ratio_label', *_NO_UNLABELED_SPLIT),
                                  'its split is fixed: 10% of each class labeled, the rest unlabeled'),

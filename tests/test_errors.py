@@ -330,7 +330,8 @@ def unread_cases():
 UNREAD_VALUES = {'num_max': '20', 'num_max_u': '30', 'imb_ratio_label': '2', 'imb_ratio_unlabel': '2',
                  'flag_reverse_LT': '1', 'wdecay': '0.001', 'ema_decay': '0.99', 'crest_alpha': '2',
                  'da_t_min': '0.3'}
-BOOLEAN_UNREAD = {'nesterov': '--no-nesterov', 'wdecay_all': '--wdecay-all', 'ema_warmup': '--ema-warmup'}
+BOOLEAN_UNREAD = {'nesterov': '--no-nesterov', 'wdecay_all': '--wdecay-all', 'ema_warmup': '--ema-warmup',
+                  'download': '--download'}
 
 
 @pytest.mark.parametrize('configuration,dest', list(unread_cases()))
@@ -352,7 +353,8 @@ def test_the_kinds_of_unread_settings():
     assert unread('--dataset', 'cifar10') == set()
     assert unread('--dataset', 'stl10') == {'num_max_u', 'imb_ratio_unlabel', 'flag_reverse_LT'}
     assert unread('--dataset', 'smallimagenet') == {'num_max', 'num_max_u', 'imb_ratio_label', 'imb_ratio_unlabel',
-                                                    'flag_reverse_LT'}
+                                                    'flag_reverse_LT', 'download'}
+    assert unread('--dataset', 'digits') == {'download'}  # (bundled with scikit-learn)
     assert unread('--version', 'FixMatch', '--optimizer', 'adam') == {'wdecay', 'nesterov', 'wdecay_all'}
     assert unread('--version', 'FixMatch', '--optimizer', 'sgd') == set()
     assert unread('--version', 'SimPro', '--no-use-ema') == {'ema_decay', 'ema_warmup'}
