@@ -8,8 +8,10 @@ the report:
 Each run is its method's launcher on the row (`bash sh/<method>.sh <dataset> <row> --seed <s>`,
 the one place a recipe is written), with train.py arguments after `--` appended (they override the
 recipe, as on a launcher), in its usual folder (result/<dataset>/<setting>/<method>_seed<s>, or under
---out-root), resumed with --resume auto. Running the same command again skips the finished runs and
-those another process is writing (its run.lock), and continues the others from their checkpoints.
+--out-root), resumed with --resume auto. Every run's whole train.py command passes train.py's own
+checks, and --report and --out-root must be writable folders, before the first run starts. Running
+the same command again skips the finished runs and those another process is writing (its run.lock),
+and continues the others from their checkpoints.
 
 - local (the default): a pool of --per-gpu runs on each visible GPU, each run pinned with
   CUDA_VISIBLE_DEVICES; --per-gpu runs at a time on a machine without CUDA. A run's output goes to
