@@ -374,3 +374,10 @@ def test_an_unwritable_home_gives_no_matplotlib_warning(tmp_path):
     control = subprocess.run([sys.executable, '-c', 'import matplotlib.pyplot'], capture_output=True, text=True,
                              env={**env, 'HOME': str(home)})
     assert 'matplotlib' in control.stderr.lower()  # (what the test guards against, without tools.report)
+
+
+def test_an_out_that_is_a_file_is_one_line_before_the_runs_are_read(tmp_path):
+    (tmp_path / 'taken').write_text('kept\n')
+    code, out, err = run_report([str(tmp_path / 'no-runs-here'), '--out', str(tmp_path / 'taken')])
+    assert (code, out, err) == (2, '', f'error: --out {tmp_path / "taken"} is a file; choose a folder\n')
+    assert (tmp_path / 'taken').read_text() == 'kept\n'

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from dataset import readers
-from utils.cli import OneLineParser
+from utils.cli import OneLineParser, unwritable
 
 
 def _labels_in_file_order(counts, rng) -> np.ndarray:
@@ -100,8 +100,8 @@ def main(argv=None):
                         help='a test set of a few hundred images (200 for CIFAR and STL-10), so that a trial run '
                              'evaluates in a second; the training images are the same')
     args = parser.parse_args(argv)
-    if Path(args.root).exists() and not Path(args.root).is_dir():
-        parser.error(f'{args.root} is a file; choose a folder to write into')
+    if unwritable('', args.root):  # (before anything is written)
+        parser.error(unwritable('', args.root))
     try:
         WRITERS[args.dataset](args.root, args.small)
     except OSError as e:

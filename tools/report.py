@@ -48,7 +48,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-from utils.cli import writable_config_dir
+from utils.cli import unwritable, writable_config_dir
 
 writable_config_dir('MPLCONFIGDIR', 'matplotlib')  # (else, with an unwritable HOME, matplotlib warns in 2 lines)
 import matplotlib  # noqa: E402
@@ -700,6 +700,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
+        if unwritable('--out', args.out):  # (before the runs are read)
+            raise UserError(unwritable('--out', args.out))
         runs = find_runs(args.paths)
         out = Path(args.out)
         try:

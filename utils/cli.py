@@ -29,16 +29,17 @@ def phase(prog: str, text: str) -> None:
 
 
 def unwritable(flag: str, path, folder: bool = True):
-    """Why `flag`'s `path` (a folder to create or fill, or with folder=False a file to write) cannot
-    be written, in one line naming what to do; None when it can. Checked before any work."""
-    given, path = path, Path(path).absolute()
+    """Why `flag`'s `path` (a folder to create or fill, or with folder=False a file to write; `flag`
+    '' for a positional argument) cannot be written, in one line naming what to do; None when it
+    can. Checked before any work."""
+    given, path = f'{flag} {path}' if flag else str(path), Path(path).absolute()
     if path.exists() and path.is_dir() != folder:
-        return f'{flag} {given} is a {"file" if folder else "folder"}; choose a {"folder" if folder else "file"}'
+        return f'{given} is a {"file" if folder else "folder"}; choose a {"folder" if folder else "file"}'
     existing = next(p for p in (path, *path.parents) if p.exists())  # (itself, or the folder it goes in)
     writable = os.access(existing, os.W_OK | os.X_OK) if existing.is_dir() else \
         existing == path and os.access(path, os.W_OK)
     if not writable:
-        return (f'cannot write to {flag} {given} ({existing} is not writable); choose a writable '
+        return (f'cannot write to {given} ({existing} is not writable); choose a writable '
                 f'{"directory" if folder else "place"}')
     return None
 
