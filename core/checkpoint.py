@@ -22,6 +22,15 @@ def write_error(e: BaseException):
     return e
 
 
+def interruption(e: BaseException):
+    """The signal's stop (StopNow, KeyboardInterrupt: no Exception) behind an error, or None: a signal
+    that comes while torch.save writes makes its zip writer fail as well ('unexpected pos'), and that
+    RuntimeError would hide the stop."""
+    while e is not None and isinstance(e, Exception):
+        e = e.__cause__ or e.__context__
+    return e
+
+
 @contextmanager
 def signals_held():
     """SIGTERM and SIGINT that come during the block are handled after it (by the main thread's
@@ -63,6 +72,9 @@ def save_checkpoint(state: dict, path: Path, keep_previous: bool = False) -> Non
             os.close(directory)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
+        stop = interruption(e)
+        if stop is not None and stop is not e:  # (torch.save's writer fails again while a signal stops it)
+            raise stop.with_traceback(None) from None
         cause = write_error(e)
         if cause is None:
             raise

@@ -304,7 +304,7 @@ def test_messages_say_what_was_typed(capsys, tmp_path):
     ('bench', ['--device', 'tpu'], '--device tpu is not a device; use cpu or cuda[:i]'),
     ('bench_data', ['--per-class', '0'], '--per-class 0 is not allowed; use an integer >= 1'),
     ('fake_data', ['README.md', 'cifar10'], 'README.md is a file; choose a folder'),
-    ('fake_data', ['README.md/inside', 'cifar10'], 'cannot write under README.md/inside')])
+    ('fake_data', ['README.md/inside', 'cifar10'], 'cannot write to README.md/inside (')])
 def test_the_tools_check_their_options_in_one_line(capsys, monkeypatch, module, argv, message):
     import importlib
     monkeypatch.chdir(ROOT)

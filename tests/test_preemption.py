@@ -374,3 +374,26 @@ def test_a_second_sigint_ends_a_stuck_process_at_once(small_cifar10_root, tmp_pa
     os.close(writer)
     assert process.returncode == -signal.SIGINT
     assert torch.load(out / 'checkpoint.pt', weights_only=False)['step'] == 4
+
+
+def test_a_signal_while_a_checkpoint_is_written_stops_even_when_the_writer_fails_too(tmp_path, monkeypatch):
+    """A signal that comes inside torch.save makes its zip writer fail as well ('unexpected pos', a
+    RuntimeError raised while the stop is handled): the stop, not that error, reaches the loop (which
+    says it in one line, exit 128 + signal); the previous checkpoint stays, no temporary file."""
+    import torch
+    from core import checkpoint
+    from core.stopping import StopNow
+    path = tmp_path / 'checkpoint.pt'
+    checkpoint.save_checkpoint({'step': 1}, path)
+
+    def interrupted_save(state, f):
+        try:
+            raise StopNow
+        except StopNow:
+            raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 502720 vs 502616')
+
+    monkeypatch.setattr(checkpoint.torch, 'save', interrupted_save)
+    with pytest.raises(StopNow):
+        checkpoint.save_checkpoint({'step': 2}, path, keep_previous=True)
+    monkeypatch.undo()
+    assert torch.load(path)['step'] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ['checkpoint.pt']

@@ -46,7 +46,9 @@ def test_the_runs_are_the_launchers_rows_each_in_its_own_folder(tmp_path):
     printed = subprocess.run(reversed_seed1.command, cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, 'PRINT_ARGS': '1'}).stdout.splitlines()
     row = list(launcher_rows(str(ROOT / 'sh/SimPro.sh'), 'digits')[2])
-    assert printed == row + ['--seed', '1', '--out', str(reversed_seed1.folder), '--resume', 'auto', '--no-progress']
+    assert row[-2:] == ['--seed', '0']  # (the launcher's, replaced by the sweep's)
+    assert printed == row[:-2] + ['--seed', '1', '--out', str(reversed_seed1.folder), '--resume', 'auto',
+                                  '--no-progress']
     # train.py arguments after --: the run is off its recipe, so its folder names a digest of its settings
     off, = sweep.expand(['SimPro'], 'digits', [2], [1], TINY, out_root=tmp_path)
     assert re.fullmatch(r'SimPro-[0-9a-f]{8}_seed1', off.folder.name) and off.folder.parent == tmp_path / \
