@@ -8,6 +8,7 @@ from dataset.data import DATASETS
 from methods.acr import ACR
 from methods.acr_d import ACRd
 from methods.base import Batch, Flag, Method, StepResult, Views
+from methods.boat import BOAT
 from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
 from methods.cossl import CoSSL
@@ -27,6 +28,7 @@ METHODS = {
     'ACR': ACR,
     'SimPro': SimPro,
     'CCL': CCL,  # (after the paper's rows: Zhou et al., NeurIPS 2024)
+    'BOAT': BOAT,  # (Gan, Wei and Zhang, arXiv 2024)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 

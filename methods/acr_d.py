@@ -12,14 +12,15 @@ from methods.common import logit_adjustment
 from utils import distributed
 
 ANCHORS = ('consistent', 'uniform', 'reversed')
+TAU2 = Flag('--tau2', dict(type=float, default=2.0, help='adjustment of the balanced labeled loss'),
+            'a finite number', finite)  # (read by BOAT too)
 FLAGS = (  # read by ACR_d and ACR
     THRESHOLD, EMA_U,
     Flag('--tau1', dict(type=float, default=2.0, help='adjustment of the standard pseudo labels (ACR: its maximum)'),
          'a finite number', finite),
     Flag('--tau12', dict(type=float, default=2.0, help='adjustment of the balanced pseudo labels'),
          'a finite number', finite),
-    Flag('--tau2', dict(type=float, default=2.0, help='adjustment of the balanced labeled loss'),
-         'a finite number', finite),
+    TAU2,
     EST_EPOCH,
     Flag('--anchor-estimate', dict(choices=('presence', 'counts'), default='presence',
                                    help="a step's evidence per class for the estimate: presence (the official "

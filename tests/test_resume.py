@@ -60,7 +60,8 @@ def final_state(out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP'])
+@pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP',
+                                    'BOAT'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
     method, *path = method.split()
     extra = ['--version', method, '--est-epoch', 0, *path] + (['--upbatch', 1] if method == 'CCL' else [])
@@ -89,12 +90,14 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
     assert split_ckpt['history'] == whole_ckpt['history']
     log = (tmp_path / 'split' / 'log.txt').read_text()
     assert 'resuming at step 2' in log and log.count('epoch 1 step 2') == 1
-    if method in ('SimPro', 'ACR'):  # the prior moved, so the test compares something that changes
+    if method in ('SimPro', 'ACR', 'BOAT'):  # the prior moved, so the test compares something that changes
         assert whole[-1]['pi_u'] != whole[0]['pi_u']
     if method == 'DASO':
         assert whole[-1]['pi_u'] != whole[0]['pi_u'] and all(r['loss_align'] > 0 for r in whole)
     if method == 'ACR':  # and tau1: 2/3 for epoch 1 (nothing estimated in epoch 0), then from the estimate
         assert whole[0]['tau1'] == pytest.approx(2 / 3) and whole[1]['tau1'] != whole[0]['tau1']
+    if method == 'BOAT':  # (and its scores, which the official code does not save)
+        assert whole[-1]['confm'] != whole[0]['confm'] and whole[-1]['simm'] != whole[0]['simm']
 
 
 def test_resume_auto_starts_fresh_without_checkpoint(small_cifar10_root, tmp_path, capsys):
