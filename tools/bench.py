@@ -1,6 +1,6 @@
 """Speed of augmentation and of SimPro training steps, with the project's own training code.
 
-    python -m tools.bench                    # on CUDA when present, else the CPU (under 2 minutes)
+    python -m tools.bench                    # on CUDA when present, else the CPU (3 min on 2 busy CPU cores)
     python -m tools.bench --steps 50         # more timed steps (the default is 20 on CUDA, 1 on the CPU)
 
 The workload is SimPro's CIFAR-10 step (batch 64, mu 8, WRN-28-2): 64 labeled images in two views
