@@ -12,6 +12,7 @@ from methods.boat import BOAT
 from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
 from methods.cossl import CoSSL
+from methods.cpe import CPE
 from methods.crest import CReSTPlus
 from methods.darp import DARP
 from methods.daso import DASO
@@ -29,6 +30,7 @@ METHODS = {
     'SimPro': SimPro,
     'CCL': CCL,  # (after the paper's rows: Zhou et al., NeurIPS 2024)
     'BOAT': BOAT,  # (Gan, Wei and Zhang, arXiv 2024)
+    'CPE': CPE,  # (Ma et al., AAAI 2024)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 

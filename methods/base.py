@@ -147,6 +147,8 @@ class Method(nn.Module):
     """The views drawn of each unlabeled image, in order: name -> kind."""
     two_heads: bool = False
     """The network has a second, balanced linear head (NetworkOutput.balanced)."""
+    experts: int = 0
+    """The network has this many expert heads on CPE's classwise BatchNorm branches (NetworkOutput.experts)."""
     with_features: bool = False
     """The training forward also returns the pooled features (NetworkOutput.features)."""
     projection_heads: bool = False

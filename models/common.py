@@ -15,10 +15,12 @@ class NetworkOutput(NamedTuple):
     features: Optional[torch.Tensor] = None     # the pooled features the heads read (with_features)
     projection: Optional[torch.Tensor] = None   # CCL's unit-norm projected features (in training)
     centres: Optional[torch.Tensor] = None      # CCL's unit-norm projected class centres, (classes, width)
+    experts: Optional[torch.Tensor] = None      # CPE's experts on each BatchNorm branch, (rows, experts, 3, classes)
 
     def rows(self, start: int, stop: int) -> 'NetworkOutput':
         """The output of rows start..stop-1 of the batch (the class centres, one per class, whole)."""
-        return NetworkOutput(*(None if t is None else t[start:stop] for t in self[:4]), self.centres)
+        return NetworkOutput(*(t if t is None or name == 'centres' else t[start:stop]
+                               for name, t in zip(self._fields, self)))
 
     def float(self) -> 'NetworkOutput':
         return NetworkOutput(*(None if t is None else t.float() for t in self))

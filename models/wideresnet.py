@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import classify, init_weights, projection_heads
+from .common import NetworkOutput, classify, init_weights, projection_heads
 
 BN_MOMENTUM = 0.001  # slow running statistics, as in FixMatch
 LEAKY_SLOPE = 0.1
@@ -73,7 +73,7 @@ class WideResNet(nn.Module):
     the first convolution has a bias (USB)."""
 
     def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False,
-                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False):
+                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False, experts=0):
         super().__init__()
         bn = bn or dict(momentum=BN_MOMENTUM)
         block = dict(preactivate_widening=preactivate_widening, bn=bn)
@@ -94,12 +94,29 @@ class WideResNet(nn.Module):
         self.fc_balanced = nn.Linear(channels[3], num_classes) if two_heads else None
         # CCL's projection heads (its centres project the balanced head's weight)
         self.projection, self.centre_projection = projection_heads(channels[3]) if projection else (None, None)
+        # CPE's classwise BatchNorm (machengcheng2016/CPE-LTSSL semilearn/nets/wrn/wrn_cbn.py): three BatchNorms of
+        # PyTorch's defaults on the last feature map, and `experts` linear heads (fc the first) on each branch
+        self.cbn = nn.ModuleList(nn.BatchNorm2d(channels[3]) for _ in range(3)) if experts else None
+        self.expert_fc = nn.ModuleList(nn.Linear(channels[3], num_classes) for _ in range(experts - 1)) \
+            if experts else None
 
         init_weights(self, 'leaky_relu')
+        for head in self.expert_fc or ():  # (added after its network's initialisation: PyTorch's defaults)
+            head.reset_parameters()
 
     def forward(self, x, with_features=False):
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
+        if self.cbn is not None:
+            return self.experts(out, with_features)
         # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return classify(self, feat, with_features)
+
+    def experts(self, out, with_features=False):
+        """CPE: every expert on every BatchNorm branch of the same feature map, (rows, experts, branches,
+        classes); `logits` the first expert's mean over the branches (its code's `logits`)."""
+        branches = [torch.flatten(F.adaptive_avg_pool2d(bn(out), 1), 1) for bn in self.cbn]
+        experts = torch.stack([torch.stack([head(f) for f in branches], 1) for head in (self.fc, *self.expert_fc)], 1)
+        features = torch.stack(branches, 1).mean(1) if with_features else None
+        return NetworkOutput(experts[:, 0].mean(1), features=features, experts=experts)
