@@ -132,7 +132,8 @@ def new_model(args, num_classes: int) -> torch.nn.Module:
     method = METHODS[args.version]
     return build_model(args.arch, num_classes, two_heads=method.two_heads, depth=args.depth,
                        widen_factor=args.widen_factor, bn_momentum=args.bn_momentum,
-                       projection=method.projection_heads, experts=method.experts)
+                       projection=method.projection_heads, experts=method.experts,
+                       depth_features=method.depth_features)
 
 
 @dataclass

@@ -17,6 +17,7 @@ from methods.crest import CReSTPlus
 from methods.darp import DARP
 from methods.daso import DASO
 from methods.fixmatch import FixMatch
+from methods.metaexpert import MetaExpert
 from methods.simpro import ClassPrior, SimPro, scale_ratio
 
 METHODS = {
@@ -31,6 +32,7 @@ METHODS = {
     'CCL': CCL,  # (after the paper's rows: Zhou et al., NeurIPS 2024)
     'BOAT': BOAT,  # (Gan, Wei and Zhang, arXiv 2024)
     'CPE': CPE,  # (Ma et al., AAAI 2024)
+    'MetaExpert': MetaExpert,  # (Hou and Jia, ICML 2025)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 

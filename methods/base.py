@@ -149,6 +149,8 @@ class Method(nn.Module):
     """The network has a second, balanced linear head (NetworkOutput.balanced)."""
     experts: int = 0
     """The network has this many expert heads on CPE's classwise BatchNorm branches (NetworkOutput.experts)."""
+    depth_features: bool = False
+    """With experts, the network also returns Meta-Expert's pooled features of every depth (NetworkOutput.depths)."""
     with_features: bool = False
     """The training forward also returns the pooled features (NetworkOutput.features)."""
     projection_heads: bool = False

@@ -68,6 +68,10 @@ class CPE(Method):
         self.register_buffer('adjust', taus[:, None] * (counts / counts.sum()).log())  # (experts, classes)
 
     def loss(self, views: Batch) -> StepResult:
+        return StepResult(*self.expert_losses(views))
+
+    def expert_losses(self, views: Batch):
+        """(the sum of every expert's two losses, the named terms, the second expert's mask and pseudo labels)."""
         x, u = views.labeled, views.unlabeled
         labeled, weak, strong = x.weak.experts, u.weak.experts.detach(), u.strong.experts
         total, terms = 0, {}
@@ -84,7 +88,7 @@ class CPE(Method):
             if j == 1:  # (the evaluated expert's pseudo labels are the ones logged, as its code)
                 result_mask, result_label = mask, pseudo_label
         terms.update(loss_x=terms['loss_x2'], loss_u=terms['loss_u2'])
-        return StepResult(total, terms, result_mask, result_label)
+        return total, terms, result_mask, result_label
 
     def eval_logits(self, output):
         """The second expert (tau 2) averaged over the branches, unadjusted."""

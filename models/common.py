@@ -16,6 +16,7 @@ class NetworkOutput(NamedTuple):
     projection: Optional[torch.Tensor] = None   # CCL's unit-norm projected features (in training)
     centres: Optional[torch.Tensor] = None      # CCL's unit-norm projected class centres, (classes, width)
     experts: Optional[torch.Tensor] = None      # CPE's experts on each BatchNorm branch, (rows, experts, 3, classes)
+    depths: Optional[torch.Tensor] = None       # Meta-Expert's pooled features of the stem and each group, concatenated
 
     def rows(self, start: int, stop: int) -> 'NetworkOutput':
         """The output of rows start..stop-1 of the batch (the class centres, one per class, whole)."""

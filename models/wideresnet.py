@@ -73,7 +73,7 @@ class WideResNet(nn.Module):
     the first convolution has a bias (USB)."""
 
     def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False,
-                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False, experts=0):
+                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False, experts=0, depth_features=False):
         super().__init__()
         bn = bn or dict(momentum=BN_MOMENTUM)
         block = dict(preactivate_widening=preactivate_widening, bn=bn)
@@ -100,15 +100,27 @@ class WideResNet(nn.Module):
         self.expert_fc = nn.ModuleList(nn.Linear(channels[3], num_classes) for _ in range(experts - 1)) \
             if experts else None
 
+        # Meta-Expert's multi-depth features (YaxinHou/Meta-Expert semilearn/nets/wrn/wrn_metaexpert.py): a BatchNorm
+        # of the final one's settings, the activation and pooling on the stem's and each group's output
+        self.depth_bn = nn.ModuleList(nn.BatchNorm2d(c, **(final_bn or bn)) for c in channels) \
+            if depth_features else None
+
         init_weights(self, 'leaky_relu')
         for head in self.expert_fc or ():  # (added after its network's initialisation: PyTorch's defaults)
             head.reset_parameters()
 
     def forward(self, x, with_features=False):
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
-        out = self.relu(self.bn1(out))
+        stages = [self.conv1(x)]
+        for group in (self.block1, self.block2, self.block3):
+            stages.append(group(stages[-1]))
+        out = self.relu(self.bn1(stages[-1]))
         if self.cbn is not None:
-            return self.experts(out, with_features)
+            output = self.experts(out, with_features)
+            if self.depth_bn is None:
+                return output
+            depths = [torch.flatten(F.adaptive_avg_pool2d(self.relu(bn(stage)), 1), 1)
+                      for bn, stage in zip(self.depth_bn, stages)]
+            return output._replace(depths=torch.cat(depths, 1))
         # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return classify(self, feat, with_features)

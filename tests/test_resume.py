@@ -61,7 +61,7 @@ def final_state(out):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP',
-                                    'BOAT', 'CPE'])
+                                    'BOAT', 'CPE', 'MetaExpert'])
 def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, method):
     method, *path = method.split()
     extra = ['--version', method, '--est-epoch', 0, *path] + (['--upbatch', 1] if method == 'CCL' else [])

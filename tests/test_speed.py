@@ -92,7 +92,7 @@ def test_device_batches_follow_the_sampler_and_views(small_cifar10_root):
     assert torch.equal(gx[:len(cx)], cx) and torch.equal(gy[:len(cy)], cy)  # the same normalised test images
 
 
-@pytest.mark.parametrize('version', ['SimPro', 'ACR_d', 'FixMatch', 'ACR', 'DASO', 'BOAT', 'CPE'])
+@pytest.mark.parametrize('version', ['SimPro', 'ACR_d', 'FixMatch', 'ACR', 'DASO', 'BOAT', 'CPE', 'MetaExpert'])
 def test_device_steps_never_read_device_values_back(small_cifar10_root, version):
     """Whole --aug gpu steps (the batch with every view, forward, the loss and its E-step sums,
     SGD, the weight EMA, the epoch meter) on the meta device, whose tensors have shapes but no
