@@ -6,6 +6,7 @@ sh/<name>.sh that holds its recipe. Each member below has a default that does no
 so a method overrides only what makes it differ. The loop, per run:
 
     check_arguments(args)                      before any data is read (one-line errors)
+    unread_settings(settings)                  the settings its configuration never reads (refused if given)
     idle_parts(args, steps)                    what never acts in this run, said when it starts
     method = Method(args, data, num_features)  its state: buffers, checkpointed with the network
     make_optimizer(model, args)                the network's optimizer (each generation's too)
