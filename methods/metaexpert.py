@@ -151,8 +151,7 @@ class MetaExpert(CPE):
         """sum_k w_k times expert k's mean over the branches (unadjusted)."""
         return (self.weights(output)[1][..., None] * output.experts.mean(2)).sum(1)
 
-    def unlabeled_prior(self):
-        return self.pi_hat if float(self.pi_hat.sum()) > 0 else None
-
     def metrics(self) -> dict:
-        return {'kappa': self.kappa.tolist()}
+        """kappa, and the one-off reading of the unlabeled distribution it came from (logged as `pi_hat`,
+        not as the run's estimate `pi_u`: the method keeps none)."""
+        return {'kappa': self.kappa.tolist(), 'pi_hat': self.pi_hat.tolist()}
