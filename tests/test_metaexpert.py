@@ -199,3 +199,17 @@ def test_a_60_step_launcher_run_on_both_augmentation_paths(cifar10_launcher_root
     gate = [k for k in last if k.startswith('gate.')]
     assert len(gate) == 22 and all(torch.equal(last[k], previous[k]) for k in gate)
     assert not torch.equal(last['count'], torch.zeros(10))
+
+
+@pytest.mark.slow
+def test_the_head_tail_cifar100_row_trains(cifar100_root, tmp_path):
+    """`bash sh/MetaExpert.sh cifar100 4`, a row its code has no config for (head-tail, CIFAR-100: CPE's cuts
+    35 and 70, its code's cosine schedule there), trains: 4 steps on fake CIFAR-100 files."""
+    out = tmp_path / 'run'
+    result = launch('MetaExpert.sh', 'cifar100', 4, '--data-dir', cifar100_root, '--num-max', 20, '--num-max-u', 40,
+                    '--total-steps', 4, '--eval-step', 2, '--batch-size', 4, '--mu', 2, '--num-workers', 0,
+                    '--depth', 10, '--widen-factor', 1, '--out', out)
+    assert result.returncode == 0, result.stderr
+    args = json.loads((out / 'args.json').read_text())
+    assert (args['flag_reverse_LT'], args['cbn_cut1'], args['cbn_cut2'], args['lr_schedule']) == (4, 35, 70, 'cosine')
+    assert [json.loads(line)['step'] for line in (out / 'metrics.jsonl').read_text().splitlines()] == [2, 4]
