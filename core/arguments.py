@@ -105,8 +105,8 @@ def check_run_paths(args) -> None:
         path = Path(args.resume)
         if not (path.is_file() or (path / 'checkpoint.pt').is_file()):
             raise UserError(f'--resume {args.resume}: no checkpoint there')
-    if args.out is not None and unwritable('--out', args.out):
-        raise UserError(unwritable('--out', args.out))
+    if args.out is not None and (why := unwritable('--out', args.out)):
+        raise UserError(why)
 
 
 def check_method_flags(version: str, given) -> None:
@@ -125,7 +125,8 @@ def check_unread(settings: dict, given) -> None:
     its dataset does not use it, or its method's configuration leaves it unread) is refused: it
     would change nothing, silently."""
     unread = unread_settings(settings)
-    for dest in sorted(set(given) & set(unread), key=list(settings).index):
+    dest = next((name for name in settings if name in unread and name in given), None)  # (the first, in flag order)
+    if dest is not None:
         flag = f'--{"no-" if settings[dest] is False else ""}{dest.replace("_", "-")}'
         raise UserError(f'{flag} is not read: {unread[dest]}; drop it')
 

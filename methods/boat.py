@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from methods.acr_d import TAU2
 from methods.base import TAU, THRESHOLD, Batch, Flag, Method, StepResult, finite
 from methods.common import logit_adjustment
-from utils import distributed
+from utils.distributed import mean_over_processes
 
 SCORE_MOMENTUM, SCORE_START = 0.9, 0.1  # of confm and simm (train.py:558-564): fixed in the official code
 FLAGS = (
@@ -37,13 +37,6 @@ FLAGS = (
          'a finite number > 0', lambda v: finite(v) and v > 0),
     Flag('--emap', dict(type=float, default=0.999, help='momentum of qhat and qbal, every step'),
          'a number in [0, 1]', lambda v: finite(v) and 0 <= v <= 1))
-
-
-def global_mean(rows: torch.Tensor) -> torch.Tensor:
-    """The mean over dim 0 of `rows` of every process (equal batches: the mean of their means)."""
-    mean = rows.mean(0)
-    distributed.all_reduce_sum(mean)
-    return mean / distributed.world_size()
 
 
 class BOAT(Method):
@@ -76,18 +69,18 @@ class BOAT(Method):
         g_weak, h_weak = u.weak.logits.detach(), u.weak.balanced.detach()
         probs = torch.softmax(g_weak, -1)
         with torch.no_grad():
-            self.qhat.mul_(m).add_(global_mean(probs), alpha=1 - m)
+            self.qhat.mul_(m).add_(mean_over_processes(probs), alpha=1 - m)
         confidence, pseudo_label = probs.max(-1)
         mask = confidence >= self.threshold
         confidence_b, pseudo_label_b = torch.softmax(g_weak - self.tau * self.qhat.log(), -1).max(-1)
         with torch.no_grad():
-            self.qbal.mul_(m).add_(global_mean(torch.softmax(h_weak, -1)), alpha=1 - m)
+            self.qbal.mul_(m).add_(mean_over_processes(torch.softmax(h_weak, -1)), alpha=1 - m)
         loss_x = F.cross_entropy(x.weak.logits + self.tau3 * (self.p_l.log() - self.qbal.log()), y)
         t = self.temperature
         s = (torch.softmax(g_weak / t, -1) * torch.softmax((g_weak - self.tau4 * self.qhat.log()) / t, -1)).max(-1)[0]
         with torch.no_grad():
-            self.confm.mul_(SCORE_MOMENTUM).add_(global_mean(confidence_b), alpha=1 - SCORE_MOMENTUM)
-            self.simm.mul_(SCORE_MOMENTUM).add_(global_mean(s), alpha=1 - SCORE_MOMENTUM)
+            self.confm.mul_(SCORE_MOMENTUM).add_(mean_over_processes(confidence_b), alpha=1 - SCORE_MOMENTUM)
+            self.simm.mul_(SCORE_MOMENTUM).add_(mean_over_processes(s), alpha=1 - SCORE_MOMENTUM)
         weight = s * self.confm / self.simm
         loss_u = (F.cross_entropy(torch.cat([u.strong.logits, u.strong2.logits]), pseudo_label.repeat(2),
                                   reduction='none') * mask.repeat(2)).mean()

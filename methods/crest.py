@@ -160,9 +160,8 @@ class CReSTPlus(FixMatch):
     def push(self, p: torch.Tensor) -> torch.Tensor:
         """Add the batch mean of p (over every process's batch) to the ring; return the mean of the
         ring's filled rows, which is the mean over all their predictions as batches are equal."""
-        batch_mean = p.mean(0)
-        distributed.all_reduce_sum(batch_mean)
-        self.queue.index_copy_(0, (self.queued % QUEUE_BATCHES).view(1), (batch_mean / distributed.world_size())[None])
+        batch_mean = distributed.mean_over_processes(p)
+        self.queue.index_copy_(0, (self.queued % QUEUE_BATCHES).view(1), batch_mean[None])
         self.queued += 1
         return self.queue.sum(0) / self.queued.clamp(max=QUEUE_BATCHES)
 

@@ -10,7 +10,7 @@ import torch
 
 import test_launchers
 from conftest import step_views
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 from methods import BOAT
 from models import NetworkOutput
 
@@ -181,8 +181,7 @@ def test_a_40_step_launcher_run_on_both_augmentation_paths(cifar10_launcher_root
     logged estimate), the scores moved, checkpoints written."""
     out = tmp_path / 'run'
     result = launch('BOAT.sh', 'cifar10', 2, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step',
-                    20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
-                    '--aug', aug, '--out', out)
+                    20, *SMALL_RUN, '--aug', aug, '--out', out)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [20, 40] and all(r['evaluated'] == 200 for r in records)

@@ -14,7 +14,7 @@ from methods import CCL, METHODS
 from models import NetworkOutput, build_model, count_parameters
 import test_launchers
 from test_dry_run import check_row
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 from conftest import step_views
 from core.command_line import get_args_parser
 from core.training import build_training
@@ -250,8 +250,7 @@ def test_a_dry_run_of_every_cifar10_row_builds_its_split(cifar10_launcher_root, 
 def test_a_short_launcher_run_writes_metrics_and_checkpoints(cifar10_launcher_root, tmp_path, aug):
     out = tmp_path / 'run'
     result = launch('CCL.sh', 'cifar10', 0, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step', 20,
-                    '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
-                    '--est-epoch', 0, '--upbatch', 10, '--aug', aug, '--out', out)
+                    *SMALL_RUN, '--est-epoch', 0, '--upbatch', 10, '--aug', aug, '--out', out)
     assert result.returncode == 0, result.stderr
     assert json.loads((out / 'args.json').read_text())['aug'] == aug
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]

@@ -14,7 +14,7 @@ import train
 from conftest import step_views
 from methods import CPE
 from models import NetworkOutput, build_model, count_parameters
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 COUNTS = [50, 30, 20, 12, 8, 5, 3, 2, 1, 1]
@@ -167,8 +167,7 @@ def test_the_launcher_says_why_cpe_has_no_imagenet_recipe(dataset):
 def test_a_40_step_launcher_run_on_both_augmentation_paths(cifar10_launcher_root, tmp_path, aug):
     out = tmp_path / 'run'
     result = launch('CPE.sh', 'cifar10', 2, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step',
-                    20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
-                    '--aug', aug, '--out', out)
+                    20, *SMALL_RUN, '--aug', aug, '--out', out)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [20, 40] and all(r['evaluated'] == 200 for r in records)

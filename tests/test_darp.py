@@ -13,7 +13,7 @@ import test_launchers
 import test_resume
 from methods import darp
 from methods.darp import DARP, refine, removal, secant
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 from utils.errors import UserError
 from conftest import step_views
 
@@ -159,8 +159,7 @@ def test_sh_darp_short_run_refines_and_writes_metrics(cifar10_launcher_root, tmp
     """40 steps of the consistent CIFAR-10 row: warm-up 16 steps, then a refinement every 10."""
     out = tmp_path / 'run'
     result = launch('DARP.sh', 'cifar10', 0, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step',
-                    20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
-                    '--out', out)
+                    20, *SMALL_RUN, '--out', out)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [20, 40] and [r['darp_refining'] for r in records] == [True, True]

@@ -60,6 +60,8 @@ def recipe(args, script):
 
 
 SPLIT = ('num_max', 'num_max_u', 'imb_ratio_label', 'imb_ratio_unlabel', 'flag_reverse_LT')
+# a launcher run of a few seconds: small batches, no loader processes, a WRN-10-1
+SMALL_RUN = ('--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1)
 
 
 def row_split(dataset, *values):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import test_launchers
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 
@@ -67,8 +67,7 @@ def test_baseline_short_run_writes_metrics_and_checkpoints(cifar10_launcher_root
     """40 steps of the consistent CIFAR-10 row (index 0): ACR's tau1 and DASO's blending both act."""
     out = tmp_path / 'run'
     result = launch(script, 'cifar10', 0, '--data-dir', cifar10_launcher_root, '--total-steps', 40, '--eval-step', 20,
-                    '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10, '--widen-factor', 1,
-                    '--out', out, *extra)
+                    *SMALL_RUN, '--out', out, *extra)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [20, 40] and [r['epoch'] for r in records] == [1, 2]

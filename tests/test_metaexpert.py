@@ -14,7 +14,7 @@ import test_launchers
 from conftest import step_views
 from methods import CPE, MetaExpert
 from models import NetworkOutput, build_model, count_parameters
-from test_launchers import ROWS, assert_row, launch, launched_args
+from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 CIFAR10_1500_150 = [1500, 859, 492, 282, 161, 92, 53, 30, 17, 10]  # its config 002's labeled counts (sum 3496)
@@ -188,8 +188,7 @@ def test_a_60_step_launcher_run_on_both_augmentation_paths(cifar10_launcher_root
     never moves (the checkpoints of steps 40 and 60 hold the same one)."""
     out = tmp_path / 'run'
     result = launch('MetaExpert.sh', 'cifar10', 4, '--data-dir', cifar10_launcher_root, '--total-steps', 60,
-                    '--eval-step', 20, '--batch-size', 4, '--mu', 2, '--num-workers', 0, '--depth', 10,
-                    '--widen-factor', 1, '--aug', aug, '--est-epoch', 0, '--threshold', 0.2, '--out', out)
+                    '--eval-step', 20, *SMALL_RUN, '--aug', aug, '--est-epoch', 0, '--threshold', 0.2, '--out', out)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
     assert [r['step'] for r in records] == [20, 40, 60] and all(r['evaluated'] == 200 for r in records)
@@ -207,8 +206,7 @@ def test_the_head_tail_cifar100_row_trains(cifar100_root, tmp_path):
     35 and 70, its code's cosine schedule there), trains: 4 steps on fake CIFAR-100 files."""
     out = tmp_path / 'run'
     result = launch('MetaExpert.sh', 'cifar100', 4, '--data-dir', cifar100_root, '--num-max', 20, '--num-max-u', 40,
-                    '--total-steps', 4, '--eval-step', 2, '--batch-size', 4, '--mu', 2, '--num-workers', 0,
-                    '--depth', 10, '--widen-factor', 1, '--out', out)
+                    '--total-steps', 4, '--eval-step', 2, *SMALL_RUN, '--out', out)
     assert result.returncode == 0, result.stderr
     args = json.loads((out / 'args.json').read_text())
     assert (args['flag_reverse_LT'], args['cbn_cut1'], args['cbn_cut2'], args['lr_schedule']) == (4, 35, 70, 'cosine')

@@ -100,8 +100,8 @@ def main(argv=None):
                         help='a test set of a few hundred images (200 for CIFAR and STL-10), so that a trial run '
                              'evaluates in a second; the training images are the same')
     args = parser.parse_args(argv)
-    if unwritable('', args.root):  # (before anything is written)
-        parser.error(unwritable('', args.root))
+    if why := unwritable('', args.root):  # (before anything is written)
+        parser.error(why)
     try:
         WRITERS[args.dataset](args.root, args.small)
     except OSError as e:

@@ -106,8 +106,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.compare and not Path(args.compare).is_file():
         parser.error(f'--compare {args.compare}: no such file; make one with --save on the code to compare with')
-    if args.save and unwritable('--save', args.save, folder=False):  # (before the runs, not after)
-        parser.error(unwritable('--save', args.save, folder=False))
+    if args.save and (why := unwritable('--save', args.save, folder=False)):  # (before the runs, not after)
+        parser.error(why)
     now = fingerprints()
     if args.save:
         try:

@@ -700,8 +700,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        if unwritable('--out', args.out):  # (before the runs are read)
-            raise UserError(unwritable('--out', args.out))
+        if why := unwritable('--out', args.out):  # (before the runs are read)
+            raise UserError(why)
         runs = find_runs(args.paths)
         out = Path(args.out)
         try:

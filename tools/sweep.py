@@ -328,8 +328,8 @@ def check(args) -> None:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UserError(f'--{name.replace("_", "-")} {getattr(args, name)} is not allowed; use a whole number >= 1')
     for flag, folder in (('--out-root', args.out_root), ('--report', None if args.no_report else args.report)):
-        if folder is not None and unwritable(flag, folder):  # (before the first run, not after the last)
-            raise UserError(unwritable(flag, folder))
+        if folder is not None and (why := unwritable(flag, folder)):  # (before the first run, not after the last)
+            raise UserError(why)
     slurm_only = [f'--{n.replace("_", "-")}' for n in ('partition', 'wait') if getattr(args, n)]
     if args.executor == 'local' and slurm_only:
         raise UserError(f'{", ".join(slurm_only)} only apply to --executor slurm')

@@ -82,6 +82,13 @@ def all_reduce_sum(*tensors: torch.Tensor) -> None:
             dist.all_reduce(t)
 
 
+def mean_over_processes(rows: torch.Tensor) -> torch.Tensor:
+    """The mean over dim 0 of `rows` of every process's batch (equal batches: the mean of their means)."""
+    mean = rows.mean(0)
+    all_reduce_sum(mean)
+    return mean / world_size()
+
+
 def all_reduce_max(tensor: torch.Tensor) -> None:
     """The elementwise maximum of `tensor` over the processes, in place."""
     if dist.is_initialized():
