@@ -57,17 +57,17 @@ def learn(run: Training, views: Callable, batch, device, args, ema_decay) -> Tup
     the batch is their plan on the device), one forward pass over every view of the labeled and
     unlabeled batch, the method's loss (its E-step included), the optimizer step and the weight EMA.
     Returns the step's result and the unlabeled batch's labels (for the log)."""
-    (x_views, y, _), (u_views, u_labels, u_index) = views(batch)
+    (x_views, y, x_index), (u_views, u_labels, u_index) = views(batch)
     images = torch.cat([*x_views, *u_views]).to(device, non_blocking=True)
     if args.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    y, u_index = y.to(device, non_blocking=True), u_index.to(device, non_blocking=True)
+    y, x_index, u_index = (t.to(device, non_blocking=True) for t in (y, x_index, u_index))
     method = run.method
     run.forward.train()
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
-        method.before_forward(Batch.of(method, images, y, u_index), run.ema.model if run.ema else run.model)
+        method.before_forward(Batch.of(method, images, y, u_index, x_index), run.ema.model if run.ema else run.model)
         output = run.forward(images, with_features=method.with_features).float()
-    result = method.loss(Batch.of(method, output, y, u_index))
+    result = method.loss(Batch.of(method, output, y, u_index, x_index))
     result.loss.backward()
     run.optimizer.step()
     if run.ema:
@@ -130,7 +130,9 @@ def train(args, data, stop: StopSignal) -> None:
                 batches, test_batches = method_batches(args, data, run.method, step, device)
                 log.line(f'step {step}: {run.method.describe_generation()}')
             if step in run.method.stage_starts:  # a stage of the method's own: the network carries on
-                line = run.method.start_stage(run.ema.model if run.ema else run.model, data, device)
+                line = run.method.start_stage(run.ema.model if run.ema else run.model, data, device, run.model)
+                batches = test_batches = None
+                batches, test_batches = method_batches(args, data, run.method, step, device)  # (its labeled set)
                 log.line(f'step {step}: {line}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                 result, unlabeled_labels = train_step(run, batches, device, args)

@@ -13,6 +13,7 @@ from methods.ccl import CCL
 from methods.common import logit_adjustment, symmetric_kl
 from methods.cossl import CoSSL
 from methods.cpe import CPE
+from methods.cpg import CPG
 from methods.crest import CReSTPlus
 from methods.darp import DARP
 from methods.daso import DASO
@@ -33,6 +34,7 @@ METHODS = {
     'BOAT': BOAT,  # (Gan, Wei and Zhang, arXiv 2024)
     'CPE': CPE,  # (Ma et al., AAAI 2024)
     'MetaExpert': MetaExpert,  # (Hou and Jia, ICML 2025)
+    'CPG': CPG,  # (Hou et al., NeurIPS 2025)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 

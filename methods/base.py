@@ -15,7 +15,8 @@ so a method overrides only what makes it differ. The loop, per run:
                   metrics()
     at a step in generation_starts: start_generation(...), then the training data of
                   training_data(...) and a fresh network, optimizer and schedule
-    at a step in stage_starts: start_stage(...); the network, optimizer and schedule carry on
+    at a step in stage_starts: start_stage(...), then the training data of training_data(...); the
+                  network, optimizer and schedule carry on
 
 A step's inputs and outputs have names: a method lists the views it wants of each labeled and each
 unlabeled image by name (`labeled_views`, `unlabeled_views`), and its hooks receive a `Batch` whose
@@ -100,7 +101,8 @@ class Views:
     forward pass) or the network's output on them (a NetworkOutput, after it), sliced from the
     step's when it is first read: a step spends nothing on the views it does not read.
     `labels`: the classes of the labeled batch (None for the unlabeled one, whose classes a method
-    never sees); `index`: the positions of the unlabeled batch's images in the pool."""
+    never sees); `index`: the positions of the batch's images in the labeled set it trains on
+    (Method.training_data's) or in the unlabeled pool."""
 
     def __init__(self, names: Tuple[str, ...], step, start: int, size: int, labels=None, index=None):
         self.names, self.step, self.start, self.size, self.labels, self.index = names, step, start, size, labels, index
@@ -124,12 +126,14 @@ class Batch(NamedTuple):
     unlabeled: Views
 
     @classmethod
-    def of(cls, method: 'Method', step, y: torch.Tensor, u_index: torch.Tensor) -> 'Batch':
+    def of(cls, method: 'Method', step, y: torch.Tensor, u_index: torch.Tensor,
+           x_index: Optional[torch.Tensor] = None) -> 'Batch':
         """The batch of a step's rows (`step`: its images or the network's output on them; the
         labeled views' rows, then the unlabeled views'), whose labeled batch has the classes `y` and
-        whose unlabeled batch has the pool positions `u_index`."""
+        the positions `x_index` in the labeled set, and whose unlabeled batch has the pool positions
+        `u_index`."""
         labeled_rows = len(method.labeled_views) * len(y)
-        return cls(Views(tuple(method.labeled_views), step, 0, len(y), labels=y),
+        return cls(Views(tuple(method.labeled_views), step, 0, len(y), labels=y, index=x_index),
                    Views(tuple(method.unlabeled_views), step, labeled_rows, len(u_index), index=u_index))
 
 
@@ -214,9 +218,9 @@ class Method(nn.Module):
 
     def loss(self, views: Batch) -> StepResult:
         """The step's loss from the network's output on its views (e.g.
-        `views.unlabeled.weak.logits`), the labels of the labeled batch (`views.labeled.labels`)
-        and the pool positions of the unlabeled one (`views.unlabeled.index`). Its E-step (the
-        pseudo labels) happens here."""
+        `views.unlabeled.weak.logits`), the labels of the labeled batch (`views.labeled.labels`),
+        its positions in the labeled set (`views.labeled.index`) and the pool positions of the
+        unlabeled one (`views.unlabeled.index`). Its E-step (the pseudo labels) happens here."""
         raise NotImplementedError
 
     def end_epoch(self) -> None:
@@ -241,10 +245,12 @@ class Method(nn.Module):
         generation's network."""
         raise NotImplementedError(f'{type(self).__name__} has generation_starts but no start_generation')
 
-    def start_stage(self, ema_network: nn.Module, data, device) -> str:
+    def start_stage(self, ema_network: nn.Module, data, device, network: nn.Module) -> str:
         """At a step of stage_starts (before that step): update the state for the stage that starts,
-        from the weight EMA (the network itself without one) and the run's split; return one log line
-        on it. Its state must say which stage it is in, so that a resumed run carries on in it."""
+        from the weight EMA (the network itself without one), the network being trained and the run's
+        split; return one log line on it. Its state must say which stage it is in, so that a resumed
+        run carries on in it. The loop then makes the batches again, of training_data(data): a stage
+        may change the labeled set (CPG)."""
         raise NotImplementedError(f'{type(self).__name__} has stage_starts but no start_stage')
 
     def eval_network(self, network: nn.Module) -> nn.Module:
@@ -265,5 +271,6 @@ class Method(nn.Module):
         return 'a new generation'
 
     def training_data(self, data):
-        """The split the current generation trains on (`data`: the run's split)."""
+        """The split the current generation or stage trains on (`data`: the run's split), a function
+        of the method's state alone (a resumed run makes its batches from it)."""
         return data

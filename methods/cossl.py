@@ -330,9 +330,10 @@ class CoSSL(Method):
             self.classifier.step(features[rows], targets[rows], self.warmup_lr, self.weight_decay, self.ema_decay)
 
     @torch.no_grad()
-    def start_stage(self, ema_network: nn.Module, data, device) -> str:
+    def start_stage(self, ema_network: nn.Module, data, device, network: nn.Module = None) -> str:
         """Co-learning starts: a fresh classifier is warmed up on the EMA encoder's features (offline
-        or online, --tfe-warmup), then its weights and its EMA carry on with a fresh Adam."""
+        or online, --tfe-warmup), then its weights and its EMA carry on with a fresh Adam (`network`,
+        the one being trained, is not read)."""
         was_training = ema_network.training
         ema_network.eval()
         self.classifier.reset(self.generator(0, 0, process=0))

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+WHOLE = ('centres', 'classifier')  # the fields that are not per row
+
+
 class NetworkOutput(NamedTuple):
     """What a network's forward returns: a field is None where the network has no such head or
     its caller did not ask for it."""
@@ -17,10 +20,12 @@ class NetworkOutput(NamedTuple):
     centres: Optional[torch.Tensor] = None      # CCL's unit-norm projected class centres, (classes, width)
     experts: Optional[torch.Tensor] = None      # CPE's experts on each BatchNorm branch, (rows, experts, 3, classes)
     depths: Optional[torch.Tensor] = None       # Meta-Expert's pooled features of the stem and each group, concatenated
+    classifier: Optional[torch.Tensor] = None   # the linear head's weight, (classes, width), with the features: the
+    # logits of other features are logits + (other - features) @ classifier.T (CPG's noisy copies of features)
 
     def rows(self, start: int, stop: int) -> 'NetworkOutput':
-        """The output of rows start..stop-1 of the batch (the class centres, one per class, whole)."""
-        return NetworkOutput(*(t if t is None or name == 'centres' else t[start:stop]
+        """The output of rows start..stop-1 of the batch (the class centres and the head's weight whole)."""
+        return NetworkOutput(*(t if t is None or name in WHOLE else t[start:stop]
                                for name, t in zip(self._fields, self)))
 
     def float(self) -> 'NetworkOutput':
@@ -54,11 +59,13 @@ def projection_heads(width: int):
 def classify(model: nn.Module, features, with_features: bool = False) -> NetworkOutput:
     """The output of the heads on the pooled `features`: the standard head's logits, the balanced
     head's (ACR_d) when the model has one, the features themselves `with_features` (DASO, CoSSL)
-    and, in training, the projections of a model with projection heads (CCL)."""
+    and the head's weight with them (CPG), and, in training, the projections of a model with projection
+    heads (CCL)."""
     logits = model.fc(features)
     balanced = None if model.fc_balanced is None else model.fc_balanced(features)
     projection = centres = None
     if model.projection is not None and model.training:
         projection = F.normalize(model.projection(features), dim=1)
         centres = F.normalize(model.centre_projection(model.fc_balanced.weight), dim=1)
-    return NetworkOutput(logits, balanced, features if with_features else None, projection, centres)
+    return NetworkOutput(logits, balanced, features if with_features else None, projection, centres,
+                         classifier=model.fc.weight if with_features else None)

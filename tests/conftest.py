@@ -42,10 +42,12 @@ def cifar10_launcher_root(tmp_path_factory):
     return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10_launcher'), 10, 4500, 20)
 
 
-def step_views(method, output, y, u_index) -> Batch:
+def step_views(method, output, y, u_index, x_index=None) -> Batch:
     """What a method's loss reads of a hand-made step: the network's `output` on every row (the
     labeled views' rows, then the unlabeled views'; the logits alone, or a NetworkOutput or a tuple
-    of its fields in order), the labeled batch's classes `y` and the unlabeled batch's pool positions."""
+    of its fields in order), the labeled batch's classes `y`, the unlabeled batch's pool positions
+    `u_index` and the labeled batch's positions in the labeled set `x_index`."""
     if not isinstance(output, NetworkOutput):
         output = NetworkOutput(*output) if isinstance(output, tuple) else NetworkOutput(output)
-    return Batch.of(method, output, torch.as_tensor(y), torch.as_tensor(u_index))
+    return Batch.of(method, output, torch.as_tensor(y), torch.as_tensor(u_index),
+                    None if x_index is None else torch.as_tensor(x_index))

@@ -172,9 +172,9 @@ def test_stage_boundary_changes_only_the_method(small_cifar10_root, tmp_path, mo
     starts = []
     start_stage = CoSSL.start_stage
 
-    def record(self, ema_network, data, device):
+    def record(self, ema_network, data, device, network):
         before = copy.deepcopy(ema_network.state_dict())
-        line = start_stage(self, ema_network, data, device)
+        line = start_stage(self, ema_network, data, device, network)
         starts.append((before, copy.deepcopy(ema_network.state_dict()), copy.deepcopy(self.state_dict())))
         return line
 
