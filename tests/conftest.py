@@ -37,9 +37,9 @@ def small_cifar10_root(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def cifar10_launcher_root(tmp_path_factory):
-    """A CIFAR-10 with enough train images for every launcher row (4,500 per class) and a
+    """A CIFAR-10 with enough train images for every launcher row (5,000 per class, as the real one) and a
     small test set (20 per class), so short training runs evaluate quickly."""
-    return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10_launcher'), 10, 4500, 20)
+    return fake_data.write_cifar(tmp_path_factory.mktemp('cifar10_launcher'), 10, 5000, 20)
 
 
 def step_views(method, output, y, u_index, x_index=None) -> Batch:

@@ -192,7 +192,7 @@ def test_a_step_reads_no_device_value_on_the_host(small_cifar10_root):
     device = torch.device('meta')
     run = build_training(args, data, device, train.learn)
     views = lambda n, k: [torch.empty(n, 3, 32, 32, device=device) for _ in range(k)]  # noqa: E731
-    labeled = (views(4, 3), torch.zeros(4, dtype=torch.long, device=device), None)
+    labeled = (views(4, 3), torch.zeros(4, dtype=torch.long, device=device), torch.arange(4, device=device))
     unlabeled = (views(8, 3), torch.zeros(8, dtype=torch.long, device=device),
                  torch.zeros(8, dtype=torch.long, device=device))
     for _ in range(2):

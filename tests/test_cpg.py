@@ -283,7 +283,8 @@ def test_two_processes_hold_the_same_cpg_state(small_cifar10_root, tmp_path):
     """Under torchrun (gloo) each process remembers every process's confident rows: every buffer is
     bit-identical on both after every step, and the memory and the selected set moved."""
     env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
-    args = own_flags([*BASE, '--data-dir', small_cifar10_root, '--out', tmp_path / 'ddp', '--version', 'CPG', *STAGES])
+    args = own_flags([*BASE, '--data-dir', small_cifar10_root, '--out', tmp_path / 'ddp', '--version', 'CPG', *STAGES,
+                      '--threshold', 0.1])
     result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
                              '--master_port', str(random.randint(20000, 40000)), 'tests/ddp_probe.py',
                              *map(str, args)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=HANG_LIMIT)

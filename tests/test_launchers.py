@@ -179,16 +179,16 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
     shutil.copytree(ROOT / 'sh', tmp_path / 'sh')
     tables = tmp_path / 'sh' / 'tables.sh'
     text = tables.read_text()
-    anchor = '      usb_row 150 150 0 500 4000    # 25: USB, consistent, gamma 150\n'
+    anchor = '      cpg_row 200 2 400 4600   # 37: CPG, random, gamma 200\n'
     assert anchor in text
-    tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 26: reversed, gamma_l 200, gamma_u 50\n'))
-    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '26'], capture_output=True,
+    tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 38: reversed, gamma_l 200, gamma_u 50\n'))
+    result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '38'], capture_output=True,
                             text=True, env={'PYTHON': str(echo_python), 'PATH': '/usr/bin:/bin'})
     args = get_args_parser().parse_args(result.stdout.splitlines()[2:])
     assert (args.imb_ratio_label, args.imb_ratio_unlabel, args.flag_reverse_LT, args.lr) == (200, 50, 1, 0.17)
-    listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '27'], capture_output=True,
+    listing = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '39'], capture_output=True,
                              text=True).stderr
-    assert '26: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing
+    assert '38: gamma_l=200 gamma_u=50 reversed' in listing and '1: gamma_l=150 gamma_u=1 uniform' in listing
 
 
 def test_a_machine_without_python_is_told_to_set_python():

@@ -30,13 +30,14 @@ def test_a_launcher_index_is_decimal(index, row):
     assert split_of(launcher('cifar10', index)) == split_of(launcher('cifar10', str(row)))
 
 
-@pytest.mark.parametrize('index', ['26', '-1', 'x', '1.0', ' 1', '0x1', ''])
+@pytest.mark.parametrize('index', ['38', '-1', 'x', '1.0', ' 1', '0x1', ''])
 def test_what_is_no_row_index_lists_the_rows(index):
     result = launcher('cifar10', index)
     assert result.returncode == 2 and result.stdout == ''
     lines = result.stderr.splitlines()
     assert lines[0] == f"error: index '{index}' is not a row of cifar10; choose one of:"
-    assert lines[1:] and lines[-1] == '  25: USB protocol: N1=500 M1=4000, gamma_l=150 gamma_u=150 consistent'
+    assert lines[1:] and lines[-1] == ('  37: CPG protocol: N1=400 M1=4600, gamma_l=200 gamma_u=200 shuffled (its '
+                                       'random)')
 
 
 @pytest.mark.parametrize('argv', [['--help'], ['-h'], []])
