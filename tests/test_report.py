@@ -275,18 +275,24 @@ def test_report_on_a_real_run(tmp_path):
     assert stdout.strip().splitlines()[-1].startswith('wrote ')
 
 
+AFTER_THE_PAPER = ('CCL', 'BOAT', 'CPE', 'MetaExpert', 'CPG')
+
+
 def test_a_method_after_the_paper_is_marked_not_reported(tmp_path):
-    """CCL has no number in the SimPro paper's tables: its cells say so; SimPro's beside it has one."""
-    for method in ('CCL', 'SimPro'):
+    """The methods after the SimPro paper have no number in its tables: their cells say so, each in its
+    own row beside the paper's rows; SimPro's beside them has one."""
+    for method in (*AFTER_THE_PAPER, 'SimPro'):
         directory = tmp_path / 'runs' / method
         write_run(directory, run_args(method, 'consistent', (), 0, directory), [50.0 + i for i in range(EVALUATIONS)])
     code, _, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
     assert code == 0, err
     text = (tmp_path / 'out' / 'results.md').read_text()
     last20 = text[text.index('against the paper'):text.index('### best top-1')]
-    assert '| CCL | ' in last20 and '[paper: not reported]' in last20.split('| CCL | ')[1].splitlines()[0]
+    for method in AFTER_THE_PAPER:
+        assert f'| {method} | ' in last20 and '[paper: not reported]' in \
+            last20.split(f'| {method} | ')[1].splitlines()[0], method
     assert '[paper 74.2,' in last20.split('| SimPro | ')[1].splitlines()[0]
-    assert text.count('[paper: not reported]') == 1   # only beside the paper's own columns, once
+    assert text.count('[paper: not reported]') == len(AFTER_THE_PAPER)  # only beside the paper's own columns
 
 
 def test_imagenet127_has_a_column_per_test_set_beside_table_3(tmp_path):
