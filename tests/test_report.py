@@ -387,3 +387,20 @@ def test_an_out_that_is_a_file_is_one_line_before_the_runs_are_read(tmp_path):
     code, out, err = run_report([str(tmp_path / 'no-runs-here'), '--out', str(tmp_path / 'taken')])
     assert (code, out, err) == (2, '', f'error: --out {tmp_path / "taken"} is a file; choose a folder\n')
     assert (tmp_path / 'taken').read_text() == 'kept\n'
+
+
+def test_a_cpe_run_of_a_usb_row_stands_beside_its_released_runs(tmp_path):
+    """CPE is not in USB's table; its own released runs of the protocol are (N1 500, gamma 100 consistent: the
+    mean best of its three logs, 80.65 ± 0.99): a run of that row stands beside them."""
+    from core.recipes import launcher, launcher_rows
+    row = launcher_rows(str(launcher('CPE')), 'cifar10')[23]
+    directory = tmp_path / 'runs' / 'cpe'
+    args = vars(get_args_parser().parse_args([*row, '--seed', '0', '--out', str(directory)]))
+    args.update(arch=default_arch('CPE', 'cifar10'), img_size=32, aug='cpu', channels_last=False, amp=False)
+    write_run(directory, args, [50.0, 81.0, 70.0, 71.0])
+    code, _, err = run_report([str(tmp_path / 'runs'), '--out', str(tmp_path / 'out')])
+    assert code == 0, err
+    with open(tmp_path / 'out' / 'results.csv', newline='') as f:
+        (result,) = csv.DictReader(f)
+    assert (result['method'], float(result['usb_top1']), float(result['usb_top1_std'])) == ('CPE', 80.65, 0.99)
+    assert '81.0 (n=1) [USB 80.7, +0.3]' in (tmp_path / 'out' / 'results.md').read_text()  # (81.0 - 80.65)

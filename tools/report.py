@@ -473,8 +473,9 @@ def write_markdown(groups, entries, path: Path) -> None:
              'of the last 20 evaluations; [paper X, +d]: the paper\'s mean and ours minus it, shown for runs '
              'of the paper\'s recipe only ([off-recipe]: the paper has a number for this split and method, '
              'but the run was trained otherwise). USB\'s table (microsoft/Semi-supervised-learning '
-             'results/classic_cv_imb.csv) reports the best evaluation over training: [USB X, +d] beside our best '
-             'top-1, for runs of a launcher\'s USB protocol row. "final" is the last evaluation. Unfinished runs '
+             'results/classic_cv_imb.csv; for CPE its released runs, machengcheng2016/CPE-LTSSL saved_models/) '
+             'reports the best evaluation over training: [USB X, +d] beside our best top-1, for runs of a '
+             'launcher\'s USB protocol row. "final" is the last evaluation. Unfinished runs '
              'are not averaged; a cell with some says "incomplete: k of n seeds finished".', '']
     tables = {}  # (`entries`: (group, setting, row) for each column of each group)
     for group, setting, row in entries:
