@@ -376,3 +376,20 @@ def test_the_middle_row_trains_through_its_stages_on_both_augmentation_paths(cif
     log = (out / 'log.txt').read_text()
     assert 'step 10: CPG warm-up over' in log and 'step 20: CPG window 1 closed' in log
     assert json.loads((out / 'args.json').read_text())['flag_reverse_LT'] == 3
+
+
+@pytest.mark.slow
+def test_every_row_of_the_cpg_launcher_dry_runs(capsys, cifar10_launcher_root, cifar100_root, echo_python):
+    """Every row of sh/CPG.sh (CIFAR-10's 38, CIFAR-100's 14, the digits' 5) builds its split and its network
+    (USB's WRN-28-2 with the auxiliary head; the digits' WRN-10-1) on data in the official formats."""
+    from test_dry_run import dry_run
+    roots = {'cifar10': cifar10_launcher_root, 'cifar100': cifar100_root, 'digits': None}
+    for dataset, root in roots.items():
+        index = 0
+        while (result := launch('CPG.sh', dataset, index, python=echo_python)).returncode == 0:
+            argv = result.stdout.splitlines()[2:] + (['--data-dir', str(root)] if root else [])
+            code, summary, _, err = dry_run(capsys, *argv)
+            assert code == 0, (dataset, index, err)
+            assert summary['model'] == ('wideresnet' if dataset == 'digits' else 'wideresnet_usb'), (dataset, index)
+            index += 1
+        assert 'is not a row of' in result.stderr and index == {'cifar10': 38, 'cifar100': 14, 'digits': 5}[dataset]
