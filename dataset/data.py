@@ -158,7 +158,7 @@ def _labeled_counts(args, num_classes):
 def _unlabeled_counts(args, num_classes):
     counts = long_tail_counts(args.num_max_u, num_classes, args.imb_ratio_unlabel,
                               ('--num-max-u', '--imb-ratio-unlabel'))
-    return order_unlabeled(counts, args.flag_reverse_LT)
+    return order_unlabeled(counts, args.flag_reverse_LT, args.seed)
 
 
 def _keep_only_split_rows(images, labels, split: Split):

@@ -1,7 +1,8 @@
 """Long-tailed class counts, unlabeled orderings and the labeled/unlabeled split.
 
 Everything here is a pure function of its arguments (README, "The split"), so the split
-of a setting is the same for every run and every `--seed`.
+of a setting is the same for every run and every `--seed`, but for the unlabeled order of
+`--flag-reverse-LT 5` (CPG's `random`), which is shuffled by the run's seed.
 """
 import random
 import sys
@@ -12,18 +13,20 @@ import numpy as np
 from utils.errors import UserError
 
 # --flag-reverse-LT: how the unlabeled counts are ordered over the classes.
-UNLABELED_MODES = {0: 'consistent', 1: 'reversed', 2: 'shuffled', 3: 'middle', 4: 'head-tail'}
+UNLABELED_MODES = {0: 'consistent', 1: 'reversed', 2: 'shuffled', 3: 'middle', 4: 'head-tail', 5: 'seed-shuffled'}
 
 
 
 def setting_name(gamma_u: float, mode: int) -> str:
     """The paper's name of an unlabeled distribution: 'uniform' when gamma_u is 1 (equal counts in
-    any order), else the mode's: consistent, reversed, shuffled, middle or head-tail."""
+    any order), else the mode's: consistent, reversed, shuffled, middle, head-tail or seed-shuffled."""
     return 'uniform' if gamma_u == 1 else UNLABELED_MODES[mode]
 
 
 # Mode 2 shuffles with a fixed seed so the split does not depend on --seed
-# (the original shuffled with Python's global `random`, seeded with the run seed).
+# (the original shuffled with Python's global `random`, seeded with the run seed); mode 5 shuffles
+# with the run's seed, as CPG's `random` order (YaxinHou/CPG semilearn/datasets/utils.py, 'exp_random':
+# random.Random(seed).shuffle of the long tail), whose permutation at seed 0 is mode 2's.
 SHUFFLE_SEED = 0
 
 
@@ -49,16 +52,17 @@ def long_tail_counts(max_count: int, num_classes: int, ratio: float,
     return counts
 
 
-def order_unlabeled(counts: Sequence[int], mode: int) -> list:
-    """Re-order head-to-tail counts over the classes by `--flag-reverse-LT` mode."""
+def order_unlabeled(counts: Sequence[int], mode: int, seed: int = SHUFFLE_SEED) -> list:
+    """Re-order head-to-tail counts over the classes by `--flag-reverse-LT` mode (`seed`: the run's,
+    read by mode 5 only)."""
     C = len(counts)
     if mode == 0:
         return list(counts)
     if mode == 1:
         return list(counts)[::-1]
-    if mode == 2:
+    if mode in (2, 5):
         shuffled = list(counts)
-        random.Random(SHUFFLE_SEED).shuffle(shuffled)
+        random.Random(SHUFFLE_SEED if mode == 2 else seed).shuffle(shuffled)
         return shuffled
     if mode == 3:    # largest counts in the middle (C=10: 8 6 4 2 0 1 3 5 7 9)
         order = list(range(0, C, 2))[::-1] + list(range(1, C, 2))

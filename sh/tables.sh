@@ -2,14 +2,14 @@
 # `table_row DATASET INDEX` sets ROW (an array of train.py arguments for that row) and
 # DATASET, or prints the valid choices and exits with status 2.
 
-MODES=(consistent reversed shuffled middle head-tail)   # --flag-reverse-LT 0..4
+MODES=(consistent reversed shuffled middle head-tail seed-shuffled)   # --flag-reverse-LT 0..5
 
 # One row per line, its index is its place in the list (0, 1, ...):
 #   row gamma_l gamma_u mode [image size]    (gamma_u 1 is the uniform setting, whatever the mode)
 #   usb_row gamma_l gamma_u mode N1 M1       (a row of USB's long-tailed protocol, with its own N1 and M1:
 #                                             microsoft/Semi-supervised-learning config/classic_cv_imb/)
 #   cpg_row gamma mode N1 M1                 (a row of CPG's protocol, gamma_u = gamma_l: YaxinHou/CPG config/;
-#                                             its long-tail, reverse-long-tail and random orders are modes 0, 1, 2)
+#                                             its long-tail, reverse-long-tail and random orders are modes 0, 1, 5)
 # To add a setting, append a line to its dataset and run it by its new index. `table_row` sets
 # PROTOCOL to paper (the SimPro paper's tables), usb or cpg, which selects a launcher's recipe.
 DATASETS=(cifar10 cifar100 stl10 smallimagenet smallimagenet_1k digits)
@@ -52,16 +52,16 @@ dataset_rows() {
       usb_row 150 150 0 500 4000    # 25: USB, consistent, gamma 150
       cpg_row 50 0 400 4600    # 26: CPG, long-tail (consistent), gamma 50
       cpg_row 50 1 400 4600    # 27: CPG, reverse-long-tail (reversed), gamma 50
-      cpg_row 50 2 400 4600    # 28: CPG, random (shuffled), gamma 50
+      cpg_row 50 5 400 4600    # 28: CPG, random (seed-shuffled), gamma 50
       cpg_row 100 0 400 4600   # 29: CPG, long-tail, gamma 100
       cpg_row 100 1 400 4600   # 30: CPG, reverse-long-tail, gamma 100
-      cpg_row 100 2 400 4600   # 31: CPG, random, gamma 100
+      cpg_row 100 5 400 4600   # 31: CPG, random, gamma 100
       cpg_row 150 0 400 4600   # 32: CPG, long-tail, gamma 150
       cpg_row 150 1 400 4600   # 33: CPG, reverse-long-tail, gamma 150
-      cpg_row 150 2 400 4600   # 34: CPG, random, gamma 150
+      cpg_row 150 5 400 4600   # 34: CPG, random, gamma 150
       cpg_row 200 0 400 4600   # 35: CPG, long-tail, gamma 200
       cpg_row 200 1 400 4600   # 36: CPG, reverse-long-tail, gamma 200
-      cpg_row 200 2 400 4600   # 37: CPG, random, gamma 200
+      cpg_row 200 5 400 4600   # 37: CPG, random, gamma 200
       ;;
     cifar100)  # N1=50, M1=400
       n=50; m=400
@@ -172,7 +172,7 @@ cpg_row() { ROWS+=("$1 $1 $2 - $3 $4 cpg"); }
 describe_row() {
   local gl=$1 gu=$2 md=$3 size=${4:-} n=${5:-} m=${6:-} protocol=${7:-}
   if [[ $protocol == cpg ]]; then
-    local order=(long-tail reverse-long-tail random)
+    local order=([0]=long-tail [1]=reverse-long-tail [5]=random)
     echo "CPG protocol: N1=$n M1=$m, $(describe_row "$gl" "$gu" "$md") (its ${order[$md]})"
   elif [[ -n $n ]]; then
     local words

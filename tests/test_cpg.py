@@ -19,6 +19,7 @@ import test_speed
 from conftest import HANG_LIMIT, ROOT, step_views
 from core.command_line import get_args_parser
 from core.training import new_model
+from tools import report
 from dataset.data import build_data
 from methods import CPG
 from methods.cpg import copies_per_class, refined_prior, select, similarity_sums, smooth
@@ -309,7 +310,7 @@ def test_cpg_device_steps_never_read_device_values_back(small_cifar10_root, monk
 
 
 CPG_ROWS = [(26 + i, gamma, mode) for i, (gamma, mode) in enumerate((g, m) for g in (50, 100, 150, 200)
-                                                                     for m in (0, 1, 2))]
+                                                                     for m in (0, 1, 5))]  # (5: by the seed)
 # its data code's per-class counts (semilearn/datasets/utils.py make_imbalance_data: int(N1 gamma^(-c/(C-1))))
 CPG_COUNTS = {50: [400, 258, 167, 108, 70, 45, 29, 19, 12, 8], 100: [400, 239, 143, 86, 51, 30, 18, 11, 6, 4],
               150: [400, 229, 131, 75, 43, 24, 14, 8, 4, 2], 200: [400, 222, 123, 68, 37, 21, 11, 6, 3, 2]}
@@ -345,8 +346,8 @@ def test_the_launcher_says_why_cpg_has_no_recipe_there(dataset):
 @pytest.mark.slow
 def test_every_launcher_dry_runs_cpgs_rows_with_its_counts(capsys, cifar10_launcher_root, echo_python):
     """CPG's own rows (cifar10 26-37) build their split under every method's launcher: N1 400, M1 4600,
-    its per-class counts, in its long-tail, reverse-long-tail and random orders (random: the seed-0
-    shuffle, which is its code's at seed 0)."""
+    its per-class counts, in its long-tail, reverse-long-tail and random orders (random: shuffled by the
+    run's seed as its code, here at seed 0; seeds 1 and 2 in test_splits)."""
     from methods import METHODS
     from test_dry_run import dry_run
     seed0 = [127, 76, 2757, 356, 991, 594, 1653, 4600, 46, 213]  # its random order at seed 0, gamma 100
@@ -357,7 +358,12 @@ def test_every_launcher_dry_runs_cpgs_rows_with_its_counts(capsys, cifar10_launc
             assert code == 0, (method, index, err)
             assert summary['labeled_per_class'] == CPG_COUNTS[gamma], (method, index)
             if gamma == 100:
-                assert summary['unlabeled_per_class'] == [UNLABELED_100, UNLABELED_100[::-1], seed0][mode]
+                assert summary['unlabeled_per_class'] == {0: UNLABELED_100, 1: UNLABELED_100[::-1], 5: seed0}[mode]
+    argv = launch('CPG.sh', 'cifar10', 31, '--seed', 2, python=echo_python).stdout.splitlines()[2:]
+    code, summary, _, err = dry_run(capsys, *argv, '--data-dir', cifar10_launcher_root)
+    assert code == 0 and summary['unlabeled_per_class'] == [356, 46, 991, 594, 213, 127, 1653, 76, 2757, 4600]
+    truth = report.true_unlabeled_prior(json.loads(json.dumps(vars(get_args_parser().parse_args(argv)))))
+    assert truth.tolist() == pytest.approx(np.array(summary['unlabeled_per_class']) / 11413)  # (the report's, by seed)
 
 
 @pytest.mark.slow

@@ -36,8 +36,8 @@ def test_what_is_no_row_index_lists_the_rows(index):
     assert result.returncode == 2 and result.stdout == ''
     lines = result.stderr.splitlines()
     assert lines[0] == f"error: index '{index}' is not a row of cifar10; choose one of:"
-    assert lines[1:] and lines[-1] == ('  37: CPG protocol: N1=400 M1=4600, gamma_l=200 gamma_u=200 shuffled (its '
-                                       'random)')
+    assert lines[1:] and lines[-1] == ('  37: CPG protocol: N1=400 M1=4600, gamma_l=200 gamma_u=200 seed-shuffled '
+                                       '(its random)')
 
 
 @pytest.mark.parametrize('argv', [['--help'], ['-h'], []])

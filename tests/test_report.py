@@ -50,7 +50,7 @@ def run_args(method, setting, extra, seed, out):
 
 def true_prior(args):
     counts = order_unlabeled(long_tail_counts(args['num_max_u'], 10, args['imb_ratio_unlabel']),
-                             args['flag_reverse_LT'])
+                             args['flag_reverse_LT'], args['seed'])
     return np.asarray(counts, np.float64) / sum(counts)
 
 

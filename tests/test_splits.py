@@ -52,9 +52,20 @@ def test_orderings():
     random.seed(SHUFFLE_SEED)
     random.shuffle(expected)
     assert shuffled == expected and sorted(shuffled) == sorted(counts) and shuffled != counts
-    assert order_unlabeled(counts, 2) == shuffled  # the same for every call: independent of --seed
+    assert order_unlabeled(counts, 2) == shuffled == order_unlabeled(counts, 2, seed=7)  # independent of --seed
     with pytest.raises(UserError, match='--flag-reverse-LT'):
-        order_unlabeled(counts, 5)
+        order_unlabeled(counts, 6)
+
+
+def test_the_seed_shuffled_order_is_cpgs_random_order():
+    """Mode 5 shuffles the long tail by the run's seed, as YaxinHou/CPG's 'exp_random' (random.Random(seed)):
+    its orders of CIFAR-10's M1 4600, gamma 100 at seeds 0, 1 and 2 (its configs' seeds), seed 0's being mode 2's."""
+    tail = long_tail_counts(4600, 10, 100)
+    assert tail == [4600, 2757, 1653, 991, 594, 356, 213, 127, 76, 46]
+    assert order_unlabeled(tail, 5, seed=0) == [127, 76, 2757, 356, 991, 594, 1653, 4600, 46, 213] == \
+        order_unlabeled(tail, 2)
+    assert order_unlabeled(tail, 5, seed=1) == [213, 76, 46, 127, 356, 991, 4600, 594, 2757, 1653]
+    assert order_unlabeled(tail, 5, seed=2) == [356, 46, 991, 594, 213, 127, 1653, 76, 2757, 4600]
 
 
 def test_orderings_odd_class_count():

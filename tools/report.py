@@ -405,7 +405,7 @@ def true_unlabeled_prior(args: dict) -> Optional[np.ndarray]:
     num_classes = dataset.num_classes
     try:
         counts = long_tail_counts(args['num_max_u'], num_classes, args['imb_ratio_unlabel'])
-        counts = np.asarray(order_unlabeled(counts, args['flag_reverse_LT']), dtype=np.float64)
+        counts = np.asarray(order_unlabeled(counts, args['flag_reverse_LT'], args.get('seed', 0)), dtype=np.float64)
     except (UserError, KeyError):
         return None
     return counts / counts.sum()
