@@ -66,7 +66,7 @@ def learn(run: Training, views: Callable, batch, device, args, ema_decay) -> Tup
     run.forward.train()
     with torch.autocast(device.type, dtype=torch.bfloat16) if args.amp else nullcontext():
         method.before_forward(Batch.of(method, images, y, u_index, x_index), run.ema.model if run.ema else run.model)
-        output = run.forward(images, with_features=method.with_features).float()
+        output = run.forward(images, **method.forward_options()).float()
     result = method.loss(Batch.of(method, output, y, u_index, x_index))
     result.loss.backward()
     run.optimizer.step()

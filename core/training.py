@@ -133,7 +133,7 @@ def new_model(args, num_classes: int) -> torch.nn.Module:
     return build_model(args.arch, num_classes, two_heads=method.two_heads, depth=args.depth,
                        widen_factor=args.widen_factor, bn_momentum=args.bn_momentum,
                        projection=method.projection_heads, experts=method.experts,
-                       depth_features=method.depth_features)
+                       depth_features=method.depth_features, contrast_dim=method.contrast_dim)
 
 
 @dataclass
@@ -185,8 +185,10 @@ def build_training(args, data, device, step: Callable, method=None, seed=None) -
     cycle = starts[0] if starts else args.total_steps
     schedule = cosine_schedule(cycle) if args.lr_schedule == 'cosine' else constant_schedule
     forward = model
-    if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN
-        forward = DistributedDataParallel(model, static_graph=True)  # has a BatchNorm without gradient
+    if distributed.world_size() > 1:  # gradients averaged over the processes; static graph: the WRN has a
+        # BatchNorm without gradient; BaCon's projection joins the graph when its contrastive loss starts
+        forward = DistributedDataParallel(model, find_unused_parameters=True) if method.contrast_dim else \
+            DistributedDataParallel(model, static_graph=True)
     ema = ModelEMA(model, args.ema_decay, args.ema_warmup, on_device=args.compile) if args.use_ema else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     return Training(method, model, ema, optimizer, scheduler, forward, step, compiled=args.compile)

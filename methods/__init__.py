@@ -7,6 +7,7 @@ methods/common.py and, for flags, methods/base.py.
 from dataset.data import DATASETS
 from methods.acr import ACR
 from methods.acr_d import ACRd
+from methods.bacon import BaCon
 from methods.base import Batch, Flag, Method, StepResult, Views
 from methods.boat import BOAT
 from methods.ccl import CCL
@@ -35,6 +36,7 @@ METHODS = {
     'CPE': CPE,  # (Ma et al., AAAI 2024)
     'MetaExpert': MetaExpert,  # (Hou and Jia, ICML 2025)
     'CPG': CPG,  # (Hou et al., NeurIPS 2025)
+    'BaCon': BaCon,  # (Feng et al., AAAI 2024)
 }
 DEFAULT_METHOD = 'SimPro'  # train.py's --version
 

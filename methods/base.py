@@ -158,6 +158,9 @@ class Method(nn.Module):
     """With experts, the network also returns Meta-Expert's pooled features of every depth (NetworkOutput.depths)."""
     with_features: bool = False
     """The training forward also returns the pooled features (NetworkOutput.features)."""
+    contrast_dim: int = 0
+    """The network (with two_heads) also has BaCon's linear projection of this width; its training forward
+    returns the projected features (NetworkOutput.projection)."""
     projection_heads: bool = False
     """The network (with two_heads) also has CCL's projection heads; its training forward returns
     the projected features and class centres (NetworkOutput.projection, .centres)."""
@@ -215,6 +218,11 @@ class Method(nn.Module):
     def before_forward(self, images: Batch, ema_network: nn.Module) -> None:
         """Called before the step's forward pass with its images (e.g. `images.labeled.weak`) and
         the weight EMA (`ema_network`; the network itself without one)."""
+
+    def forward_options(self) -> dict:
+        """The keyword arguments of the step's forward pass: with_features, and with_projection for a
+        network with BaCon's projection (from the step its contrastive loss starts)."""
+        return {'with_features': self.with_features}
 
     def loss(self, views: Batch) -> StepResult:
         """The step's loss from the network's output on its views (e.g.

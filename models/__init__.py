@@ -34,12 +34,12 @@ class ModelConfigError(UserError, ValueError):
 
 
 def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=None, bn_momentum=None,
-                projection=False, experts=0, depth_features=False):
+                projection=False, experts=0, depth_features=False, contrast_dim=0):
     """Build a backbone. depth/widen_factor override WRN's 28/2 or ResNeXt's depth/width;
     bn_momentum overrides every BatchNorm's momentum (0.001 in WRN/ResNeXt, 0.1 in ResNet-50);
     `experts` > 0: CPE's experts on its classwise BatchNorm branches (a WideResNet's), with
     `depth_features` also Meta-Expert's pooled features of every depth (NetworkOutput.depths)."""
-    model = _build(arch, num_classes, two_heads, depth, widen_factor, projection, experts, depth_features)
+    model = _build(arch, num_classes, two_heads, depth, widen_factor, projection, experts, depth_features, contrast_dim)
     if bn_momentum is not None:
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -47,11 +47,14 @@ def build_model(arch, num_classes, two_heads=False, depth=None, widen_factor=Non
     return model
 
 
-def _build(arch, num_classes, two_heads, depth, widen_factor, projection, experts=0, depth_features=False):
+def _build(arch, num_classes, two_heads, depth, widen_factor, projection, experts=0, depth_features=False,
+           contrast_dim=0):
     if arch not in ARCHS:
         raise ModelConfigError(f'unknown arch {arch!r}; choose one of {", ".join(ARCHS)}')
     if (experts or depth_features) and (arch not in WIDERESNETS or two_heads or projection or not experts):
         raise ModelConfigError("CPE's experts need a WideResNet (its code has no other network with them)")
+    if contrast_dim and (arch not in WIDERESNETS or not two_heads or projection or experts):
+        raise ModelConfigError("BaCon's projection needs two heads on a WideResNet (its code has no other network)")
     if projection and (arch == 'resnext' or not two_heads):
         raise ModelConfigError("CCL's projection heads need two heads on a WideResNet or resnet50")
     if num_classes < 1:
@@ -62,7 +65,7 @@ def _build(arch, num_classes, two_heads, depth, widen_factor, projection, expert
                               depth=28 if depth is None else depth,
                               widen_factor=2 if widen_factor is None else widen_factor,
                               two_heads=two_heads, projection=projection, experts=experts,
-                              depth_features=depth_features, **WIDERESNETS[arch])
+                              depth_features=depth_features, contrast_dim=contrast_dim, **WIDERESNETS[arch])
         if arch == 'resnext':
             # FixMatch's settings: 4x4d ResNeXt-29 for CIFAR-10, 8x64d for CIFAR-100.
             cardinality, d, w = (4, 28, 4) if num_classes < 100 else (8, 29, 64)

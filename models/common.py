@@ -16,7 +16,7 @@ class NetworkOutput(NamedTuple):
     logits: torch.Tensor                        # the linear head's logits, (rows, classes)
     balanced: Optional[torch.Tensor] = None     # the balanced head's logits (two_heads: ACR_d, ACR, CCL)
     features: Optional[torch.Tensor] = None     # the pooled features the heads read (with_features)
-    projection: Optional[torch.Tensor] = None   # CCL's unit-norm projected features (in training)
+    projection: Optional[torch.Tensor] = None   # CCL's unit-norm projected features (in training), BaCon's projection
     centres: Optional[torch.Tensor] = None      # CCL's unit-norm projected class centres, (classes, width)
     experts: Optional[torch.Tensor] = None      # CPE's experts on each BatchNorm branch, (rows, experts, 3, classes)
     depths: Optional[torch.Tensor] = None       # Meta-Expert's pooled features of the stem and each group, concatenated

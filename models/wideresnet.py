@@ -8,6 +8,8 @@ models/wrn.py), whose widening blocks feed the activated input to their convolut
 (microsoft/Semi-supervised-learning semilearn/nets/wrn/wrn.py). An optional second ("balanced")
 linear head on the pooled features serves ACR_d (models/common.py: NetworkOutput).
 """
+from contextlib import nullcontext
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -73,7 +75,8 @@ class WideResNet(nn.Module):
     the first convolution has a bias (USB)."""
 
     def __init__(self, num_classes, depth=28, widen_factor=2, drop_rate=0.0, two_heads=False, projection=False,
-                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False, experts=0, depth_features=False):
+                 preactivate_widening=False, bn=None, final_bn=None, stem_bias=False, experts=0, depth_features=False,
+                 contrast_dim=0):
         super().__init__()
         bn = bn or dict(momentum=BN_MOMENTUM)
         block = dict(preactivate_widening=preactivate_widening, bn=bn)
@@ -105,11 +108,19 @@ class WideResNet(nn.Module):
         self.depth_bn = nn.ModuleList(nn.BatchNorm2d(c, **(final_bn or bn)) for c in channels) \
             if depth_features else None
 
+        # BaCon's linear projection for its contrastive loss (fqhank/AAAI24-BaCon-CISSL bacon.py, ABCNet)
+        self.contrast = nn.Linear(channels[3], contrast_dim) if contrast_dim else None
+
         init_weights(self, 'leaky_relu')
         for head in self.expert_fc or ():  # (added after its network's initialisation: PyTorch's defaults)
             head.reset_parameters()
+        if self.contrast is not None:  # (so are ABCNet's auxiliary head and projection)
+            self.fc_balanced.reset_parameters()
+            self.contrast.reset_parameters()
 
-    def forward(self, x, with_features=False):
+    def forward(self, x, with_features=False, projection=None):
+        """`projection` (a network with BaCon's): 'trained' returns it, 'detached' returns it without a
+        gradient (its parameters then stay out of the step, as when its code computes and does not use it)."""
         stages = [self.conv1(x)]
         for group in (self.block1, self.block2, self.block3):
             stages.append(group(stages[-1]))
@@ -123,7 +134,11 @@ class WideResNet(nn.Module):
             return output._replace(depths=torch.cat(depths, 1))
         # Adaptive pooling lets the same net take 32x32 or 64x64 inputs.
         feat = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
-        return classify(self, feat, with_features)
+        output = classify(self, feat, with_features)
+        if projection is None:
+            return output
+        with torch.no_grad() if projection == 'detached' else nullcontext():
+            return output._replace(projection=self.contrast(feat))
 
     def experts(self, out, with_features=False):
         """CPE: every expert on every BatchNorm branch of the same feature map, (rows, experts, branches,
