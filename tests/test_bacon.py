@@ -230,7 +230,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one_across_the_start(small_cifar1
 @pytest.mark.slow
 def test_two_processes_hold_the_same_bacon_state(small_cifar10_root, tmp_path):
     """Under torchrun (gloo), with DDP finding the projection's parameters unused before the start: every
-    buffer (counts, bank, centres) is bit-identical on both processes after every step."""
+    buffer (counts, bank, centres) is bit-identical on both processes after every step. (No row of so short
+    a run reaches the bank's 0.98 confidence: the bank stays as it started.)"""
     env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
     args = own_flags([*BASE, '--data-dir', small_cifar10_root, '--out', tmp_path / 'ddp', '--version', 'BaCon',
                       '--contrast-after', 2, '--threshold', 0.3, '--abc-threshold', 0.3])
@@ -240,7 +241,7 @@ def test_two_processes_hold_the_same_bacon_state(small_cifar10_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     ranks = [json.loads((tmp_path / f'method_rank{r}.json').read_text()) for r in (0, 1)]
     assert len(ranks[0]) == 6 and ranks[0] == ranks[1]
-    for name in ('selected', 'bank', 'centres', 'contrasting'):
+    for name in ('selected', 'centres', 'contrasting', 'step'):
         assert len({state[name] for state in ranks[0]}) > 1, name
 
 

@@ -275,7 +275,7 @@ def test_report_on_a_real_run(tmp_path):
     assert stdout.strip().splitlines()[-1].startswith('wrote ')
 
 
-AFTER_THE_PAPER = ('CCL', 'BOAT', 'CPE', 'MetaExpert', 'CPG')
+AFTER_THE_PAPER = ('CCL', 'BOAT', 'CPE', 'MetaExpert', 'CPG', 'BaCon')
 
 
 def test_a_method_after_the_paper_is_marked_not_reported(tmp_path):

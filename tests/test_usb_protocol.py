@@ -23,6 +23,7 @@ USB_COUNTS = {(1500, 100): [1500, 899, 539, 323, 193, 116, 69, 41, 25, 15],
 
 
 MU = {'CPG': 7}  # a method's own mu in its USB configs (YaxinHou/CPG config/), else USB's 2
+EVALUATION = {'BaCon': 1000}  # a method's own evaluation period (its configs' num_eval_iter), else USB's 1024
 NO_RECIPE = {('CPG', 'stl10')}  # (its code has no update schedule there: sh/CPG.sh says so)
 
 
@@ -36,9 +37,9 @@ def test_every_launcher_runs_usbs_protocol_on_its_rows(echo_python, method):  # 
             args = launched_args(echo_python, f'{method}.sh', dataset, index)
             assert (args.version, args.dataset, *(getattr(args, k) for k in SPLIT)) == \
                 (method, dataset, *row_split(dataset, n, m, gamma_l, gamma_u, reversed_)), (method, dataset, index)
+            expected = ('wideresnet_usb', 'usb', EVALUATION.get(method, 1024), 64, MU.get(method, 2), 0.999, 5e-4)
             assert (args.arch, args.randaugment, args.eval_step, args.batch_size, args.mu, args.ema_decay,
-                    args.wdecay) == ('wideresnet_usb', 'usb', 1024, 64, MU.get(method, 2), 0.999, 5e-4), \
-                (method, dataset, index)
+                    args.wdecay) == expected, (method, dataset, index)
             assert args.bn_momentum is None and not args.ema_warmup, (method, dataset, index)  # USB's network's own
 
 
