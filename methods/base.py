@@ -159,8 +159,8 @@ class Method(nn.Module):
     with_features: bool = False
     """The training forward also returns the pooled features (NetworkOutput.features)."""
     contrast_dim: int = 0
-    """The network (with two_heads) also has BaCon's linear projection of this width; its training forward
-    returns the projected features (NetworkOutput.projection)."""
+    """The network (with two_heads) also has BaCon's linear projection of this width; a forward asked for it
+    (forward_options' `projection`) returns the projected features (NetworkOutput.projection)."""
     projection_heads: bool = False
     """The network (with two_heads) also has CCL's projection heads; its training forward returns
     the projected features and class centres (NetworkOutput.projection, .centres)."""

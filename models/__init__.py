@@ -1,7 +1,7 @@
 """Backbones: WideResNet-28-2 (CIFAR) as each official code builds it, CIFAR ResNeXt, and ResNet-50
 with a CIFAR stem (ImageNet-127 at 32x32/64x64). Every forward returns a NetworkOutput
 (models/common.py); `two_heads=True` adds the balanced head of ACR_d (its `balanced` logits),
-`projection=True` CCL's projection heads.
+`projection=True` CCL's projection heads, `contrast_dim` BaCon's linear projection.
 """
 from torch import nn
 
