@@ -6,10 +6,12 @@ recipe when every setting that changes what is learned equals the launcher's for
 only such runs are compared with the paper's numbers (tools.report), and a run off its recipe
 says so when it starts. A setting the launcher sets per row (DASO's T_dist) is compared on a
 table row only; a split that is no row of the table is compared on what the dataset's rows of its
-protocol share (the paper's, or USB's for a run with USB's augmentation).
+protocol share (the paper's, or USB's for a run with USB's augmentation; of these, the rows of the N1
+and M1 that most of them have, when most do: the paper's beside CPG's rows).
 """
 import functools
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -66,6 +68,9 @@ def recipe(settings: dict, parser) -> Optional[Recipe]:
         return next((r for r in matching if off_recipe(settings, r) == []), matching[0])
     rows = [recipe_settings(row) for row in rows]  # no row has the split: what the rows of its protocol share
     rows = [row for row in rows if row.get('randaugment') == run.get('randaugment')] or rows
+    sizes, most = Counter((row.get('num_max'), row.get('num_max_u')) for row in rows).most_common(1)[0]
+    if most * 2 > len(rows):
+        rows = [row for row in rows if (row.get('num_max'), row.get('num_max_u')) == sizes]
     shared = {k: v for k, v in rows[0].items() if all(row.get(k) == v for row in rows)}
     return Recipe(shared, str(name), None)
 

@@ -179,7 +179,7 @@ def test_a_row_added_on_one_line_runs_by_its_index(tmp_path, echo_python):
     shutil.copytree(ROOT / 'sh', tmp_path / 'sh')
     tables = tmp_path / 'sh' / 'tables.sh'
     text = tables.read_text()
-    anchor = '      cpg_row 200 2 400 4600   # 37: CPG, random, gamma 200\n'
+    anchor = '      cpg_row 200 5 400 4600   # 37: CPG, random, gamma 200\n'
     assert anchor in text
     tables.write_text(text.replace(anchor, anchor + '      row 200 50 1    # 38: reversed, gamma_l 200, gamma_u 50\n'))
     result = subprocess.run(['bash', str(tmp_path / 'sh' / 'SimPro.sh'), 'cifar10', '38'], capture_output=True,
