@@ -79,6 +79,15 @@ dataset_rows() {
       usb_row 10 10 0 150 300   # 11: USB, consistent, gamma 10
       usb_row 10 10 1 150 300   # 12: USB, reversed (its gamma_u -10)
       usb_row 15 15 0 150 300   # 13: USB, consistent, gamma 15
+      cpg_row 10 0 50 450   # 14: CPG, long-tail (consistent), gamma 10
+      cpg_row 10 1 50 450   # 15: CPG, reverse-long-tail (reversed), gamma 10
+      cpg_row 10 5 50 450   # 16: CPG, random (seed-shuffled), gamma 10
+      cpg_row 15 0 50 450   # 17: CPG, long-tail, gamma 15
+      cpg_row 15 1 50 450   # 18: CPG, reverse-long-tail, gamma 15
+      cpg_row 15 5 50 450   # 19: CPG, random, gamma 15
+      cpg_row 20 0 50 450   # 20: CPG, long-tail, gamma 20
+      cpg_row 20 1 50 450   # 21: CPG, reverse-long-tail, gamma 20
+      cpg_row 20 5 50 450   # 22: CPG, random, gamma 20
       ;;
     stl10)  # N1=450; the unlabeled set is all of unlabeled_X.bin (gamma_u and mode unused)
       n=450; m=100000; READS=(--num-max --imb-ratio-label)

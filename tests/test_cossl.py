@@ -21,7 +21,7 @@ from models import NetworkOutput
 from methods.cossl import (CoSSL, LinearClassifier, imprinted_probabilities, linear_cross_entropy, offline_tfe_set,
                            tail_feature_enhancement, tfe_probability)
 from test_launchers import ROWS, assert_row, launch, launched_args
-from test_cpg import CPG_ROWS
+from test_cpg import CPG_ROWS_OF
 from test_usb_protocol import USB_ROWS
 from test_speed import meta_training
 from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
@@ -270,7 +270,7 @@ def test_every_row_of_the_launcher(echo_python, dataset):
                 args.threshold, args.cossl_start, args.tfe_warmup_steps, args.max_lam, args.lr_tfe, args.wd_tfe,
                 args.tfe_view, args.tfe_warmup) == expected_recipe(dataset)
     result = launch('CoSSL.sh', dataset, len(ROWS[dataset]) + len(USB_ROWS.get(dataset, ())) +
-                    (len(CPG_ROWS) if dataset == 'cifar10' else 0))  # (past every row)
+                    len(CPG_ROWS_OF.get(dataset, ())))  # (past every row)
     assert result.returncode == 2 and 'is not a row of' in result.stderr
 
 

@@ -311,17 +311,22 @@ def test_cpg_device_steps_never_read_device_values_back(small_cifar10_root, monk
 
 CPG_ROWS = [(26 + i, gamma, mode) for i, (gamma, mode) in enumerate((g, m) for g in (50, 100, 150, 200)
                                                                      for m in (0, 1, 5))]  # (5: by the seed)
+CPG_ROWS_OF = {'cifar10': CPG_ROWS,  # its CIFAR-100 rows: N1 50, M1 450, gamma 10, 15, 20
+               'cifar100': [(14 + i, gamma, mode) for i, (gamma, mode) in enumerate((g, m) for g in (10, 15, 20)
+                                                                                    for m in (0, 1, 5))]}
 # its data code's per-class counts (semilearn/datasets/utils.py make_imbalance_data: int(N1 gamma^(-c/(C-1))))
 CPG_COUNTS = {50: [400, 258, 167, 108, 70, 45, 29, 19, 12, 8], 100: [400, 239, 143, 86, 51, 30, 18, 11, 6, 4],
               150: [400, 229, 131, 75, 43, 24, 14, 8, 4, 2], 200: [400, 222, 123, 68, 37, 21, 11, 6, 3, 2]}
 UNLABELED_100 = [4600, 2757, 1653, 991, 594, 356, 213, 127, 76, 46]
+CIFAR100_SUMS = {14: (1911, 17614), 17: (1687, 15547), 20: (1545, 14315)}  # gamma 10, 15, 20 (its data code's)
 
 
 @pytest.mark.parametrize('dataset', ['cifar10', 'cifar100', 'digits'])
 def test_every_row_of_the_cpg_launcher(echo_python, dataset):
     rows = list(enumerate(ROWS[dataset]))
-    if dataset == 'cifar10':
-        rows += [(index, (400, 4600, gamma, gamma, mode, None)) for index, gamma, mode in CPG_ROWS]
+    if dataset in CPG_ROWS_OF:  # (and its own rows: N1 400, M1 4600 on CIFAR-10; 50, 450 on CIFAR-100)
+        n1, m1 = {'cifar10': (400, 4600), 'cifar100': (50, 450)}[dataset]
+        rows += [(index, (n1, m1, gamma, gamma, mode, None)) for index, gamma, mode in CPG_ROWS_OF[dataset]]
     for index, (n, m, gl, gu, mode, size) in rows:
         args = launched_args(echo_python, 'CPG.sh', dataset, index)
         assert_row(args, 'CPG.sh', dataset, n, m, gl, gu, mode, size)
@@ -386,7 +391,7 @@ def test_the_middle_row_trains_through_its_stages_on_both_augmentation_paths(cif
 
 @pytest.mark.slow
 def test_every_row_of_the_cpg_launcher_dry_runs(capsys, cifar10_launcher_root, cifar100_root, echo_python):
-    """Every row of sh/CPG.sh (CIFAR-10's 38, CIFAR-100's 14, the digits' 5) builds its split and its network
+    """Every row of sh/CPG.sh (CIFAR-10's 38, CIFAR-100's 23, the digits' 5) builds its split and its network
     (USB's WRN-28-2 with the auxiliary head; the digits' WRN-10-1) on data in the official formats."""
     from test_dry_run import dry_run
     roots = {'cifar10': cifar10_launcher_root, 'cifar100': cifar100_root, 'digits': None}
@@ -396,6 +401,9 @@ def test_every_row_of_the_cpg_launcher_dry_runs(capsys, cifar10_launcher_root, c
             argv = result.stdout.splitlines()[2:] + (['--data-dir', str(root)] if root else [])
             code, summary, _, err = dry_run(capsys, *argv)
             assert code == 0, (dataset, index, err)
+            if dataset == 'cifar100' and index in CIFAR100_SUMS:  # its CIFAR-100 rows' labeled and unlabeled sizes
+                assert (sum(summary['labeled_per_class']), sum(summary['unlabeled_per_class'])) == \
+                    CIFAR100_SUMS[index]
             assert summary['model'] == ('wideresnet' if dataset == 'digits' else 'wideresnet_usb'), (dataset, index)
             index += 1
-        assert 'is not a row of' in result.stderr and index == {'cifar10': 38, 'cifar100': 14, 'digits': 5}[dataset]
+        assert 'is not a row of' in result.stderr and index == {'cifar10': 38, 'cifar100': 23, 'digits': 5}[dataset]
