@@ -45,11 +45,15 @@ def test_two_processes_share_priors_and_evaluate_the_whole_test_set(small_cifar1
 @pytest.mark.parametrize('version,extra,moving', [
     ('ACR', ('--est-epoch', 0), ('estimate.u', 'estimate.kl_sum', 'adjust_1')),
     ('DASO', ('--pretrain-steps', 1, '--pl-dist-update-period', 2), ('queue', 'prototypes', 'pl_dist')),
-    ('CCL', ('--est-epoch', 0, '--upbatch', 1, '--aug', 'gpu'), ('p_all', 'batch'))])  # CCL on the tensor path
+    ('CCL', ('--est-epoch', 0, '--upbatch', 1, '--aug', 'gpu'), ('p_all', 'batch')),  # CCL on the tensor path
+    ('BOAT', (), ('qhat', 'qbal', 'confm', 'simm')),
+    ('CPE', (), ()),  # (its state is its fixed adjustments: the run under DDP with its branches is what is tested)
+    ('MetaExpert', ('--est-epoch', 0), ('epoch', 'fusing'))])
 def test_two_processes_hold_the_same_method_state_after_every_step(small_cifar10_root, tmp_path, version, extra,
                                                                     moving):
-    """ACR's per-step estimate, DASO's queue and pseudo-label window and CCL's estimates see the
-    global batch, so every buffer is bit-identical on both processes after every step."""
+    """ACR's per-step estimate, DASO's queue and pseudo-label window, CCL's and BOAT's estimates and
+    Meta-Expert's count see the global batch, so every buffer is bit-identical on both processes after
+    every step."""
     env = {**os.environ, 'PROBE_OUT': str(tmp_path), 'OMP_NUM_THREADS': '1'}
     args = train_command(small_cifar10_root, tmp_path / 'ddp', '--version', version, '--depth', 10,
                          '--widen-factor', 1, *extra)[2:]
