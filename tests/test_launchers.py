@@ -128,10 +128,11 @@ def test_extra_arguments_override_the_table(echo_python):
 def test_bad_dataset_and_index(script):
     result = launch(script, 'mnist', 0)
     assert result.returncode != 0 and "unknown dataset 'mnist'" in result.stderr and 'cifar100' in result.stderr
-    result = launch(script, 'cifar100', 14)
-    assert result.returncode != 0 and "index '14' is not a row of cifar100" in result.stderr
+    result = launch(script, 'cifar100', 23)
+    assert result.returncode != 0 and "index '23' is not a row of cifar100" in result.stderr
     assert '10: gamma_l=20 gamma_u=20 shuffled' in result.stderr
     assert '13: USB protocol: N1=150 M1=300, gamma_l=15 gamma_u=15 consistent' in result.stderr
+    assert '22: CPG protocol: N1=50 M1=450, gamma_l=20 gamma_u=20 seed-shuffled (its random)' in result.stderr
     result = launch(script, 'smallimagenet')
     assert result.returncode != 0 and '1: 64x64' in result.stderr
 
