@@ -131,8 +131,9 @@ def train(args, data, stop: StopSignal) -> None:
                 log.line(f'step {step}: {run.method.describe_generation()}')
             if step in run.method.stage_starts:  # a stage of the method's own: the network carries on
                 line = run.method.start_stage(run.ema.model if run.ema else run.model, data, device, run.model)
-                batches = test_batches = None
-                batches, test_batches = method_batches(args, data, run.method, step, device)  # (its labeled set)
+                if run.method.stages_change_labeled_set:  # (a new labeled set: batches of it)
+                    batches = test_batches = None
+                    batches, test_batches = method_batches(args, data, run.method, step, device)
                 log.line(f'step {step}: {line}')
             with stop.deferred(step > first_step):  # a signal waits for the step's end (see StopSignal)
                 result, unlabeled_labels = train_step(run, batches, device, args)

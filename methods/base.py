@@ -15,8 +15,8 @@ so a method overrides only what makes it differ. The loop, per run:
                   metrics()
     at a step in generation_starts: start_generation(...), then the training data of
                   training_data(...) and a fresh network, optimizer and schedule
-    at a step in stage_starts: start_stage(...), then the training data of training_data(...); the
-                  network, optimizer and schedule carry on
+    at a step in stage_starts: start_stage(...) (then, with stages_change_labeled_set, the training
+                  data of training_data(...)); the network, optimizer and schedule carry on
 
 A step's inputs and outputs have names: a method lists the views it wants of each labeled and each
 unlabeled image by name (`labeled_views`, `unlabeled_views`), and its hooks receive a `Batch` whose
@@ -179,6 +179,9 @@ class Method(nn.Module):
     """Steps at which the method starts a stage of its own (start_stage), e.g. CoSSL's co-learning
     after its pre-training; unlike a generation, the network, its EMA, the optimizer and the
     schedule carry on."""
+    stages_change_labeled_set: bool = False
+    """A stage may change the labeled set of training_data (CPG's selections): the loop then makes the
+    batches again after start_stage."""
 
     def __init__(self, args, data, num_features: Optional[int] = None):
         """`args`: train.py's arguments; `data`: the split (dataset.data.SemiSupervisedData);
@@ -257,8 +260,8 @@ class Method(nn.Module):
         """At a step of stage_starts (before that step): update the state for the stage that starts,
         from the weight EMA (the network itself without one), the network being trained and the run's
         split; return one log line on it. Its state must say which stage it is in, so that a resumed
-        run carries on in it. The loop then makes the batches again, of training_data(data): a stage
-        may change the labeled set (CPG)."""
+        run carries on in it. With stages_change_labeled_set the loop then makes the batches again, of
+        training_data(data)."""
         raise NotImplementedError(f'{type(self).__name__} has stage_starts but no start_stage')
 
     def eval_network(self, network: nn.Module) -> nn.Module:

@@ -1,9 +1,23 @@
-"""What several methods share: logit adjustment, the symmetric KL (SimPro, ACR), the parameter
-groups of the weight decay and the networks of the MixMatch-lineage codes."""
+"""What several methods share: a labeled set grown with pool images, logit adjustment, the symmetric
+KL (SimPro, ACR), the parameter groups of the weight decay and the networks of the MixMatch-lineage
+codes."""
+import dataclasses
+
+import numpy as np
 import torch
 
 SMALL_IMAGES = ('cifar10', 'cifar100', 'stl10')
 DASO_NETWORKS = dict.fromkeys(SMALL_IMAGES, 'wideresnet_daso')  # ytaek-oh/daso's WRN-28-2 (Method.networks)
+
+
+def with_pool_images(data, pool_label: torch.Tensor):
+    """`data` (a split) whose labeled set also holds the pool images of `pool_label` >= 0 (per pool
+    position; -1: not added), in pool order, with those labels as targets; the pool keeps them too
+    (CReST+'s generations, CPG's selected set)."""
+    pool_label = pool_label.cpu().numpy()
+    added = np.flatnonzero(pool_label >= 0)
+    return dataclasses.replace(data, labeled_idx=np.concatenate([data.labeled_idx, data.unlabeled_idx[added]]),
+                               labeled_targets=np.concatenate([data.labeled_targets, pool_label[added]]))
 
 
 def logit_adjustment(prior: torch.Tensor, tau: float) -> torch.Tensor:

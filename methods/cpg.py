@@ -20,7 +20,6 @@ distribution n_LS (labeled counts n_L plus selected counts n_S) stays known:
 The main head's plain logits are evaluated; the auxiliary head is not.
 """
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ from torch import nn
 
 from dataset.device_batches import RowViews
 from methods.base import THRESHOLD, Batch, Flag, Method, StepResult, finite
-from methods.common import SMALL_IMAGES
+from methods.common import SMALL_IMAGES, with_pool_images
 from utils import distributed
 
 FEATURE_BATCH = 64  # the batch of its feature passes over the labeled set (its adaptive_feature_loader)
@@ -124,6 +123,7 @@ class CPG(Method):
     unlabeled_views = {'weak': 'weak', 'strong': 'strong'}
     two_heads = True
     with_features = True
+    stages_change_labeled_set = True
     networks = dict.fromkeys(SMALL_IMAGES, 'wideresnet_usb')  # (its bi_rot_wrn_28_2 without the unused rotation head)
 
     @classmethod
@@ -203,8 +203,8 @@ class CPG(Method):
 
     def remember(self, index: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> None:
         """Count each masked row's pseudo label for its pool image (the rows of every process)."""
-        index, label, mask = (distributed.all_gather_cat(t) for t in (index, label, mask.to(torch.int32)))
-        self.memory.index_put_((index, label), mask, accumulate=True)
+        index, label, mask = distributed.all_gather_cat(torch.stack([index, label, mask.long()], 1)).unbind(1)
+        self.memory.index_put_((index, label), mask.to(torch.int32), accumulate=True)
 
     @torch.no_grad()
     def start_stage(self, ema_network: nn.Module, data, device, network: nn.Module) -> str:
@@ -259,10 +259,7 @@ class CPG(Method):
 
     def training_data(self, data):
         """The original labeled set, then the selected pool images (in pool order) with their labels."""
-        added = np.flatnonzero(self.pool_label.cpu().numpy() >= 0)
-        return dataclasses.replace(data, labeled_idx=np.concatenate([data.labeled_idx, data.unlabeled_idx[added]]),
-                                   labeled_targets=np.concatenate([data.labeled_targets,
-                                                                   self.pool_label.cpu().numpy()[added]]))
+        return with_pool_images(data, self.pool_label)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict, assign)

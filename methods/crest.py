@@ -12,7 +12,6 @@ prediction over the last 128 unlabeled batches and pi the labeled distribution *
 temperature t_g falling linearly from 1 in the first generation to --da-t-min in the last.
 """
 import argparse
-import dataclasses
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from torch import nn
 
 from dataset.device_batches import EvalBatches
 from methods.base import THRESHOLD, Flag
+from methods.common import with_pool_images
 from methods.fixmatch import FixMatch
 from utils import distributed
 from utils.errors import UserError
@@ -178,10 +178,7 @@ class CReSTPlus(FixMatch):
     def training_data(self, data):
         """`data` (the original split) with the selected pool images added to its labeled set, their
         pseudo labels as targets; the unlabeled pool keeps them too."""
-        pseudo_label = self.pool_pseudo_label.cpu().numpy()
-        added = np.flatnonzero(pseudo_label >= 0)
-        return dataclasses.replace(data, labeled_idx=np.concatenate([data.labeled_idx, data.unlabeled_idx[added]]),
-                                   labeled_targets=np.concatenate([data.labeled_targets, pseudo_label[added]]))
+        return with_pool_images(data, self.pool_pseudo_label)
 
     def describe_generation(self) -> str:
         added = np.bincount(self.pool_pseudo_label[self.pool_pseudo_label >= 0].cpu().numpy(),

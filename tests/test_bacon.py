@@ -24,7 +24,7 @@ from methods import BaCon
 from methods.bacon import BANK_CONFIDENCE, contrastive_loss
 from models import NetworkOutput, build_model, count_parameters
 from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
-from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
+from test_resume import BASE, interrupted_equals_whole, own_flags
 import train
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
@@ -210,18 +210,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one_across_the_start(small_cifar1
     resumed run carries the started loss on (its projection trained) and ends bit for bit the same."""
     extra = ['--version', 'BaCon', '--contrast-after', 1, '--total-steps', 8, '--threshold', 0.3, '--abc-threshold',
              0.3]
-    assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
-    crash_after_checkpoint(monkeypatch, step=4)
-    with pytest.raises(Interrupted):
-        run(small_cifar10_root, tmp_path / 'split', *extra)
-    monkeypatch.undo()
-    assert run(small_cifar10_root, tmp_path / 'split', *extra, '--resume', 'auto') == 0
-    whole, whole_ckpt = final_state(tmp_path / 'whole')
-    split, split_ckpt = final_state(tmp_path / 'split')
-    assert split == whole and [r['step'] for r in split] == [2, 4, 6, 8]
-    for key in ('model', 'ema', 'method'):
-        for name, tensor in whole_ckpt[key].items():
-            assert torch.equal(tensor, split_ckpt[key][name]), (key, name)
+    _, whole_ckpt, split, _ = interrupted_equals_whole(small_cifar10_root, tmp_path, monkeypatch, extra, step=4)
+    assert [r['step'] for r in split] == [2, 4, 6, 8]
     assert bool(whole_ckpt['method']['contrasting']) and (whole_ckpt['method']['selected'] >= 0).any()
     first = torch.load(tmp_path / 'whole' / 'checkpoint.prev.pt', weights_only=False)['model']['contrast.weight']
     assert not torch.equal(first, whole_ckpt['model']['contrast.weight'])  # (the projection learns)

@@ -25,7 +25,7 @@ from methods import CPG
 from methods.cpg import copies_per_class, refined_prior, select, similarity_sums, smooth
 from models import NetworkOutput
 from test_launchers import ROWS, SMALL_RUN, assert_row, launch, launched_args
-from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
+from test_resume import BASE, interrupted_equals_whole, own_flags
 
 echo_python = test_launchers.echo_python  # the fixture: a python that prints its arguments
 SETTINGS = dict(threshold=0.95, label_smoothing=0.1, cpg_warmup_epochs=30, cpg_update_epochs=5, cpg_min_hits=12,
@@ -261,18 +261,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one_across_its_stages(small_cifar
     of steps 2-3 made a selected set that its labeled batches (made again at the resume) hold."""
     extra = ['--version', 'CPG', '--cpg-warmup-epochs', 0, '--cpg-update-epochs', 1, '--cpg-min-hits', 0,
              '--total-steps', 8, '--cpg-exact-similarity']
-    assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
-    crash_after_checkpoint(monkeypatch, step=4)
-    with pytest.raises(Interrupted):
-        run(small_cifar10_root, tmp_path / 'split', *extra)
-    monkeypatch.undo()
-    assert run(small_cifar10_root, tmp_path / 'split', *extra, '--resume', 'auto') == 0
-    whole, whole_ckpt = final_state(tmp_path / 'whole')
-    split, split_ckpt = final_state(tmp_path / 'split')
-    assert split == whole and [r['step'] for r in split] == [2, 4, 6, 8]
-    for key in ('model', 'ema', 'method'):
-        for name, tensor in whole_ckpt[key].items():
-            assert torch.equal(tensor, split_ckpt[key][name]), (key, name)
+    whole, _, split, _ = interrupted_equals_whole(small_cifar10_root, tmp_path, monkeypatch, extra, step=4)
+    assert [r['step'] for r in split] == [2, 4, 6, 8]
     counts = [r['n_ls'] for r in whole]
     assert counts[0] == counts[1] != counts[2]  # the labeled set grew at step 4 (windows close at 2, 4, 6)
     log = (tmp_path / 'split' / 'log.txt').read_text()

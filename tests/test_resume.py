@@ -59,6 +59,24 @@ def final_state(out):
     return records, torch.load(out / 'checkpoint.pt', weights_only=False)
 
 
+def interrupted_equals_whole(root, tmp_path, monkeypatch, extra, step: int):
+    """Train `extra` in one go (tmp_path/whole), and interrupted after its checkpoint of `step` then resumed
+    (tmp_path/split); assert both end with the same metrics, weights, EMA and method state. Returns each
+    one's (metrics, last checkpoint): (whole, whole_ckpt, split, split_ckpt)."""
+    assert run(root, tmp_path / 'whole', *extra) == 0
+    crash_after_checkpoint(monkeypatch, step=step)
+    with pytest.raises(Interrupted):
+        run(root, tmp_path / 'split', *extra)
+    monkeypatch.undo()
+    assert run(root, tmp_path / 'split', *extra, '--resume', 'auto') == 0
+    (whole, whole_ckpt), (split, split_ckpt) = final_state(tmp_path / 'whole'), final_state(tmp_path / 'split')
+    assert split == whole
+    for key in ('model', 'ema', 'method'):
+        for name, tensor in whole_ckpt[key].items():
+            assert torch.equal(tensor, split_ckpt[key][name]), (key, name)
+    return whole, whole_ckpt, split, split_ckpt
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('method', ['SimPro', 'ACR_d', 'ACR', 'DASO', 'CCL', 'CCL --aug gpu', 'CoSSL', 'DARP',
                                     'BOAT', 'CPE', 'MetaExpert'])
@@ -72,21 +90,9 @@ def test_resumed_run_equals_uninterrupted_run(small_cifar10_root, tmp_path, monk
         extra = ['--version', method, '--cossl-start', 2, '--tfe-warmup-steps', 2]
     if method == 'DARP':  # a refinement of the pool at steps 2, 4 and 6, after a warm-up of 1 step
         extra = ['--version', method, '--darp-warmup-ratio', 0.2, '--darp-period', 2]
-    assert run(small_cifar10_root, tmp_path / 'whole', *extra) == 0
-
-    crash_after_checkpoint(monkeypatch, step=2)
-    with pytest.raises(Interrupted):
-        run(small_cifar10_root, tmp_path / 'split', *extra)
-    monkeypatch.undo()
-    assert run(small_cifar10_root, tmp_path / 'split', *extra, '--resume', 'auto') == 0
-
-    whole, whole_ckpt = final_state(tmp_path / 'whole')
-    split, split_ckpt = final_state(tmp_path / 'split')
+    whole, whole_ckpt, split, split_ckpt = interrupted_equals_whole(small_cifar10_root, tmp_path, monkeypatch, extra,
+                                                                    step=2)
     assert [r['step'] for r in split] == [2, 4, 6]  # metrics appended, nothing lost or repeated
-    assert split == whole
-    for key in ('model', 'ema', 'method'):
-        for name, tensor in whole_ckpt[key].items():
-            assert torch.equal(tensor, split_ckpt[key][name]), (key, name)
     assert split_ckpt['history'] == whole_ckpt['history']
     log = (tmp_path / 'split' / 'log.txt').read_text()
     assert 'resuming at step 2' in log and log.count('epoch 1 step 2') == 1
