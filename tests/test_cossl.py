@@ -24,7 +24,7 @@ from test_launchers import ROWS, assert_row, launch, launched_args
 from test_cpg import CPG_ROWS_OF
 from test_usb_protocol import USB_ROWS
 from test_speed import meta_training
-from test_resume import BASE, Interrupted, crash_after_checkpoint, final_state, own_flags, run
+from test_resume import BASE, interrupted_equals_whole, own_flags, run
 from conftest import step_views
 from core.command_line import get_args_parser
 
@@ -240,18 +240,8 @@ def test_evaluated_network_is_the_ema_classifier_on_the_encoder():
 def test_resume_across_the_boundary_equals_an_uninterrupted_run(small_cifar10_root, tmp_path, monkeypatch, start,
                                                                 crash_at, warmup):
     stage = [*STAGE[:2], '--cossl-start', start, *STAGE[4:], '--tfe-warmup', warmup]
-    assert run(small_cifar10_root, tmp_path / 'whole', *stage) == 0
-    crash_after_checkpoint(monkeypatch, step=crash_at)
-    with pytest.raises(Interrupted):
-        run(small_cifar10_root, tmp_path / 'split', *stage)
-    monkeypatch.undo()
-    assert run(small_cifar10_root, tmp_path / 'split', *stage, '--resume', 'auto') == 0
-    whole, whole_ckpt = final_state(tmp_path / 'whole')
-    split, split_ckpt = final_state(tmp_path / 'split')
-    assert split == whole and whole[-1]['loss_tfe'] > 0
-    for key in ('model', 'ema', 'method'):
-        for name, tensor in whole_ckpt[key].items():
-            assert torch.equal(tensor, split_ckpt[key][name]), (key, name)
+    whole, _, _, _ = interrupted_equals_whole(small_cifar10_root, tmp_path, monkeypatch, stage, step=crash_at)
+    assert whole[-1]['loss_tfe'] > 0
 
 
 def expected_recipe(dataset):
